@@ -1,0 +1,331 @@
+"""The Image API v1 wire codec: the one place that spells an ``x-image-meta-*`` header.
+
+Client and server both import this module. One table (`FIELDS`) drives decoding of
+request and response headers, encoding of both, and the JSON record shapes.
+
+Header text: HTTP libraries hand us header values as ``str`` holding one character per
+byte (latin-1). `decode` turns those bytes back into UTF-8 text and then undoes
+percent-encoding when the value is plain ASCII containing ``%XX`` escapes, so both raw
+UTF-8 (older clients) and percent-encoded UTF-8 (python-glanceclient >= 2.11) arrive as
+the text the user meant. `encode` writes raw UTF-8 text (the server's way, as Glance v1
+did) or, with ``percent=True``, percent-encodes any value that needs it (the SDK's way:
+pure ASCII on the wire, and a literal ``%`` survives the round trip).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Generic, TypeVar
+from urllib.parse import quote, unquote
+
+T = TypeVar("T")
+
+PREFIX: Final = "x-image-meta-"
+PROPERTY_PREFIX: Final = "x-image-meta-property-"
+COPY_FROM_HEADER: Final = "x-glance-api-copy-from"
+PURGE_PROPS_HEADER: Final = "x-glance-registry-purge-props"
+REQUEST_ID_HEADER: Final = "x-openstack-request-id"
+
+MAX_NAME_LENGTH: Final = 255
+MAX_CHECKSUM_LENGTH: Final = 32
+MAX_INT32: Final = 2147483647
+TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%f"
+
+TRUE_WORDS: Final = frozenset({"1", "t", "true", "on", "y", "yes"})
+
+DISK_FORMATS: Final = (
+    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+)
+CONTAINER_FORMATS: Final = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker")
+AMAZON_FORMATS: Final = frozenset({"aki", "ari", "ami"})
+
+STATUSES: Final = (
+    "queued", "saving", "active", "killed", "deleted", "pending_delete",
+    "deactivated", "uploading", "importing",
+)
+
+
+class WireError(ValueError):
+    """A header or record that cannot be decoded; `.header` names it."""
+
+    def __init__(self, header: str, message: str) -> None:
+        super().__init__(message)
+        self.header = header
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Kind(Generic[T]):
+    """How one field's value is parsed from and rendered to header text."""
+
+    parse: Callable[[str], T]  # raises ValueError with a readable message
+    render: Callable[[T], str]
+    json_types: tuple[type, ...]
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value.strip(), 10)
+    except ValueError:
+        raise ValueError(f"expected a non-negative integer, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return number
+
+
+def _int32(value: str) -> int:
+    number = _count(value)
+    if number > MAX_INT32:
+        raise ValueError(f"value out of range, must not exceed {MAX_INT32}, got {value!r}")
+    return number
+
+
+def _optional_count(value: str) -> int | None:
+    return None if value.strip() == "None" else _count(value)
+
+
+def parse_flag(value: str) -> bool:
+    """v1's boolean rule: true iff one of 1/t/true/on/y/yes (any case); anything else is false."""
+    return value.strip().lower() in TRUE_WORDS
+
+
+def render_flag(value: bool) -> str:
+    return "True" if value else "False"
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an ISO 8601 time (date-only and offset forms too) into naive UTC."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"expected an ISO 8601 time, got {value!r}") from None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    if when.year < 1900:
+        raise ValueError(f"expected a time after 1900, got {value!r}")
+    return when
+
+
+def render_timestamp(when: datetime) -> str:
+    """The v1 timestamp form: ``YYYY-MM-DDTHH:MM:SS.ffffff``, UTC, no zone suffix."""
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when.strftime(TIMESTAMP_FORMAT)
+
+
+def _timestamp(value: str) -> str:
+    return render_timestamp(parse_timestamp(value))
+
+
+def _name(value: str) -> str:
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValueError(f"Image name too long: {len(value)}")
+    return value
+
+
+def _checksum(value: str) -> str:
+    if len(value) > MAX_CHECKSUM_LENGTH:
+        raise ValueError(f"Invalid checksum {value!r}: can't exceed {MAX_CHECKSUM_LENGTH} characters")
+    return value
+
+
+TEXT: Final = Kind[str](_text, str, (str,))
+NAME: Final = Kind[str](_name, str, (str,))
+CHECKSUM: Final = Kind[str](_checksum, str, (str,))
+COUNT: Final = Kind[int](_count, str, (int,))
+INT32: Final = Kind[int](_int32, str, (int,))
+OPTIONAL_COUNT: Final = Kind[int | None](_optional_count, str, (int,))
+FLAG: Final = Kind[bool](parse_flag, render_flag, (bool,))
+TIME: Final = Kind[str](_timestamp, str, (str,))
+
+FIELDS: Final[Mapping[str, Kind[Any]]] = {
+    "id": TEXT,
+    "name": NAME,
+    "status": TEXT,
+    "size": COUNT,
+    "virtual_size": OPTIONAL_COUNT,
+    "checksum": CHECKSUM,
+    "disk_format": TEXT,
+    "container_format": TEXT,
+    "min_disk": INT32,
+    "min_ram": INT32,
+    "owner": TEXT,
+    "is_public": FLAG,
+    "protected": FLAG,
+    "deleted": FLAG,
+    "created_at": TIME,
+    "updated_at": TIME,
+    "deleted_at": TIME,
+    # accepted on requests only; never emitted
+    "location": TEXT,
+    "copy_from": TEXT,
+    "uri": TEXT,
+    "store": TEXT,
+}
+"""Every field a request may carry as ``x-image-meta-<field>``; anything else is a bad header."""
+
+EMITTED: Final = (
+    "id", "name", "status", "size", "virtual_size", "checksum", "disk_format",
+    "container_format", "min_disk", "min_ram", "owner", "is_public", "protected",
+    "deleted", "created_at", "updated_at", "deleted_at",
+)
+"""The fields a server emits as headers (HEAD/GET) and, with ``properties``, in JSON details."""
+
+DETAIL_KEYS: Final = (*EMITTED, "properties")
+SUMMARY_KEYS: Final = ("id", "name", "size", "disk_format", "container_format", "checksum")
+
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_SAFE_ASCII = re.compile(r"[\x21-\x24\x26-\x7e]([\x20-\x24\x26-\x7e]*[\x21-\x24\x26-\x7e])?")
+
+
+@dataclass
+class Metadata:
+    """Decoded image metadata: core fields by name, and custom properties."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, str | None] = field(default_factory=dict)
+
+
+def header_text(raw: str | bytes) -> str:
+    """The text a header carried: UTF-8 bytes (given as bytes or latin-1 str), percent-decoded."""
+    data = raw if isinstance(raw, bytes) else raw.encode("latin-1", errors="replace")
+    text = data.decode("utf-8")  # UnicodeDecodeError is a ValueError: callers report it
+    if text.isascii() and _ESCAPE.search(text):
+        try:
+            return unquote(text, errors="strict")
+        except UnicodeDecodeError:
+            return text
+    return text
+
+
+def canonical_name(raw_name: str | bytes) -> str:
+    """Lower-case a header name and undo percent-encoding (python-glanceclient quotes names)."""
+    return header_text(raw_name).strip().lower()
+
+
+def property_key(header: str) -> str | None:
+    """The property key a canonical header name sets, or None if it is not a property header."""
+    if header.startswith(PROPERTY_PREFIX):
+        return header[len(PROPERTY_PREFIX):].replace("-", "_")
+    return None
+
+
+def field_name(header: str) -> str | None:
+    """The core field a canonical header name sets (``disk-format`` spelling too), or None."""
+    if header.startswith(PREFIX) and not header.startswith(PROPERTY_PREFIX):
+        return header[len(PREFIX):].replace("-", "_")
+    return None
+
+
+def _decode_value(header: str, name: str, raw: str | bytes) -> Any:
+    try:
+        text = header_text(raw)
+    except UnicodeDecodeError:
+        raise WireError(header, f"{header}: value is not valid UTF-8") from None
+    if text.strip() == "" and name != "name":
+        return None
+    if name == "name" and text == "":
+        return None
+    try:
+        return FIELDS[name].parse(text)
+    except ValueError as exc:
+        raise WireError(header, f"{header}: {exc}") from None
+
+
+def decode(headers: Iterable[tuple[str | bytes, str | bytes]]) -> Metadata:
+    """Decode the ``x-image-meta-*`` headers among `headers`; ignore all others.
+
+    Raises `WireError` naming the header for an unknown field or a malformed value.
+    An empty value decodes to None (for properties too).
+    """
+    meta = Metadata()
+    for raw_name, raw_value in headers:
+        try:
+            header = canonical_name(raw_name)
+        except UnicodeDecodeError:
+            continue  # not a header we own
+        key = property_key(header)
+        if key is not None:
+            if not key:
+                raise WireError(header, f"Bad header: {header}")
+            try:
+                text = header_text(raw_value)
+            except UnicodeDecodeError:
+                raise WireError(header, f"{header}: value is not valid UTF-8") from None
+            meta.properties[key] = text if text != "" else None
+            continue
+        name = field_name(header)
+        if name is None:
+            continue
+        if name not in FIELDS:
+            raise WireError(header, f"Bad header: {header}")
+        meta.fields[name] = _decode_value(header, name, raw_value)
+    return meta
+
+
+def _quote(text: str) -> str:
+    if _SAFE_ASCII.fullmatch(text):
+        return text
+    return quote(text, safe="/:=+@,;~!$&'()*")
+
+
+def encode(
+    fields: Mapping[str, Any],
+    properties: Mapping[str, str | None] = {},  # noqa: B006 - never mutated
+    *,
+    percent: bool = False,
+) -> list[tuple[str, str]]:
+    """Headers for `fields` and `properties`; None values are left out.
+
+    With ``percent=False`` values are raw text (write them as UTF-8 bytes); with
+    ``percent=True`` every value that is not plain printable ASCII without ``%`` is
+    percent-encoded, so the result is pure ASCII.
+    """
+    out: list[tuple[str, str]] = []
+    for name, value in fields.items():
+        if value is None:
+            continue
+        kind = FIELDS.get(name)
+        if kind is None:
+            raise WireError(PREFIX + name, f"Bad header: {PREFIX}{name}")
+        text = kind.render(value)
+        out.append((PREFIX + name, _quote(text) if percent else text))
+    for key, prop in properties.items():
+        if prop is None:
+            continue
+        name = PROPERTY_PREFIX + (_quote(key) if percent else key)
+        out.append((name, _quote(prop) if percent else prop))
+    return out
+
+
+def encode_flag_header(value: bool) -> str:
+    """Render a boolean for a non-metadata header such as the purge-props header."""
+    return "true" if value else "false"
+
+
+def check_json_record(record: Mapping[str, Any], keys: Iterable[str] = DETAIL_KEYS) -> None:
+    """Raise `WireError` if a JSON image record has a value of the wrong type."""
+    for key in keys:
+        if key not in record or record[key] is None:
+            continue
+        value = record[key]
+        if key == "properties":
+            if not isinstance(value, dict):
+                raise WireError(key, f"properties: expected an object, got {value!r}")
+            continue
+        kind = FIELDS[key]
+        ok = isinstance(value, kind.json_types) and not (
+            bool not in kind.json_types and isinstance(value, bool)
+        )
+        if not ok:
+            raise WireError(key, f"{key}: unexpected JSON value {value!r}")

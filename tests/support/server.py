@@ -1,0 +1,115 @@
+"""Run a real `osimage serve` process on a free loopback port for tests and benchmarks."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Identities for `--auth tokens`: token -> context. Tests refer to them by token.
+TOKENS: dict[str, dict[str, object]] = {
+    "admin-token": {"user_id": "u-admin", "project_id": "p-admin", "roles": ["admin"]},
+    "alice-token": {"user_id": "u-alice", "project_id": "p-alice", "roles": ["member"]},
+    "bob-token": {"user_id": "u-bob", "project_id": "p-bob", "roles": ["member"]},
+    "carol-token": {"user_id": "u-carol", "project_id": "p-carol", "roles": ["member"]},
+    "noproject-token": {"user_id": "u-nobody", "project_id": None, "roles": ["member"]},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """One `osimage serve` process; `url` is its root, e.g. http://127.0.0.1:PORT."""
+
+    data_dir: Path
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.url}/v1"
+
+    def start(self, timeout: float = 30.0) -> Server:
+        if not self.port:
+            self.port = free_port()
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
+        cmd = [
+            sys.executable, "-m", "osimage", "serve",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--data-dir", str(self.data_dir), *self.args,
+        ]
+        env = {**os.environ, **self.env}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"osimage serve exited early:\n{self.log()}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                conn.request("GET", "/versions")
+                if conn.getresponse().status == 200:
+                    return self
+            except OSError:
+                time.sleep(0.05)
+            finally:
+                conn.close()
+        self.stop()
+        raise RuntimeError(f"osimage serve did not answer within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup code in the server runs."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> Server:
+        self.stop()
+        return self.start()
+
+
+def tokens_file(directory: Path) -> Path:
+    path = directory / "tokens.json"
+    path.write_text(json.dumps(TOKENS))
+    return path
+
+
+def start_server(base: Path, *args: str, auth: str = "noauth", **env: str) -> Server:
+    """Start a server with its own data dir under `base`; `auth` is noauth or tokens."""
+    base.mkdir(parents=True, exist_ok=True)
+    extra = list(args)
+    if auth == "tokens":
+        extra += ["--auth", "tokens", "--tokens-file", str(tokens_file(base))]
+    server = Server(data_dir=base / "data", args=extra, env=dict(env))
+    return server.start()
