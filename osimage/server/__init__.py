@@ -1,0 +1,1 @@
+"""The image service (`osimage serve`), never imported by the SDK; importing it is free."""

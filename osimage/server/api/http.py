@@ -1,0 +1,84 @@
+"""Raw ASGI replies: header values go out as UTF-8 bytes, bodies as JSON or streamed chunks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+HeaderList = Sequence[tuple[str, str]]
+
+
+def raw_headers(headers: HeaderList) -> list[tuple[bytes, bytes]]:
+    """Encode header pairs for ASGI; non-ASCII text is written as raw UTF-8 bytes."""
+    return [(name.lower().encode("utf-8"), value.encode("utf-8")) for name, value in headers]
+
+
+async def reply(
+    send: Send,
+    status: int,
+    body: bytes = b"",
+    *,
+    content_type: str | None = None,
+    headers: HeaderList = (),
+    head: bool = False,
+) -> None:
+    """Send a complete answer; with `head` the Content-Length still describes `body`."""
+    out = list(headers)
+    if content_type is not None:
+        out.append(("content-type", content_type))
+    if status != 204 and not any(name.lower() == "content-length" for name, _ in out):
+        out.append(("content-length", str(len(body))))
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers(out)})
+    await send({"type": "http.response.body", "body": b"" if head or status == 204 else body})
+
+
+async def reply_json(
+    send: Send, status: int, document: Any, *, headers: HeaderList = (), head: bool = False
+) -> None:
+    body = json.dumps(document).encode()
+    await reply(send, status, body, content_type="application/json", headers=headers, head=head)
+
+
+async def reply_stream(
+    send: Send,
+    status: int,
+    chunks: AsyncIterator[bytes],
+    *,
+    headers: HeaderList,
+    first: bytes = b"",
+) -> None:
+    """Stream `first` then `chunks` as the body; the caller sets Content-Length."""
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers(headers)})
+    if first:
+        await send({"type": "http.response.body", "body": first, "more_body": True})
+    async for chunk in chunks:
+        if chunk:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def header(scope: Scope, name: str) -> str | None:
+    """The first request header called `name` (lower case), decoded as latin-1, or None."""
+    wanted = name.encode()
+    for key, value in scope.get("headers", ()):
+        if key.lower() == wanted:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def base_url(scope: Scope) -> str:
+    """scheme://host[:port] of this request, from its Host header."""
+    scheme = scope.get("scheme", "http")
+    host = header(scope, "host")
+    if not host:
+        server = scope.get("server") or ("127.0.0.1", 80)
+        address, port = server[0], server[1]
+        if ":" in address:
+            address = f"[{address}]"
+        host = f"{address}:{port}"
+    return f"{scheme}://{host}"

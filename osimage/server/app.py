@@ -1,0 +1,157 @@
+"""`create_app(settings)`: the one composition root of the service.
+
+The app is raw ASGI. Its lifespan opens the database, the blob store and the
+authenticator (and closes them); every HTTP request gets a request id, one log line,
+and errors rendered by `osimage.server.errors`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from contextlib import AsyncExitStack
+
+from osimage.server.api.http import Message, Receive, Scope, Send, header, reply
+from osimage.server.api.versions import (
+    MEDIA_PREFIX,
+    V1_TOKENS,
+    send_v1_version,
+    send_versions,
+)
+from osimage.server.errors import ApiError, HeaderTooLarge, NotFound, render
+from osimage.server.settings import Settings
+
+log = logging.getLogger("osimage.server")
+access_log = logging.getLogger("osimage.access")
+
+MAX_REQUEST_ID_LENGTH = 64
+
+
+async def prepare(settings: Settings) -> None:
+    """Bring the database to the current schema and sweep what a crash left behind."""
+
+
+class App:
+    """The ASGI application; all of its state lives on the instance."""
+
+    def __init__(self, settings: Settings, *, prepared: bool = False) -> None:
+        self.settings = settings
+        self.prepared = prepared
+        self._stack: AsyncExitStack | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        async with AsyncExitStack() as stack:
+            try:
+                await self._open(stack)
+            except BaseException as exc:
+                log.exception("startup failed")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        if not self.prepared:
+            await prepare(self.settings)
+
+    def _request_id(self, scope: Scope) -> str:
+        supplied = header(scope, "x-openstack-request-id")
+        if supplied is None or self.settings.auth == "noauth":
+            return f"req-{uuid.uuid4()}"
+        supplied = supplied.strip()
+        if len(supplied) > MAX_REQUEST_ID_LENGTH:
+            raise HeaderTooLarge(
+                f"x-openstack-request-id is longer than {MAX_REQUEST_ID_LENGTH} characters"
+            )
+        return supplied if supplied.startswith("req-") else f"req-{supplied}"
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 0
+        request_id = f"req-{uuid.uuid4()}"
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-openstack-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            try:
+                request_id = self._request_id(scope)
+                await self._dispatch(scope, receive, send_with_id)
+            except ApiError as error:
+                if status:
+                    raise
+                await _send_error(scope, send_with_id, error)
+            except Exception:
+                log.exception("%s %s %s failed", request_id, scope["method"], scope["path"])
+                if status:
+                    raise
+                await _send_error(scope, send_with_id, ApiError("The server failed to answer."))
+        finally:
+            access_log.info(
+                "%s %s %s %s %.1fms",
+                request_id,
+                scope["method"],
+                scope["path"],
+                status or "-",
+                (time.perf_counter() - started) * 1000,
+            )
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        segments = path.split("/")
+        first = segments[1] if len(segments) > 1 else ""
+        accept = header(scope, "accept") or ""
+        if accept.lower().startswith(MEDIA_PREFIX):
+            token = accept[len(MEDIA_PREFIX) :].split(",")[0].split(";")[0].strip().lower()
+            if token not in V1_TOKENS:
+                await send_versions(scope, send, 300)
+                return
+            if first not in V1_TOKENS:
+                segments = ["", "v1", *segments[1:]]
+                first = "v1"
+        if first == "versions":
+            await send_versions(scope, send, 200)
+            return
+        if first not in V1_TOKENS:
+            await send_versions(scope, send, 300)
+            return
+        rest = "/" + "/".join(segments[2:]) if len(segments) > 2 else ""
+        if rest == "" and scope["method"] in {"GET", "HEAD"}:
+            await send_v1_version(scope, send)
+            return
+        await self._v1(scope, receive, send, rest)
+
+    async def _v1(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
+        raise NotFound("The resource could not be found.")
+
+
+async def _send_error(scope: Scope, send: Send, error: ApiError) -> None:
+    head = scope["method"] == "HEAD"
+    content_type, body = render(error, accept=header(scope, "accept") or "", head=head)
+    headers = list(error.headers.items())
+    if head:
+        headers.append(("content-length", "0"))
+    await reply(send, error.status_code, body, content_type=content_type, headers=headers)
+
+
+def create_app(settings: Settings, *, prepared: bool = False) -> App:
+    """Build the service for `settings`; nothing is opened until the ASGI lifespan starts.
+
+    With `prepared`, migrations and the crash sweep are assumed done (worker processes).
+    """
+    return App(settings, prepared=prepared)

@@ -1,0 +1,52 @@
+"""Run the app under uvicorn: one process, or N workers built by an app factory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import anyio
+import uvicorn
+
+from osimage.server.app import create_app, prepare
+from osimage.server.settings import Settings
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=_LOG_FORMAT, stream=sys.stderr, force=True)
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT; uvicorn stops gracefully on either."""
+    _configure_logging(settings.log_level)
+    common: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "log_level": settings.log_level,
+        "lifespan": "on",
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        return
+    # Migrations and the crash sweep run once, here, before any worker takes requests.
+    anyio.run(prepare, settings)
+    os.environ.update(settings.environment())
+    uvicorn.run(
+        "osimage.server.runner:worker_app",
+        factory=True,
+        workers=settings.workers,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def worker_app() -> object:
+    """The app factory each worker process calls; settings arrive as OSIMAGE_* variables."""
+    settings = Settings.load({}, os.environ)
+    _configure_logging(settings.log_level)
+    return create_app(settings, prepared=True)

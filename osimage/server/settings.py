@@ -1,0 +1,253 @@
+"""The service's settings: one table of rows, each readable as ``--<name>`` or ``OSIMAGE_<NAME>``.
+
+This module is imported by the CLI before the server is, so it uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOOPBACK_HOSTS: Final = frozenset({"localhost", "::1"})
+AUTH_KINDS: Final = ("noauth", "tokens")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the flag or variable it came from."""
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"expected a port number 0-65535, got {value!r}")
+    return number
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return number
+
+
+def _quota(value: str) -> int:
+    return int(value)  # negative means unlimited
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value.lower() not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return value.lower()
+
+    return parse
+
+
+def _network(value: str) -> Network:
+    return ipaddress.ip_network(value.strip(), strict=False)
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row: its name, its default as text (None: computed or unset), and its help."""
+
+    name: str
+    default: str | None
+    help: str
+    parse: Callable[[str], Any] = _text
+    multiple: bool = False  # repeatable flag; comma-separated in the environment
+    flag: bool = False  # a switch without a value
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def variable(self) -> str:
+        return "OSIMAGE_" + self.name.upper()
+
+
+SETTINGS: Final = (
+    Setting("host", "127.0.0.1", "Address to listen on."),
+    Setting("port", "9292", "TCP port to listen on (0 picks a free one).", _port),
+    Setting(
+        "data_dir", "~/.local/share/osimage", "Directory for the embedded database and images."
+    ),
+    Setting(
+        "database",
+        None,
+        "SQLAlchemy URL of the metadata database "
+        "[default: sqlite+aiosqlite:///<data_dir>/osimage.db].",
+    ),
+    Setting("store", None, "Where image data lives, as a URL [default: file://<data_dir>/images]."),
+    Setting("auth", "noauth", "How callers are identified: noauth or tokens.", _choice(AUTH_KINDS)),
+    Setting("tokens_file", None, "JSON file mapping tokens to identities (with --auth tokens)."),
+    Setting("image_size_cap", "1099511627776", "Largest image accepted, in bytes.", _non_negative),
+    Setting(
+        "property_quota", "128", "Most custom properties per image (negative: unlimited).", _quota
+    ),
+    Setting("member_quota", "128", "Most members per image (negative: unlimited).", _quota),
+    Setting("api_limit_max", "1000", "Largest page a list call returns.", _positive),
+    Setting("limit_param_default", "25", "Page size of a list call without limit.", _positive),
+    Setting("workers", "1", "Number of server processes.", _positive),
+    Setting(
+        "allow_source_network",
+        None,
+        "A network (CIDR) that location and copy-from URLs may point into, though it is "
+        "private or loopback. Repeatable.",
+        _network,
+        multiple=True,
+    ),
+    Setting(
+        "insecure_noauth",
+        "false",
+        "Allow --auth noauth on an address other than loopback.",
+        _flag,
+        flag=True,
+    ),
+    Setting("log_level", "info", "Logging threshold.", _choice(LOG_LEVELS)),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parsed settings. Build with `Settings.load`."""
+
+    host: str = "127.0.0.1"
+    port: int = 9292
+    data_dir: Path = Path("~/.local/share/osimage")
+    database: str = ""
+    store: str = ""
+    auth: str = "noauth"
+    tokens_file: Path | None = None
+    image_size_cap: int = 1099511627776
+    property_quota: int = 128
+    member_quota: int = 128
+    api_limit_max: int = 1000
+    limit_param_default: int = 25
+    workers: int = 1
+    allow_source_network: tuple[Network, ...] = ()
+    insecure_noauth: bool = False
+    log_level: str = "info"
+
+    @classmethod
+    def load(
+        cls, flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Resolve every row: flag beats variable beats default. Raises `SettingsError`.
+
+        `flags` maps row names to what the command line gave (None or an empty tuple:
+        not given); values may be text or already parsed.
+        """
+        flags = flags or {}
+        environ = environ or {}
+        values: dict[str, Any] = {}
+        for row in SETTINGS:
+            given = flags.get(row.name)
+            if given is not None and given != () and not (row.flag and given is False):
+                values[row.name] = _parse_given(row, given, row.option)
+            elif row.variable in environ:
+                values[row.name] = _parse_text(row, environ[row.variable], row.variable)
+            elif row.default is not None:
+                values[row.name] = _parse_text(row, row.default, "default")
+            else:
+                values[row.name] = () if row.multiple else None
+        data_dir = Path(values["data_dir"]).expanduser()
+        values["data_dir"] = data_dir
+        if not values["database"]:
+            values["database"] = f"sqlite+aiosqlite:///{data_dir / 'osimage.db'}"
+        if not values["store"]:
+            values["store"] = (data_dir / "images").resolve().as_uri()
+        if values["tokens_file"] is not None:
+            values["tokens_file"] = Path(values["tokens_file"]).expanduser()
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse combinations that are unsafe or cannot work."""
+        if self.auth == "tokens" and self.tokens_file is None:
+            raise SettingsError("--auth tokens needs --tokens-file (OSIMAGE_TOKENS_FILE)")
+        if self.auth == "noauth" and not self.insecure_noauth and not is_loopback(self.host):
+            raise SettingsError(
+                f"--auth noauth makes every caller an admin; refusing to listen on {self.host!r}"
+                " (use a loopback address, another --auth, or --insecure-noauth)"
+            )
+        if self.limit_param_default > self.api_limit_max:
+            raise SettingsError("--limit-param-default must not exceed --api-limit-max")
+
+    def environment(self) -> dict[str, str]:
+        """These settings as ``OSIMAGE_*`` variables (how worker processes receive them)."""
+        env: dict[str, str] = {}
+        for row in SETTINGS:
+            value = getattr(self, row.name)
+            if value is None:
+                continue
+            if row.multiple:
+                env[row.variable] = ",".join(str(item) for item in value)
+            elif isinstance(value, bool):
+                env[row.variable] = "true" if value else "false"
+            else:
+                env[row.variable] = str(value)
+        return env
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names only this machine."""
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _parse_text(row: Setting, text: str, source: str) -> Any:
+    if row.multiple:
+        items = [item for item in text.split(",") if item.strip()]
+        return tuple(_parse_one(row, item, source) for item in items)
+    return _parse_one(row, text, source)
+
+
+def _parse_given(row: Setting, given: Any, source: str) -> Any:
+    if row.multiple:
+        items = given if isinstance(given, list | tuple) else [given]
+        return tuple(
+            _parse_one(row, item, source) if isinstance(item, str) else item for item in items
+        )
+    if isinstance(given, str):
+        return _parse_one(row, given, source)
+    return given
+
+
+def _parse_one(row: Setting, text: str, source: str) -> Any:
+    try:
+        return row.parse(text)
+    except ValueError as exc:
+        raise SettingsError(f"{source}: bad value for {row.name}: {exc}") from None
