@@ -10,6 +10,8 @@ SDKException
  +-- InvalidRequest            refused before anything was sent
  +-- InvalidResponse           the server broke the protocol (wraps WireError)
  +-- MethodNotSupported        the resource does not allow that verb
+ +-- ResourceTimeout           a wait_for_* ran out of time
+ +-- ResourceFailure           a wait_for_status saw a failure status
 
 `raise_from_response` is the one function that turns a response into an exception.
 """
@@ -98,6 +100,14 @@ class MethodNotSupported(SDKException):
     def __init__(self, resource: type | object, method: str) -> None:
         name = resource.__name__ if isinstance(resource, type) else type(resource).__name__
         super().__init__(f"The {method} method is not supported for {name}")
+
+
+class ResourceTimeout(SDKException):
+    """A resource did not reach the awaited state in time."""
+
+
+class ResourceFailure(SDKException):
+    """A resource reached a failure state while being waited on."""
 
 
 _BY_STATUS: dict[int, type[HttpException]] = {
