@@ -4,7 +4,8 @@
 """
 
 from osimage import exceptions
+from osimage.connection import Connection, connect
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "exceptions"]
+__all__ = ["Connection", "__version__", "connect", "exceptions"]

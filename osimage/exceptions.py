@@ -9,6 +9,7 @@ SDKException
  +-- DuplicateResource         find() matched more than one
  +-- InvalidRequest            refused before anything was sent
  +-- InvalidResponse           the server broke the protocol (wraps WireError)
+ |    +-- ChecksumMismatch     downloaded data differs from its declared size/checksums
  +-- MethodNotSupported        the resource does not allow that verb
  +-- ResourceTimeout           a wait_for_* ran out of time
  +-- ResourceFailure           a wait_for_status saw a failure status
@@ -50,8 +51,10 @@ class HttpException(SDKException):
         self.response = response
         self.details = details
         self.request_id = request_id
-        self.status_code = http_status if http_status is not None else (
-            response.status_code if response is not None else None
+        self.status_code = (
+            http_status
+            if http_status is not None
+            else (response.status_code if response is not None else None)
         )
 
     def __str__(self) -> str:
@@ -92,6 +95,10 @@ class InvalidRequest(SDKException):
 
 class InvalidResponse(SDKException):
     """A response that breaks the protocol."""
+
+
+class ChecksumMismatch(InvalidResponse):
+    """Downloaded image data does not match the size or checksums the server declared."""
 
 
 class MethodNotSupported(SDKException):

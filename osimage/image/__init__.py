@@ -1,0 +1,1 @@
+"""The Image service: ``osimage.image.v1`` holds the v1 resources and proxy."""

@@ -1,0 +1,665 @@
+"""Declarative resources: typed fields, dirty tracking and the REST verbs.
+
+A `Resource` subclass declares its attributes as fields (`Body`, `Header`, or a
+subclass's own kind) that say where a value travels and what type it has. The verbs
+(`create`, `fetch`, `head`, `commit`, `delete`, `list`, `find`) are generic; how values
+become a request and a response becomes values is decided by three hooks a subclass may
+override (`_build_request`, `_values_from`, `_records_from`). The default hooks speak
+JSON under `resource_key`; the v1 `Image` overrides them with the ``x-image-meta`` codec.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, Self, TypeVar, overload
+from urllib.parse import quote
+
+from osimage import exceptions
+
+if TYPE_CHECKING:
+    import requests
+    from keystoneauth1.adapter import Adapter
+
+T = TypeVar("T")
+
+DEFAULT_PAGE_SIZE: Final = 200
+"""Page size `list` asks for when the caller gives no ``limit``."""
+
+SERVER_LIMIT_MAX: Final = 1000
+"""Servers cap page sizes at this (v1's ``api_limit_max``); a shorter page ends a list
+only when the page size asked for is at most this."""
+
+_TRUE: Final = frozenset({"1", "t", "true", "on", "y", "yes"})
+_FALSE: Final = frozenset({"0", "f", "false", "off", "n", "no"})
+
+
+# --------------------------------------------------------------------------- coercion
+
+
+def _to_str(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, got {value!r}")
+
+
+def _to_int(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip(), 10)
+        except ValueError:
+            pass
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _to_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    raise ValueError(f"expected a boolean, got {value!r}")
+
+
+def _to_dict(value: object) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        if all(isinstance(key, str) for key in value):
+            return dict(value)
+        raise ValueError(f"expected string keys, got {list(value)!r}")
+    raise ValueError(f"expected a mapping, got {value!r}")
+
+
+_COERCERS: Final[Mapping[type, Callable[[object], Any]]] = {
+    str: _to_str,
+    int: _to_int,
+    bool: _to_bool,
+    dict: _to_dict,
+}
+
+
+# --------------------------------------------------------------------------- fields
+
+
+class Field(Generic[T]):
+    """A typed attribute whose value is kept under `wire_name`.
+
+    Two fields with one `wire_name` are aliases: one value, two attribute names.
+    Assigning a value of the wrong type raises `InvalidRequest` naming the attribute;
+    nothing is silently replaced by a default. `check`, if given, validates the
+    coerced value further and raises `ValueError` with a readable message.
+    """
+
+    def __init__(
+        self,
+        wire_name: str,
+        type: type[T],
+        *,
+        check: Callable[[T], object] | None = None,
+    ) -> None:
+        self.wire_name = wire_name
+        self.type = type
+        self.check = check
+        self.name = wire_name  # replaced by the attribute name in __set_name__
+
+    def __set_name__(self, owner: type[Resource], name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type[Resource]) -> Self: ...
+    @overload
+    def __get__(self, obj: Resource, owner: type[Resource]) -> T | None: ...
+    def __get__(self, obj: Resource | None, owner: type[Resource]) -> Self | T | None:
+        if obj is None:
+            return self
+        value: T | None = obj._state.values.get(self.wire_name)
+        return value
+
+    def __set__(self, obj: Resource, value: T | None) -> None:
+        obj._state.values[self.wire_name] = self.coerce(value, type(obj).__name__)
+
+    def coerce(self, value: object, owner_name: str = "") -> T | None:
+        """Return `value` as this field's type, or raise `InvalidRequest` saying why not."""
+        if value is None:
+            return None
+        coercer = _COERCERS.get(self.type)
+        try:
+            if coercer is not None:
+                result: T = coercer(value)
+            elif isinstance(value, self.type):
+                result = value
+            else:
+                raise ValueError(f"expected {self.type.__name__}, got {value!r}")
+            if self.check is not None:
+                self.check(result)
+        except ValueError as exc:
+            where = f"{owner_name}.{self.name}" if owner_name else self.name
+            raise exceptions.InvalidRequest(f"{where}: {exc}") from None
+        return result
+
+
+class Body(Field[T]):
+    """A value carried in the resource's request and response body."""
+
+
+class Header(Field[T]):
+    """A value carried in an HTTP header of its own, e.g. ``x-glance-api-copy-from``."""
+
+    def __init__(self, wire_name: str, type: type[T], *, header: str) -> None:
+        super().__init__(wire_name, type)
+        self.header = header
+
+
+class QueryParameters:
+    """The query parameters `list` accepts: client name -> server name.
+
+    ``limit`` and ``marker`` are included unless ``include_pagination_defaults=False``.
+    Either spelling (client or server) is accepted; anything else is an error.
+    """
+
+    def __init__(
+        self, *names: str, include_pagination_defaults: bool = True, **mappings: str
+    ) -> None:
+        self.mapping: dict[str, str] = (
+            {"limit": "limit", "marker": "marker"} if include_pagination_defaults else {}
+        )
+        self.mapping.update({name: name for name in names})
+        self.mapping.update(mappings)
+
+    def transpose(self, params: Mapping[str, Any], owner_name: str = "") -> dict[str, str]:
+        """Server query for `params`; None values are dropped.
+
+        Raises `InvalidRequest` naming every unknown key and listing the valid ones.
+        """
+        server_names = set(self.mapping.values())
+        unknown = sorted(k for k in params if k not in self.mapping and k not in server_names)
+        if unknown:
+            valid = ", ".join(sorted(self.mapping))
+            raise exceptions.InvalidRequest(
+                f"Invalid query parameter(s) for {owner_name or 'this resource'}: "
+                f"{', '.join(unknown)}; valid: {valid}"
+            )
+        query: dict[str, str] = {}
+        for key, value in params.items():
+            if value is not None:
+                query[self.mapping.get(key, key)] = render_query_value(value)
+        return query
+
+
+def render_query_value(value: object) -> str:
+    """Query text for a value: booleans as ``true``/``false``, others with ``str``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class _State:
+    """Current values by wire name, and the values last synchronized with the server."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    synced: dict[str, Any] = field(default_factory=dict)
+
+    def dirty(self) -> set[str]:
+        """Names whose value differs from the synchronized one (in-place edits count)."""
+        names = self.values.keys() | self.synced.keys()
+        return {n for n in names if self.values.get(n) != self.synced.get(n)}
+
+    def synchronize(self) -> None:
+        self.synced = copy.deepcopy(self.values)
+
+
+@dataclass
+class Request:
+    """What one verb sends, as built by a resource's `_build_request` hook."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    json: Any = None
+    data: Any = None  # bytes, a binary file object, or an iterable of bytes
+
+
+def _connection_of(session: Adapter) -> Any:
+    """The Connection behind an openstacksdk-shaped proxy, or None for a plain Adapter."""
+    getter = getattr(session, "_get_connection", None)
+    return getter() if callable(getter) else None
+
+
+# --------------------------------------------------------------------------- resource
+
+
+class Resource:
+    """A declarative REST resource: fields, dirty tracking and the verbs.
+
+    ``Resource(_synchronized=False, connection=None, **attrs)``: `attrs` are attribute
+    names (or wire names). Use `new` for a resource the server has not seen yet (every
+    value is dirty) and `existing` for one it has (nothing is dirty). `connection` may
+    be None; the SDK never needs it.
+    """
+
+    resource_key: ClassVar[str | None] = None
+    resources_key: ClassVar[str | None] = None
+    base_path: ClassVar[str] = ""
+
+    allow_create: ClassVar[bool] = False
+    allow_fetch: ClassVar[bool] = False
+    allow_head: ClassVar[bool] = False
+    allow_commit: ClassVar[bool] = False
+    allow_delete: ClassVar[bool] = False
+    allow_list: ClassVar[bool] = False
+
+    create_method: ClassVar[str] = "POST"
+    fetch_method: ClassVar[str] = "GET"
+    commit_method: ClassVar[str] = "PUT"
+
+    _query_mapping: ClassVar[QueryParameters] = QueryParameters()
+    _fields: ClassVar[dict[str, Field[Any]]] = {}
+
+    id: Field[str] = Body("id", str)
+    name: Field[str] = Body("name", str)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        found: dict[str, Field[Any]] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                if isinstance(value, Field):
+                    found.pop(attr, None)  # an override moves to its subclass position
+                    found[attr] = value
+                elif attr in found:
+                    del found[attr]
+        cls._fields = found
+
+    def __init__(self, _synchronized: bool = False, connection: Any = None, **attrs: Any) -> None:
+        self._state = _State()
+        self._connection = connection
+        self._synchronized = _synchronized
+        self._update(attrs)
+        if _synchronized:
+            self._state.synchronize()
+
+    # ----------------------------------------------------------------- construction
+
+    @classmethod
+    def new(cls, **attrs: Any) -> Self:
+        """A resource the server has not seen: every value given is dirty."""
+        return cls(_synchronized=False, **attrs)
+
+    @classmethod
+    def existing(cls, connection: Any = None, **attrs: Any) -> Self:
+        """A resource that exists on the server: nothing is dirty."""
+        return cls(_synchronized=True, connection=connection, **attrs)
+
+    @classmethod
+    def _field_for(cls, key: str) -> Field[Any] | None:
+        found = cls._fields.get(key)
+        if found is not None:
+            return found
+        return next((f for f in cls._fields.values() if f.wire_name == key), None)
+
+    def _update(self, attrs: Mapping[str, Any]) -> None:
+        for key, value in attrs.items():
+            found = self._field_for(key)
+            if found is None:
+                self._unknown_attr(key, value)
+            else:
+                found.__set__(self, value)
+
+    def _unknown_attr(self, key: str, value: Any) -> None:
+        raise TypeError(f"{type(self).__name__} has no attribute {key!r}")
+
+    def _absorb(self, values: Mapping[str, Any]) -> None:
+        """Take values the server reported (already decoded and typed) and clear dirty."""
+        self._state.values.update(values)
+        self._state.synchronize()
+        self._synchronized = True
+
+    @classmethod
+    def _from_server(cls, values: Mapping[str, Any], connection: Any = None) -> Self:
+        resource = cls(_synchronized=True, connection=connection)
+        resource._absorb(values)
+        return resource
+
+    # ----------------------------------------------------------------- reading
+
+    def dirty(self) -> set[str]:
+        """Wire names of values changed since the last synchronization with the server."""
+        return self._state.dirty()
+
+    def to_dict(self, ignore_none: bool = False) -> dict[str, Any]:
+        """Every attribute by attribute name (aliases included); mutable values are copied."""
+        out: dict[str, Any] = {}
+        for attr, fld in self._fields.items():
+            value = copy.deepcopy(self._state.values.get(fld.wire_name))
+            if value is not None or not ignore_none:
+                out[attr] = value
+        return out
+
+    def keys(self) -> list[str]:
+        """Attribute names, so that ``dict(resource)`` works."""
+        return list(self._fields)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._field_for(key) is not None
+
+    def __getitem__(self, key: str) -> Any:
+        found = self._field_for(key)
+        if found is None:
+            raise KeyError(key)
+        return self._state.values.get(found.wire_name)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of attribute `key`, or `default` if unknown or unset."""
+        try:
+            value = self[key]
+        except KeyError:
+            return default
+        return default if value is None else value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Resource):
+            return NotImplemented
+        return type(self) is type(other) and self._state.values == other._state.values
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: equal values, equal objects
+
+    def __repr__(self) -> str:
+        seen: set[str] = set()
+        parts = []
+        ordered = sorted(self._fields.items(), key=lambda item: item[0] != "id")
+        for attr, fld in ordered:
+            if fld.wire_name in seen:
+                continue
+            seen.add(fld.wire_name)
+            value = self._state.values.get(fld.wire_name)
+            if value is not None:
+                parts.append(f"{attr}={value!r}")
+        return f"{type(self).__module__}.{type(self).__name__}({', '.join(parts)})"
+
+    # ----------------------------------------------------------------- wire hooks
+
+    def _build_request(self, verb: str, names: Collection[str]) -> Request:
+        """The request carrying the values named by `names` (default: JSON body)."""
+        headers: dict[str, str] = {}
+        body: dict[str, Any] = {}
+        for fld in self._fields.values():
+            if fld.wire_name not in names:
+                continue
+            value = self._state.values.get(fld.wire_name)
+            if isinstance(fld, Header):
+                if value is not None:
+                    headers[fld.header] = str(value)
+            else:
+                body[fld.wire_name] = value
+        if verb in ("create", "commit"):
+            return Request(headers, json={self.resource_key: body} if self.resource_key else body)
+        return Request(headers)
+
+    @classmethod
+    def _values_from(cls, verb: str, response: requests.Response) -> dict[str, Any]:
+        """Values a response reports about one resource (default: JSON body, headers)."""
+        values: dict[str, Any] = {}
+        for fld in cls._fields.values():
+            if isinstance(fld, Header) and fld.header in response.headers:
+                values[fld.wire_name] = fld.coerce(response.headers[fld.header], cls.__name__)
+        if response.content:
+            body = _json(response)
+            if cls.resource_key:
+                body = body.get(cls.resource_key) if isinstance(body, dict) else None
+            if not isinstance(body, dict):
+                raise exceptions.InvalidResponse(f"expected a {cls.__name__} record in the body")
+            values.update(cls._record_values(body))
+        return values
+
+    @classmethod
+    def _records_from(cls, response: requests.Response) -> list[dict[str, Any]]:
+        """The records one list page holds, each as values (default: JSON list)."""
+        body = _json(response)
+        if cls.resources_key:
+            body = body.get(cls.resources_key) if isinstance(body, dict) else None
+        if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
+            raise exceptions.InvalidResponse(f"expected a list of {cls.__name__} records")
+        return [cls._record_values(record) for record in body]
+
+    @classmethod
+    def _record_values(cls, record: Mapping[str, Any]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for fld in cls._fields.values():
+            if isinstance(fld, Body) and fld.wire_name in record:
+                try:
+                    values[fld.wire_name] = fld.coerce(record[fld.wire_name], cls.__name__)
+                except exceptions.InvalidRequest as exc:
+                    raise exceptions.InvalidResponse(exc.message) from None
+        return values
+
+    # ----------------------------------------------------------------- plumbing
+
+    @classmethod
+    def _require(cls, capability: str) -> None:
+        if not getattr(cls, f"allow_{capability}"):
+            raise exceptions.MethodNotSupported(cls, capability)
+
+    @classmethod
+    def _collection_path(cls, base_path: str | None) -> str:
+        return base_path if base_path is not None else cls.base_path
+
+    def _item_path(self, base_path: str | None) -> str:
+        if not self.id:
+            raise exceptions.InvalidRequest(f"{type(self).__name__} has no id")
+        return f"{self._collection_path(base_path)}/{quote(self.id, safe='')}"
+
+    @staticmethod
+    def _send(
+        session: Adapter,
+        method: str,
+        path: str,
+        request: Request | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """One request through the keystoneauth `session`; error statuses raise."""
+        request = request or Request()
+        kwargs: dict[str, Any] = {"headers": request.headers, "raise_exc": False}
+        if request.json is not None:
+            kwargs["json"] = request.json
+        if request.data is not None:
+            kwargs["data"] = request.data
+        if params:
+            kwargs["params"] = dict(params)
+        if stream:
+            kwargs["stream"] = True
+        response: requests.Response = session.request(path, method, **kwargs)
+        if response.status_code >= 400 and stream:
+            response.content  # noqa: B018 - read the (small) error body before mapping it
+        exceptions.raise_from_response(response)
+        return response
+
+    # ----------------------------------------------------------------- verbs
+
+    def create(self, session: Adapter, base_path: str | None = None) -> Self:
+        """Create this resource on the server from every value set; return self."""
+        self._require("create")
+        return self._create(session, base_path, self._build_request("create", self._state.dirty()))
+
+    def _create(self, session: Adapter, base_path: str | None, request: Request) -> Self:
+        response = self._send(
+            session, self.create_method, self._collection_path(base_path), request
+        )
+        self._absorb(self._values_from("create", response))
+        return self
+
+    def fetch(self, session: Adapter, base_path: str | None = None) -> Self:
+        """Replace local values with the server's; raises NotFoundException if absent."""
+        self._require("fetch")
+        response = self._send(session, self.fetch_method, self._item_path(base_path))
+        self._absorb(self._values_from("fetch", response))
+        return self
+
+    def head(self, session: Adapter, base_path: str | None = None) -> Self:
+        """Update local values from a HEAD of this resource."""
+        self._require("head")
+        response = self._send(session, "HEAD", self._item_path(base_path))
+        self._absorb(self._values_from("head", response))
+        return self
+
+    def commit(self, session: Adapter, base_path: str | None = None) -> Self:
+        """Send the values changed since the last synchronization; no change, no request."""
+        self._require("commit")
+        names = self._state.dirty()
+        if not names:
+            return self
+        return self._commit(session, base_path, self._build_request("commit", names))
+
+    def _commit(self, session: Adapter, base_path: str | None, request: Request) -> Self:
+        response = self._send(session, self.commit_method, self._item_path(base_path), request)
+        self._absorb(self._values_from("commit", response))
+        return self
+
+    def delete(self, session: Adapter, base_path: str | None = None) -> Self:
+        """Delete this resource on the server; raises NotFoundException if absent."""
+        self._require("delete")
+        self._send(session, "DELETE", self._item_path(base_path))
+        return self
+
+    @classmethod
+    def _query(cls, params: Mapping[str, Any]) -> dict[str, str]:
+        return cls._query_mapping.transpose(params, cls.__name__)
+
+    @classmethod
+    def _list_path(cls, base_path: str | None) -> str:
+        return cls._collection_path(base_path)
+
+    @classmethod
+    def list(
+        cls,
+        session: Adapter,
+        paginated: bool = True,
+        base_path: str | None = None,
+        *,
+        max_items: int | None = None,
+        **params: Any,
+    ) -> Iterator[Self]:
+        """Lazily yield matching resources, following limit/marker pages to the end.
+
+        ``limit`` is the page size (default `DEFAULT_PAGE_SIZE`), `max_items` the most
+        resources to yield in all. With ``paginated=False`` one page is fetched. Unknown
+        query parameters raise `InvalidRequest` at once, before anything is sent.
+        """
+        cls._require("list")
+        query = cls._query(params)
+        if max_items is not None and max_items < 0:
+            raise exceptions.InvalidRequest(f"max_items must not be negative, got {max_items}")
+        return cls._pages(session, cls._list_path(base_path), query, paginated, max_items)
+
+    @classmethod
+    def _pages(
+        cls,
+        session: Adapter,
+        path: str,
+        query: dict[str, str],
+        paginated: bool,
+        max_items: int | None,
+    ) -> Iterator[Self]:
+        connection = _connection_of(session)
+        if paginated or max_items is not None:
+            size = int(query.get("limit", DEFAULT_PAGE_SIZE))
+            if max_items is not None:
+                size = min(size, max_items)
+            query["limit"] = str(size)
+        yielded = 0
+        while max_items is None or yielded < max_items:
+            response = cls._send(session, "GET", path, params=query)
+            records = cls._records_from(response)
+            for values in records:
+                yield cls._from_server(values, connection)
+                yielded += 1
+                if max_items is not None and yielded >= max_items:
+                    return
+            requested = int(query["limit"]) if "limit" in query else None
+            if not paginated or not records:
+                return
+            if requested is not None and requested <= SERVER_LIMIT_MAX and len(records) < requested:
+                return
+            marker = records[-1].get("id")
+            if not isinstance(marker, str) or marker == query.get("marker"):
+                raise exceptions.InvalidResponse(f"cannot page past {cls.__name__} {marker!r}")
+            query["marker"] = marker
+
+    @classmethod
+    def _could_be_id(cls, name_or_id: str) -> bool:
+        """False when `name_or_id` cannot be an id, so `find` need not look it up."""
+        return True
+
+    @classmethod
+    def _get_one_match(cls, name_or_id: str, results: Iterable[Self]) -> Self | None:
+        """The one result whose id or name equals `name_or_id`, or None.
+
+        Stops consuming `results` at the second match and raises `DuplicateResource`.
+        """
+        match: Self | None = None
+        for candidate in results:
+            if name_or_id not in (candidate.id, candidate.name):
+                continue
+            if match is not None:
+                raise exceptions.DuplicateResource(
+                    f"More than one {cls.__name__} exists with the name {name_or_id!r}"
+                )
+            match = candidate
+        return match
+
+    @overload
+    @classmethod
+    def find(
+        cls, session: Adapter, name_or_id: str, ignore_missing: Literal[False], **params: Any
+    ) -> Self: ...
+    @overload
+    @classmethod
+    def find(
+        cls, session: Adapter, name_or_id: str, ignore_missing: bool = True, **params: Any
+    ) -> Self | None: ...
+    @classmethod
+    def find(
+        cls, session: Adapter, name_or_id: str, ignore_missing: bool = True, **params: Any
+    ) -> Self | None:
+        """Find a resource by id, then by name; see the subclass for round-trip counts.
+
+        Two or more name matches raise `DuplicateResource`. Nothing found returns None,
+        or raises `ResourceNotFound` when ``ignore_missing=False``. `params` are passed
+        to `list` as query parameters.
+        """
+        cls._query(params)  # unknown keys fail before anything is sent
+        if cls._could_be_id(name_or_id):
+            try:
+                found = cls.existing(connection=_connection_of(session), id=name_or_id)
+                return found.fetch(session)
+            except exceptions.NotFoundException:
+                pass
+        if "name" in cls._query_mapping.mapping:
+            matches = cls.list(session, **{"limit": 2, **params, "name": name_or_id})
+        else:
+            matches = cls.list(session, **params)
+        match = cls._get_one_match(name_or_id, matches)
+        if match is not None or ignore_missing:
+            return match
+        raise exceptions.ResourceNotFound(f"No {cls.__name__} found for {name_or_id}")
+
+
+def _json(response: requests.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except ValueError as exc:
+        raise exceptions.InvalidResponse(f"response body is not JSON: {exc}") from None
