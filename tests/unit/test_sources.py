@@ -153,8 +153,8 @@ def test_only_http_and_https_schemes(url):
 
 def test_not_supported_message_has_the_spec_form():
     with pytest.raises(SourceNotAllowed) as raised:
-        check_url("file:///tmp/image", OPEN)
-    assert raised.value.message == "External sources are not supported: 'file:///tmp/image'"
+        check_url("file:///srv/images/x.raw", OPEN)
+    assert raised.value.message == "External sources are not supported: 'file:///srv/images/x.raw'"
     assert str(raised.value) == raised.value.message
 
 
