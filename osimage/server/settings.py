@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "::1"})
-AUTH_KINDS: Final = ("noauth", "tokens")
+AUTH_KINDS: Final = ("noauth", "tokens", "keystone")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 
 
@@ -44,6 +44,13 @@ def _non_negative(value: str) -> int:
     number = int(value)
     if number < 0:
         raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError(f"expected a non-negative number of seconds, got {value!r}")
     return number
 
 
@@ -106,8 +113,37 @@ SETTINGS: Final = (
         "[default: sqlite+aiosqlite:///<data_dir>/osimage.db].",
     ),
     Setting("store", None, "Where image data lives, as a URL [default: file://<data_dir>/images]."),
-    Setting("auth", "noauth", "How callers are identified: noauth or tokens.", _choice(AUTH_KINDS)),
+    Setting(
+        "auth",
+        "noauth",
+        "How callers are identified: noauth, tokens or keystone.",
+        _choice(AUTH_KINDS),
+    ),
     Setting("tokens_file", None, "JSON file mapping tokens to identities (with --auth tokens)."),
+    Setting("admin_role", "admin", "The role that makes a caller an admin (tokens, keystone)."),
+    Setting("keystone_auth_url", None, "Keystone v3 URL, e.g. http://keystone:5000/v3."),
+    Setting("keystone_username", None, "The service's own Keystone user."),
+    Setting("keystone_password", None, "That user's password (prefer the variable to the flag)."),
+    Setting("keystone_project_name", None, "The project the service's user logs in to."),
+    Setting("keystone_user_domain_name", "Default", "Domain of the service's user."),
+    Setting("keystone_project_domain_name", "Default", "Domain of the service's project."),
+    Setting(
+        "keystone_application_credential_id",
+        None,
+        "Log in with this application credential instead of user and password.",
+    ),
+    Setting("keystone_application_credential_secret", None, "The application credential's secret."),
+    Setting(
+        "keystone_cache_seconds",
+        "60",
+        "Seconds a token validation is reused (never past the token's expiry); a revoked "
+        "token keeps working this long. 0: ask Keystone on every request.",
+        _seconds,
+    ),
+    Setting("keystone_cache_size", "10000", "Most token validations kept in memory.", _positive),
+    Setting(
+        "keystone_timeout", "10", "Seconds to wait for Keystone before answering 503.", _seconds
+    ),
     Setting("image_size_cap", "1099511627776", "Largest image accepted, in bytes.", _non_negative),
     Setting(
         "property_quota", "128", "Most custom properties per image (negative: unlimited).", _quota
@@ -146,6 +182,18 @@ class Settings:
     store: str = ""
     auth: str = "noauth"
     tokens_file: Path | None = None
+    admin_role: str = "admin"
+    keystone_auth_url: str | None = None
+    keystone_username: str | None = None
+    keystone_password: str | None = field(default=None, repr=False)
+    keystone_project_name: str | None = None
+    keystone_user_domain_name: str = "Default"
+    keystone_project_domain_name: str = "Default"
+    keystone_application_credential_id: str | None = None
+    keystone_application_credential_secret: str | None = field(default=None, repr=False)
+    keystone_cache_seconds: float = 60.0
+    keystone_cache_size: int = 10000
+    keystone_timeout: float = 10.0
     image_size_cap: int = 1099511627776
     property_quota: int = 128
     member_quota: int = 128
@@ -194,6 +242,8 @@ class Settings:
         """Refuse combinations that are unsafe or cannot work."""
         if self.auth == "tokens" and self.tokens_file is None:
             raise SettingsError("--auth tokens needs --tokens-file (OSIMAGE_TOKENS_FILE)")
+        if self.auth == "keystone":
+            self._check_keystone()
         if self.auth == "noauth" and not self.insecure_noauth and not is_loopback(self.host):
             raise SettingsError(
                 f"--auth noauth makes every caller an admin; refusing to listen on {self.host!r}"
@@ -201,6 +251,30 @@ class Settings:
             )
         if self.limit_param_default > self.api_limit_max:
             raise SettingsError("--limit-param-default must not exceed --api-limit-max")
+
+    def _check_keystone(self) -> None:
+        if not self.keystone_auth_url:
+            raise SettingsError(
+                "--auth keystone needs --keystone-auth-url (OSIMAGE_KEYSTONE_AUTH_URL)"
+            )
+        if not self.keystone_auth_url.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"--keystone-auth-url: expected an http(s) URL, got {self.keystone_auth_url!r}"
+            )
+        if self.keystone_application_credential_id:
+            if not self.keystone_application_credential_secret:
+                raise SettingsError(
+                    "--keystone-application-credential-id needs"
+                    " --keystone-application-credential-secret"
+                    " (OSIMAGE_KEYSTONE_APPLICATION_CREDENTIAL_SECRET)"
+                )
+            return
+        for name in ("keystone_username", "keystone_password", "keystone_project_name"):
+            if not getattr(self, name):
+                raise SettingsError(
+                    f"--auth keystone needs --{name.replace('_', '-')} (OSIMAGE_{name.upper()})"
+                    " or an application credential"
+                )
 
     def environment(self) -> dict[str, str]:
         """These settings as ``OSIMAGE_*`` variables (how worker processes receive them)."""
