@@ -308,12 +308,15 @@ class Resource:
         return next((f for f in cls._fields.values() if f.wire_name == key), None)
 
     def _update(self, attrs: Mapping[str, Any]) -> None:
+        unknown: dict[str, Any] = {}
         for key, value in attrs.items():
             found = self._field_for(key)
             if found is None:
-                self._unknown_attr(key, value)
+                unknown[key] = value
             else:
                 found.__set__(self, value)
+        for key, value in unknown.items():  # after the fields, which they may extend
+            self._unknown_attr(key, value)
 
     def _unknown_attr(self, key: str, value: Any) -> None:
         raise TypeError(f"{type(self).__name__} has no attribute {key!r}")
