@@ -79,13 +79,15 @@ class SourcePolicy:
     """Which addresses the server may fetch from, and how patiently.
 
     Only globally routable addresses are allowed, plus any inside `allowed_networks`
-    (the operator's `allow_networks` setting). Timeouts are in seconds.
+    (the operator's `allow_networks` setting). Timeouts are in seconds. `ssl_context`
+    None verifies https sources against certifi's CA bundle, as httpx and requests do.
     """
 
     allowed_networks: tuple[IPNetwork, ...] = ()
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     max_redirects: int = 5
+    ssl_context: ssl.SSLContext | None = None
 
     @classmethod
     def from_cidrs(cls, cidrs: Iterable[str]) -> SourcePolicy:
@@ -453,9 +455,9 @@ def _raise_for_status(url: str, status: int) -> None:
 
 
 def _pool(policy: SourcePolicy) -> httpcore.AsyncConnectionPool:
-    # No proxy: the environment's proxy settings would hide the real destination. TLS uses
-    # httpcore's default context (certifi's CA bundle, as requests and httpx do).
+    # No proxy: the environment's proxy settings would hide the real destination.
     return httpcore.AsyncConnectionPool(
+        ssl_context=policy.ssl_context,
         max_connections=1,
         network_backend=_CheckedBackend(policy),
     )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import socket
+import ssl
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -48,8 +52,12 @@ class SourceServer:
     release: threading.Event = field(default_factory=threading.Event)
 
     @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.httpd.server_address[1]}"
+        return f"http://{self.host}:{self.port}"
 
     def paths(self) -> list[str]:
         return [seen.path for seen in self.requests]
@@ -140,10 +148,17 @@ class CountingHTTPServer(ThreadingHTTPServer):
         self.recorder.connections += 1
         return accepted
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that stops reading (a size probe by GET) resets the connection: expected.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
 
-def serve(host: str) -> Iterator[SourceServer]:
+
+def serve(host: str, tls: ssl.SSLContext | None = None) -> Iterator[SourceServer]:
     recorder = SourceServer(host)
     httpd = CountingHTTPServer((host, 0), make_handler(recorder))
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
     httpd.recorder = recorder
     recorder.httpd = httpd
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
@@ -210,18 +225,18 @@ async def test_streaming_a_chunked_body(origin):
 
 async def test_request_headers(origin):
     async with open_source(
-        f"http://someone:{SECRET}@127.0.0.1:{origin.httpd.server_address[1]}/echo", LOOPBACK
+        f"http://someone:{SECRET}@127.0.0.1:{origin.port}/echo", LOOPBACK
     ) as source:
         async for _ in source.chunks():
             pass
     (seen,) = origin.requests
-    assert seen.headers["Host"] == f"127.0.0.1:{origin.httpd.server_address[1]}"
+    assert seen.headers["Host"] == f"127.0.0.1:{origin.port}"
     assert seen.headers["Accept-Encoding"] == "identity"
     assert seen.headers["Authorization"].startswith("Basic ")
 
 
 async def test_a_name_is_connected_by_checked_address_but_keeps_its_host(origin):
-    port = origin.httpd.server_address[1]
+    port = origin.port
     policy = SourcePolicy.from_cidrs(["127.0.0.0/8", "::1"])
     assert await probe_size(f"http://localhost:{port}/data", policy) == len(DATA)
     assert origin.requests[0].headers["Host"] == f"localhost:{port}"
@@ -277,7 +292,7 @@ async def test_truncated_body_breaks_the_stream(origin):
 
 
 async def test_without_allowance_nothing_reaches_the_server(origin):
-    for url in (f"{origin.url}/data", f"http://localhost:{origin.httpd.server_address[1]}/data"):
+    for url in (f"{origin.url}/data", f"http://localhost:{origin.port}/data"):
         with pytest.raises(SourceNotAllowed):
             await probe_size(url, SourcePolicy())
         with pytest.raises(SourceNotAllowed):
@@ -335,7 +350,7 @@ async def test_redirect_to_a_forbidden_url_is_refused(origin, target):
 
 async def test_credentials_stay_with_their_origin(origin, elsewhere):
     both = SourcePolicy.from_cidrs(["127.0.0.1/32", "127.0.0.2/32"])
-    port = origin.httpd.server_address[1]
+    port = origin.port
     start = f"http://u:{SECRET}@127.0.0.1:{port}/to?url=/to%3Furl%3D{elsewhere.url}/data"
     size, _, _ = await read_all(start, both)
     assert size == len(DATA)
@@ -347,7 +362,7 @@ async def test_credentials_stay_with_their_origin(origin, elsewhere):
 
 
 async def test_errors_never_show_credentials(origin):
-    port = origin.httpd.server_address[1]
+    port = origin.port
     for path, error in (("/missing", SourceNotFound), ("/broken", SourceUnavailable)):
         with pytest.raises(error) as raised:
             await probe_size(f"http://u:{SECRET}@127.0.0.1:{port}{path}", LOOPBACK)
@@ -356,3 +371,76 @@ async def test_errors_never_show_credentials(origin):
     with pytest.raises(SourceNotAllowed) as refused:
         await probe_size(f"http://u:{SECRET}@localhost:{port}/data", SourcePolicy())
     assert SECRET not in refused.value.message
+
+
+@dataclass
+class Certificate:
+    cert: Path
+    key: Path
+
+
+@pytest.fixture(scope="module")
+def localhost_cert(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    """A self-signed certificate naming only DNS:localhost (no IP address)."""
+    pytest.importorskip("cryptography")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory = tmp_path_factory.mktemp("tls")
+    paths = Certificate(directory / "cert.pem", directory / "key.pem")
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+@pytest.fixture
+def tls_origin(localhost_cert: Certificate) -> Iterator[SourceServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(localhost_cert.cert, localhost_cert.key)
+    yield from serve("127.0.0.1", tls=context)
+
+
+async def test_https_verifies_the_name_while_connecting_to_the_checked_address(
+    tls_origin, localhost_cert
+):
+    trusting = SourcePolicy(
+        allowed_networks=LOOPBACK.allowed_networks,
+        ssl_context=ssl.create_default_context(cafile=str(localhost_cert.cert)),
+    )
+    url = f"https://localhost:{tls_origin.port}/data"
+    size, _, digest = await read_all(url, trusting)
+    assert (size, digest) == (len(DATA), hashlib.sha256(DATA).digest())
+    # SNI and certificate checks used the name: the certificate does not cover 127.0.0.1.
+    assert tls_origin.requests[0].headers["Host"] == f"localhost:{tls_origin.port}"
+    with pytest.raises(SourceUnavailable):
+        await probe_size(f"https://127.0.0.1:{tls_origin.port}/data", trusting)
+
+
+async def test_https_refuses_an_untrusted_certificate(tls_origin):
+    with pytest.raises(SourceUnavailable) as raised:
+        await probe_size(f"https://localhost:{tls_origin.port}/data", LOOPBACK)
+    assert "CERTIFICATE_VERIFY_FAILED" in raised.value.reason
+    assert tls_origin.requests == []
