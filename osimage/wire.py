@@ -28,6 +28,8 @@ PROPERTY_PREFIX: Final = "x-image-meta-property-"
 COPY_FROM_HEADER: Final = "x-glance-api-copy-from"
 PURGE_PROPS_HEADER: Final = "x-glance-registry-purge-props"
 REQUEST_ID_HEADER: Final = "x-openstack-request-id"
+SHA256_HEADER: Final = "x-openstack-image-sha256"
+"""Not metadata: the SHA-256 hex digest of the image data, sent with HEAD/GET when known."""
 
 MAX_NAME_LENGTH: Final = 255
 MAX_CHECKSUM_LENGTH: Final = 32

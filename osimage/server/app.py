@@ -12,15 +12,25 @@ import time
 import uuid
 from contextlib import AsyncExitStack
 
+import anyio
+
+from osimage.server import sources
+from osimage.server.api.call import Call
 from osimage.server.api.http import Message, Receive, Scope, Send, header, reply
+from osimage.server.api.routes import dispatch
 from osimage.server.api.versions import (
     MEDIA_PREFIX,
     V1_TOKENS,
     send_v1_version,
     send_versions,
 )
-from osimage.server.errors import ApiError, HeaderTooLarge, NotFound, render
+from osimage.server.auth import Authenticator, Unauthorized, open_authenticator
+from osimage.server.db.engine import migrate, open_engine
+from osimage.server.errors import ApiError, HeaderTooLarge, render
+from osimage.server.errors import Unauthorized as NotAuthenticated
+from osimage.server.service import ImageService, Limits, sweep
 from osimage.server.settings import Settings
+from osimage.server.stores.registry import open_store
 
 log = logging.getLogger("osimage.server")
 access_log = logging.getLogger("osimage.access")
@@ -30,6 +40,24 @@ MAX_REQUEST_ID_LENGTH = 64
 
 async def prepare(settings: Settings) -> None:
     """Bring the database to the current schema and sweep what a crash left behind."""
+    engine = open_engine(settings.database)
+    store = open_store(settings.store)
+    try:
+        await migrate(engine)
+        await sweep(engine, store)
+    finally:
+        await store.aclose()
+        await engine.dispose()
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        image_size_cap=settings.image_size_cap,
+        property_quota=settings.property_quota,
+        member_quota=settings.member_quota,
+        api_limit_max=settings.api_limit_max,
+        limit_param_default=settings.limit_param_default,
+    )
 
 
 class App:
@@ -38,7 +66,8 @@ class App:
     def __init__(self, settings: Settings, *, prepared: bool = False) -> None:
         self.settings = settings
         self.prepared = prepared
-        self._stack: AsyncExitStack | None = None
+        self._service: ImageService | None = None
+        self._authenticator: Authenticator | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -60,8 +89,22 @@ class App:
         await send({"type": "lifespan.shutdown.complete"})
 
     async def _open(self, stack: AsyncExitStack) -> None:
+        settings = self.settings
         if not self.prepared:
-            await prepare(self.settings)
+            await prepare(settings)
+        engine = open_engine(settings.database)
+        stack.push_async_callback(engine.dispose)
+        store = open_store(settings.store)
+        stack.push_async_callback(store.aclose)
+        authenticator = open_authenticator(settings.auth, tokens_file=settings.tokens_file)
+        stack.push_async_callback(authenticator.aclose)
+        tasks = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tasks.cancel_scope.cancel)  # background copies stop (and clean up) first
+        policy = sources.SourcePolicy(allowed_networks=settings.allow_source_network)
+        self._service = ImageService(
+            engine, store, limits=_limits(settings), source_policy=policy, tasks=tasks
+        )
+        self._authenticator = authenticator
 
     def _request_id(self, scope: Scope) -> str:
         supplied = header(scope, "x-openstack-request-id")
@@ -137,7 +180,17 @@ class App:
         await self._v1(scope, receive, send, rest)
 
     async def _v1(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
-        raise NotFound("The resource could not be found.")
+        if self._service is None or self._authenticator is None:
+            raise ApiError("The service is not running.")
+        headers = {
+            bytes(name).decode("latin-1").lower(): bytes(value).decode("latin-1")
+            for name, value in scope.get("headers", ())
+        }
+        try:
+            context = await self._authenticator.authenticate(headers)
+        except Unauthorized as error:
+            raise NotAuthenticated(str(error)) from None
+        await dispatch(Call(scope, receive, send, context, self._service), rest)
 
 
 async def _send_error(scope: Scope, send: Send, error: ApiError) -> None:

@@ -1,0 +1,77 @@
+"""One HTTP request as the handlers see it: ASGI plumbing, the caller and the service."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from osimage.server.api.http import Receive, Scope, Send, header
+from osimage.server.auth import Context
+from osimage.server.errors import BadRequest, TooLarge
+from osimage.server.service import ImageService
+
+MAX_JSON_BODY = 1024 * 1024
+
+
+class ClientGone(BadRequest):
+    """The client went away before sending all of the body."""
+
+    def __init__(self) -> None:
+        super().__init__("Client disconnected before sending all data to backend")
+
+
+@dataclass
+class Call:
+    scope: Scope
+    receive: Receive
+    send: Send
+    context: Context
+    service: ImageService
+
+    @property
+    def method(self) -> str:
+        return str(self.scope["method"])
+
+    def header(self, name: str) -> str | None:
+        return header(self.scope, name)
+
+    def query(self) -> dict[str, str]:
+        """Query parameters; the last value of a repeated name wins."""
+        raw = bytes(self.scope.get("query_string", b"")).decode("latin-1")
+        try:
+            raw = raw.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("The query string is not valid UTF-8.") from None
+        return dict(parse_qsl(raw, keep_blank_values=True))
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The request body as it arrives; a disconnect raises `ClientGone` (400)."""
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    async def json(self) -> Any:
+        """The body parsed as JSON, or None when there is none. Malformed JSON is a 400."""
+        parts: list[bytes] = []
+        total = 0
+        async for chunk in self.body():
+            total += len(chunk)
+            if total > MAX_JSON_BODY:
+                raise TooLarge(f"A JSON body may not exceed {MAX_JSON_BODY} bytes.")
+            parts.append(chunk)
+        data = b"".join(parts)
+        if not data.strip():
+            return None
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("Malformed JSON in request body.") from None

@@ -1,0 +1,108 @@
+"""Handlers for /v1/images, /v1/images/detail and /v1/images/{id}."""
+
+from __future__ import annotations
+
+from osimage import wire
+from osimage.server.api import render
+from osimage.server.api.call import Call
+from osimage.server.api.http import base_url, reply, reply_json, reply_stream
+from osimage.server.errors import BadRequest, MethodNotAllowed
+from osimage.server.service import Change, Upload
+
+_BODY_ENCODINGS = frozenset({"chunked", "compress", "deflate", "gzip", "identity"})
+
+
+def _not_allowed(allow: str, message: str = "The method is not allowed for this resource.") -> None:
+    raise MethodNotAllowed(message, headers={"allow": allow})
+
+
+def _upload(call: Call) -> Upload | None:
+    """The image data the request carries, per §11.1, or None."""
+    encoding = (call.header("transfer-encoding") or "").strip().lower()
+    length_text = call.header("content-length")
+    length: int | None = None
+    if length_text is not None and length_text.strip():
+        try:
+            length = int(length_text.strip(), 10)
+        except ValueError:
+            raise BadRequest(f"Invalid Content-Length {length_text!r}") from None
+    if encoding not in _BODY_ENCODINGS and not (length and length > 0):
+        return None
+    content_type = (call.header("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/octet-stream":
+        raise BadRequest("Content-Type must be application/octet-stream")
+    return Upload(chunks=call.body(), length=length)
+
+
+def _change(call: Call) -> Change:
+    try:
+        meta = wire.decode(call.scope.get("headers", ()))
+    except wire.WireError as error:
+        raise BadRequest(error.message) from None
+    change = Change(fields=meta.fields, properties=meta.properties)
+    for name, value in call.scope.get("headers", ()):
+        lowered = bytes(name).lower().decode("latin-1")
+        try:
+            if lowered == wire.COPY_FROM_HEADER:
+                change.copy_from = wire.header_text(bytes(value)).strip()
+            elif lowered == wire.PURGE_PROPS_HEADER:
+                change.purge = wire.parse_flag(wire.header_text(bytes(value)))
+        except UnicodeDecodeError:
+            raise BadRequest(f"{lowered}: value is not valid UTF-8") from None
+    change.data = _upload(call)
+    return change
+
+
+async def collection(call: Call) -> None:
+    """/v1/images (and its /v1/ alias)."""
+    if call.method == "GET":
+        rows = await call.service.list_images(call.context, call.query(), detail=False)
+        await reply_json(call.send, 200, {"images": [render.summary(row) for row in rows]})
+    elif call.method == "POST":
+        row = await call.service.create(call.context, _change(call))
+        location = f"{base_url(call.scope)}/v1/images/{row.id}"
+        await reply_json(
+            call.send,
+            201,
+            {"image": render.detail(row)},
+            headers=[("location", location), *render.etag(row)],
+        )
+    else:
+        _not_allowed("GET, POST")
+
+
+async def detail(call: Call) -> None:
+    """/v1/images/detail."""
+    if call.method == "GET":
+        rows = await call.service.list_images(call.context, call.query(), detail=True)
+        await reply_json(call.send, 200, {"images": [render.detail(row) for row in rows]})
+    elif call.method == "HEAD":
+        _not_allowed("GET", "This operation is currently not permitted on Glance images details.")
+    else:
+        _not_allowed("GET, HEAD")
+
+
+async def item(call: Call, image_id: str) -> None:
+    """/v1/images/{id}."""
+    service, context = call.service, call.context
+    if call.method == "HEAD":
+        row = await service.get(context, image_id)
+        headers = render.headers(row)
+        await reply(call.send, 200, headers=[*headers, ("content-length", "0")], head=True)
+    elif call.method == "GET":
+        row, chunks = await service.download(context, image_id)
+        first = await anext(chunks, b"")  # store errors become answers before any byte is sent
+        headers = [
+            *render.headers(row),
+            ("content-type", "application/octet-stream"),
+            ("content-length", str(row.size or 0)),
+        ]
+        await reply_stream(call.send, 200, chunks, headers=headers, first=first)
+    elif call.method == "PUT":
+        row = await service.update(context, image_id, _change(call))
+        await reply_json(call.send, 200, {"image": render.detail(row)}, headers=render.etag(row))
+    elif call.method == "DELETE":
+        await service.delete(context, image_id)
+        await reply(call.send, 200)
+    else:
+        _not_allowed("GET, HEAD, PUT, DELETE")

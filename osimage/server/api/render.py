@@ -1,0 +1,58 @@
+"""Image records as the wire shows them: JSON detail/summary forms and HEAD/GET headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from osimage import wire
+from osimage.server.db.catalog import ImageRow
+
+
+def _core(row: ImageRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "status": row.status,
+        "size": row.size,
+        "virtual_size": row.virtual_size,
+        "checksum": row.checksum,
+        "disk_format": row.disk_format,
+        "container_format": row.container_format,
+        "min_disk": row.min_disk,
+        "min_ram": row.min_ram,
+        "owner": row.owner,
+        "is_public": bool(row.is_public),
+        "protected": bool(row.protected),
+        "deleted": bool(row.deleted),
+        "created_at": wire.render_timestamp(row.created_at),
+        "updated_at": wire.render_timestamp(row.updated_at),
+        "deleted_at": wire.render_timestamp(row.deleted_at) if row.deleted_at else None,
+    }
+
+
+def detail(row: ImageRow) -> dict[str, Any]:
+    """The 18-key detail form (§5.1); the location is never shown."""
+    record = _core(row)
+    record["properties"] = {} if row.deleted else dict(row.properties)
+    return record
+
+
+def summary(row: ImageRow) -> dict[str, Any]:
+    """The summary form of `GET /v1/images` (§5.2)."""
+    record = _core(row)
+    return {key: record[key] for key in wire.SUMMARY_KEYS}
+
+
+def etag(row: ImageRow) -> list[tuple[str, str]]:
+    return [("etag", row.checksum)] if row.checksum else []
+
+
+def headers(row: ImageRow) -> list[tuple[str, str]]:
+    """HEAD/GET headers: non-null core fields, properties, ETag and the SHA-256 digest."""
+    core = {key: value for key, value in _core(row).items() if key in wire.EMITTED}
+    properties = {} if row.deleted else row.properties
+    out = wire.encode(core, properties)
+    out += etag(row)
+    if row.sha256:
+        out.append((wire.SHA256_HEADER, row.sha256))
+    return out

@@ -1,0 +1,33 @@
+"""Path -> handler for everything below /v1 (§3): 404 for unknown paths, 501 for odd methods."""
+
+from __future__ import annotations
+
+from osimage.server.api import images, members
+from osimage.server.api.call import Call
+from osimage.server.errors import NotFound, NotImplementedMethod
+
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
+
+
+async def dispatch(call: Call, rest: str) -> None:
+    """Route `rest`, the path after the version segment (e.g. ``/images/detail``)."""
+    parts = rest.split("/")[1:]
+    if len(parts) > 1 and parts[-1] == "":
+        parts = parts[:-1]  # one trailing slash is tolerated
+    match parts:
+        case [""] | ["images"]:
+            await images.collection(call)
+        case ["images", "detail"]:
+            await images.detail(call)
+        case ["images", image_id] if image_id:
+            await images.item(call, image_id)
+        case ["images", image_id, "members"] if image_id:
+            await members.collection(call, image_id)
+        case ["images", image_id, "members", member] if image_id and member:
+            await members.item(call, image_id, member)
+        case ["shared-images", member] if member:
+            await members.shared(call, member)
+        case _:
+            if call.method not in _KNOWN_METHODS:
+                raise NotImplementedMethod(f"The method {call.method} is not implemented.")
+            raise NotFound("The resource could not be found.")

@@ -1,0 +1,402 @@
+"""Queries on the image tables. Every status change is a conditional UPDATE (see `transition`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from osimage.server.db.tables import image_members, image_properties, images
+
+HIDDEN_STATUSES = ("killed", "deleted", "pending_delete")
+SORT_KEYS = (
+    "name", "status", "container_format", "disk_format", "size", "id", "created_at", "updated_at",
+)  # fmt: skip
+
+
+def now() -> datetime:
+    """The current time as naive UTC, the form stored in every timestamp column."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class ImageRow:
+    """One image record with its live properties."""
+
+    id: str
+    name: str | None
+    status: str
+    size: int | None
+    virtual_size: int | None
+    checksum: str | None
+    sha256: str | None
+    disk_format: str | None
+    container_format: str | None
+    min_disk: int
+    min_ram: int
+    owner: str | None
+    is_public: bool
+    protected: bool
+    deleted: bool
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    location: str | None
+    location_is_external: bool
+    properties: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    image_id: str
+    member: str
+    can_share: bool
+    deleted: bool
+
+
+class Scope(Enum):
+    """Which images a list may return before filters (§10.2)."""
+
+    ALL = "all"
+    NON_PUBLIC = "non_public"
+    PUBLIC = "public"
+    PROJECT = "project"  # public + owned by the project + shared with it
+
+
+@dataclass
+class ListQuery:
+    scope: Scope
+    project: str | None = None
+    exact: dict[str, Any] = field(default_factory=dict)
+    size_min: int | None = None
+    size_max: int | None = None
+    properties: dict[str, str] = field(default_factory=dict)
+    changes_since: datetime | None = None
+    sort_key: str = "created_at"
+    sort_dir: str = "desc"
+    limit: int = 25
+    marker: ImageRow | None = None
+    with_properties: bool = True
+
+
+def _row(values: RowMapping) -> ImageRow:
+    return ImageRow(**{column.name: values[column.name] for column in images.c})
+
+
+async def _properties_of(
+    conn: AsyncConnection, image_ids: Sequence[str]
+) -> dict[str, dict[str, str | None]]:
+    found: dict[str, dict[str, str | None]] = {image_id: {} for image_id in image_ids}
+    if not image_ids:
+        return found
+    rows = await conn.execute(
+        select(image_properties.c.image_id, image_properties.c.key, image_properties.c.value)
+        .where(image_properties.c.image_id.in_(image_ids))
+        .order_by(image_properties.c.id)
+    )
+    for image_id, key, value in rows:
+        found[image_id][key] = value
+    return found
+
+
+async def get_image(conn: AsyncConnection, image_id: str) -> ImageRow | None:
+    result = await conn.execute(select(images).where(images.c.id == image_id))
+    values = result.mappings().first()
+    if values is None:
+        return None
+    row = _row(values)
+    row.properties = (await _properties_of(conn, [row.id]))[row.id]
+    return row
+
+
+async def image_exists(conn: AsyncConnection, image_id: str) -> bool:
+    result = await conn.execute(select(images.c.id).where(images.c.id == image_id))
+    return result.first() is not None
+
+
+async def insert_image(
+    conn: AsyncConnection, values: Mapping[str, Any], properties: Mapping[str, str | None]
+) -> None:
+    await conn.execute(insert(images).values(**values))
+    if properties:
+        await conn.execute(
+            insert(image_properties),
+            [{"image_id": values["id"], "key": k, "value": v} for k, v in properties.items()],
+        )
+
+
+async def update_image(
+    conn: AsyncConnection,
+    image_id: str,
+    values: Mapping[str, Any],
+    *,
+    status: str | None = None,
+    deleted: bool | None = False,
+) -> bool:
+    """Set `values` if the image is (still) in `status` / deletion state; False if not."""
+    statement = update(images).where(images.c.id == image_id)
+    if status is not None:
+        statement = statement.where(images.c.status == status)
+    if deleted is not None:
+        statement = statement.where(images.c.deleted == deleted)
+    result = await conn.execute(statement.values(**values, updated_at=now()))
+    return bool(result.rowcount == 1)
+
+
+async def transition(
+    conn: AsyncConnection, image_id: str, source: str, target: str, **values: Any
+) -> bool:
+    """Move an image from status `source` to `target`; only one concurrent caller wins."""
+    return await update_image(conn, image_id, {"status": target, **values}, status=source)
+
+
+async def set_properties(
+    conn: AsyncConnection,
+    image_id: str,
+    properties: Mapping[str, str | None],
+    *,
+    purge: bool,
+) -> None:
+    """Create or overwrite `properties`; with `purge`, remove every other key."""
+    if purge:
+        statement = delete(image_properties).where(image_properties.c.image_id == image_id)
+        if properties:
+            statement = statement.where(image_properties.c.key.not_in(list(properties)))
+        await conn.execute(statement)
+    if not properties:
+        return
+    existing = await conn.execute(
+        select(image_properties.c.key).where(
+            image_properties.c.image_id == image_id,
+            image_properties.c.key.in_(list(properties)),
+        )
+    )
+    present = {key for (key,) in existing}
+    for key in present:
+        await conn.execute(
+            update(image_properties)
+            .where(image_properties.c.image_id == image_id, image_properties.c.key == key)
+            .values(value=properties[key])
+        )
+    new = [
+        {"image_id": image_id, "key": key, "value": value}
+        for key, value in properties.items()
+        if key not in present
+    ]
+    if new:
+        await conn.execute(insert(image_properties), new)
+
+
+async def soft_delete(conn: AsyncConnection, image_id: str, *, from_status: str) -> bool:
+    """Mark the image deleted (if still in `from_status`), drop its properties and memberships."""
+    when = now()
+    done = await update_image(
+        conn,
+        image_id,
+        {"status": "deleted", "deleted": True, "deleted_at": when},
+        status=from_status,
+    )
+    if done:
+        await conn.execute(delete(image_properties).where(image_properties.c.image_id == image_id))
+        await conn.execute(
+            update(image_members)
+            .where(image_members.c.image_id == image_id)
+            .values(deleted=True, updated_at=when)
+        )
+    return done
+
+
+async def image_ids_in_status(conn: AsyncConnection, status: str) -> list[tuple[str, str | None]]:
+    rows = await conn.execute(
+        select(images.c.id, images.c.location).where(images.c.status == status)
+    )
+    return [(image_id, location) for image_id, location in rows]
+
+
+def _sort_expression(key: str) -> ColumnElement[Any]:
+    column = images.c[key]
+    if key in ("name", "container_format", "disk_format"):
+        return func.coalesce(column, "")
+    if key == "size":
+        return func.coalesce(column, 0)
+    return column
+
+
+def _sort_value(row: ImageRow, key: str) -> Any:
+    value = getattr(row, key)
+    if value is None:
+        return 0 if key == "size" else ""
+    return value
+
+
+def _visible_in_list(query: ListQuery) -> ColumnElement[bool]:
+    if query.scope is Scope.ALL:
+        return true()
+    if query.scope is Scope.NON_PUBLIC:
+        return images.c.is_public == false()
+    if query.scope is Scope.PUBLIC or query.project is None:
+        return images.c.is_public == true()
+    shared = exists().where(
+        image_members.c.image_id == images.c.id,
+        image_members.c.member == query.project,
+        image_members.c.deleted == false(),
+    )
+    return or_(images.c.is_public == true(), images.c.owner == query.project, shared)
+
+
+async def list_images(conn: AsyncConnection, query: ListQuery) -> list[ImageRow]:
+    """One page of images, in keyset order (sort key, created_at, id), after `query.marker`."""
+    if query.limit <= 0:
+        return []
+    conditions: list[ColumnElement[bool]] = [_visible_in_list(query)]
+    if query.changes_since is None:
+        conditions.append(images.c.deleted == false())
+        conditions.append(images.c.status.not_in(HIDDEN_STATUSES))
+    else:
+        conditions.append(images.c.updated_at > query.changes_since)
+    for name, value in query.exact.items():
+        conditions.append(images.c[name] == value)
+    if query.size_min is not None:
+        conditions.append(images.c.size >= query.size_min)
+    if query.size_max is not None:
+        conditions.append(images.c.size <= query.size_max)
+    for key, value in query.properties.items():
+        conditions.append(
+            exists().where(
+                image_properties.c.image_id == images.c.id,
+                image_properties.c.key == key,
+                image_properties.c.value == value,
+            )
+        )
+    keys = [query.sort_key] + [k for k in ("created_at", "id") if k != query.sort_key]
+    expressions = [_sort_expression(key) for key in keys]
+    descending = query.sort_dir == "desc"
+    if query.marker is not None:
+        marks = [_sort_value(query.marker, key) for key in keys]
+        after: list[ColumnElement[bool]] = []
+        for index, expression in enumerate(expressions):
+            equal = [expressions[j] == marks[j] for j in range(index)]
+            beyond = expression < marks[index] if descending else expression > marks[index]
+            after.append(and_(*equal, beyond))
+        conditions.append(or_(*after))
+    order = [e.desc() if descending else e.asc() for e in expressions]
+    statement = select(images).where(*conditions).order_by(*order).limit(query.limit)
+    rows = [_row(values) for values in (await conn.execute(statement)).mappings()]
+    if query.with_properties:
+        found = await _properties_of(conn, [row.id for row in rows])
+        for row in rows:
+            row.properties = found[row.id]
+    return rows
+
+
+# -- memberships ---------------------------------------------------------------------------
+
+
+async def members_of(conn: AsyncConnection, image_id: str) -> list[MemberRow]:
+    """The live memberships of an image, in insertion order."""
+    rows = await conn.execute(
+        select(image_members)
+        .where(image_members.c.image_id == image_id, image_members.c.deleted == false())
+        .order_by(image_members.c.id)
+    )
+    return [_member(values) for values in rows.mappings()]
+
+
+def _member(values: RowMapping) -> MemberRow:
+    return MemberRow(
+        image_id=values["image_id"],
+        member=values["member"],
+        can_share=bool(values["can_share"]),
+        deleted=bool(values["deleted"]),
+    )
+
+
+async def membership(conn: AsyncConnection, image_id: str, member: str) -> MemberRow | None:
+    """The membership row of `member` on the image, removed ones included."""
+    result = await conn.execute(
+        select(image_members).where(
+            image_members.c.image_id == image_id, image_members.c.member == member
+        )
+    )
+    values = result.mappings().first()
+    return None if values is None else _member(values)
+
+
+async def put_member(
+    conn: AsyncConnection, image_id: str, member: str, can_share: bool | None
+) -> None:
+    """Add or restore a membership; `can_share` None keeps a previous value (new: False)."""
+    previous = await membership(conn, image_id, member)
+    when = now()
+    if previous is None:
+        await conn.execute(
+            insert(image_members).values(
+                image_id=image_id,
+                member=member,
+                can_share=bool(can_share),
+                deleted=False,
+                created_at=when,
+                updated_at=when,
+            )
+        )
+        return
+    values: dict[str, Any] = {"deleted": False, "updated_at": when}
+    if can_share is not None:
+        values["can_share"] = can_share
+    await conn.execute(
+        update(image_members)
+        .where(image_members.c.image_id == image_id, image_members.c.member == member)
+        .values(**values)
+    )
+
+
+async def remove_member(conn: AsyncConnection, image_id: str, member: str) -> bool:
+    result = await conn.execute(
+        update(image_members)
+        .where(
+            image_members.c.image_id == image_id,
+            image_members.c.member == member,
+            image_members.c.deleted == false(),
+        )
+        .values(deleted=True, updated_at=now())
+    )
+    return bool(result.rowcount == 1)
+
+
+async def shared_with(
+    conn: AsyncConnection, member: str, *, owner: str | None, everything: bool
+) -> list[MemberRow]:
+    """Live memberships of `member` on live images; limited to images of `owner` unless
+    `everything` (the caller's own memberships are added by the caller)."""
+    statement = (
+        select(image_members)
+        .join(images, images.c.id == image_members.c.image_id)
+        .where(
+            image_members.c.member == member,
+            image_members.c.deleted == false(),
+            images.c.deleted == false(),
+        )
+        .order_by(image_members.c.id)
+    )
+    if not everything:
+        statement = statement.where(images.c.owner == owner)
+    rows = await conn.execute(statement)
+    return [_member(values) for values in rows.mappings()]

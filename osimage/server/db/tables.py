@@ -1,0 +1,75 @@
+"""The tables. Portable SQL only: the same schema serves SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+images = Table(
+    "images",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255)),
+    Column("status", String(30), nullable=False),
+    Column("size", BigInteger),
+    Column("virtual_size", BigInteger),
+    Column("checksum", String(32)),
+    Column("sha256", String(64)),
+    Column("disk_format", String(20)),
+    Column("container_format", String(20)),
+    Column("min_disk", Integer, nullable=False, default=0),
+    Column("min_ram", Integer, nullable=False, default=0),
+    Column("owner", String(255)),
+    Column("is_public", Boolean, nullable=False, default=False),
+    Column("protected", Boolean, nullable=False, default=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("deleted_at", DateTime),
+    Column("location", Text),  # internal store URL or external URL; never returned
+    Column("location_is_external", Boolean, nullable=False, default=False),
+    Index("ix_images_listing", "deleted", "status", "created_at", "id"),
+    Index("ix_images_owner", "owner", "created_at"),
+    Index("ix_images_public", "is_public", "created_at"),
+    Index("ix_images_updated_at", "updated_at"),
+    Index("ix_images_name", "name"),
+)
+
+image_properties = Table(
+    "image_properties",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("value", Text),
+    UniqueConstraint("image_id", "key", name="uq_image_properties_image_key"),
+    Index("ix_image_properties_key", "key", "image_id"),
+)
+
+image_members = Table(
+    "image_members",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("member", String(255), nullable=False),
+    Column("can_share", Boolean, nullable=False, default=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("image_id", "member", name="uq_image_members_image_member"),
+    Index("ix_image_members_member", "member", "deleted"),
+)

@@ -1,0 +1,638 @@
+"""The image lifecycle and authorization (§8-§11): queued -> saving -> active | killed.
+
+Knows no HTTP framework: it takes decoded requests and a `Context`, raises `ApiError`s,
+and changes status only through conditional UPDATEs, so two writers cannot both win.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from anyio import CancelScope
+from anyio.abc import TaskGroup
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from osimage import wire
+from osimage.server import sources
+from osimage.server.auth import Context
+from osimage.server.db import catalog
+from osimage.server.db.catalog import ImageRow, MemberRow, Scope
+from osimage.server.db.engine import reading, writing
+from osimage.server.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    ServiceUnavailable,
+    TooLarge,
+    Unauthorized,
+)
+from osimage.server.queries import parse_list_query
+from osimage.server.stores.base import BlobNotFound, BlobStore, StoreFull, StoreUnavailable
+
+log = logging.getLogger("osimage.service")
+
+_MAX_ID_LENGTH = 36
+_UPDATABLE = (
+    "name", "disk_format", "container_format", "min_disk", "min_ram", "virtual_size",
+    "protected", "is_public", "size", "checksum",
+)  # fmt: skip
+_ABSENT_WHEN_EMPTY = ("size", "min_disk", "min_ram", "is_public", "protected", "checksum")
+_AMAZON_MIX = (
+    "Invalid mix of disk and container formats. When setting a disk or container format to "
+    "one of 'aki', 'ari', or 'ami', the container and disk formats must match."
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    image_size_cap: int = 1099511627776
+    property_quota: int = 128
+    member_quota: int = 128
+    api_limit_max: int = 1000
+    limit_param_default: int = 25
+
+
+@dataclass
+class Upload:
+    """Image data arriving with a request; `length` is its Content-Length, if declared."""
+
+    chunks: AsyncIterator[bytes]
+    length: int | None = None
+
+
+@dataclass
+class Change:
+    """A decoded POST/PUT: metadata, properties, and where the data comes from."""
+
+    fields: dict[str, Any] = field(default_factory=dict)
+    properties: dict[str, str | None] = field(default_factory=dict)
+    copy_from: str | None = None  # "" when the header is present but empty
+    purge: bool = True
+    data: Upload | None = None
+
+
+def _over(count: int, quota: int) -> bool:
+    return quota >= 0 and count > quota
+
+
+def _check_formats(fields: dict[str, Any]) -> None:
+    checks = (
+        ("disk_format", wire.DISK_FORMATS, "disk"),
+        ("container_format", wire.CONTAINER_FORMATS, "container"),
+    )
+    for name, allowed, label in checks:
+        if name in fields and fields[name] not in allowed:
+            raise BadRequest(f"Invalid {label} format '{fields[name]}' for image.")
+    disk, container = fields.get("disk_format"), fields.get("container_format")
+    if disk in wire.AMAZON_FORMATS or container in wire.AMAZON_FORMATS:
+        if "disk_format" not in fields:
+            fields["disk_format"] = container
+        elif "container_format" not in fields:
+            fields["container_format"] = disk
+        elif disk != container:
+            raise BadRequest(_AMAZON_MIX)
+
+
+def _require_formats(fields: Mapping[str, Any], row: ImageRow | None = None) -> None:
+    for name, label in (("disk_format", "Disk"), ("container_format", "Container")):
+        if fields.get(name) is None and (row is None or getattr(row, name) is None):
+            raise BadRequest(f"{label} format is not specified.")
+
+
+def _source_error(error: sources.SourceError) -> ApiError:
+    if isinstance(error, sources.SourceNotFound):
+        return NotFound(error.message)
+    if isinstance(error, sources.SourceUnavailable):
+        return ServiceUnavailable(error.message)
+    return BadRequest(error.message)
+
+
+def _store_error(error: BaseException) -> BaseException:
+    if isinstance(error, StoreFull):
+        return TooLarge(str(error))
+    if isinstance(error, StoreUnavailable | OSError):
+        return ServiceUnavailable(f"The image store failed: {error}")
+    return error
+
+
+class ImageService:
+    """Every image operation, each checked against the caller's `Context`."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        store: BlobStore,
+        *,
+        limits: Limits,
+        source_policy: sources.SourcePolicy,
+        tasks: TaskGroup,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.limits = limits
+        self.source_policy = source_policy
+        self.tasks = tasks
+
+    # -- visibility ------------------------------------------------------------------------
+
+    async def _visible(self, ctx: Context, row: ImageRow) -> bool:
+        if ctx.is_admin:
+            return True
+        if row.deleted:
+            return False
+        if row.owner is None or row.is_public:
+            return True
+        if ctx.owner_id is None:
+            return False
+        if row.owner == ctx.owner_id:
+            return True
+        async with reading(self.engine) as conn:
+            member = await catalog.membership(conn, row.id, ctx.owner_id)
+        return member is not None and not member.deleted
+
+    def _is_owner(self, ctx: Context, row: ImageRow) -> bool:
+        return row.owner is not None and ctx.owner_id is not None and row.owner == ctx.owner_id
+
+    def _can_modify(self, ctx: Context, row: ImageRow) -> bool:
+        return ctx.is_admin or self._is_owner(ctx, row)
+
+    async def _row(self, image_id: str) -> ImageRow | None:
+        if len(image_id) > _MAX_ID_LENGTH:
+            return None
+        async with reading(self.engine) as conn:
+            return await catalog.get_image(conn, image_id)
+
+    async def get(self, ctx: Context, image_id: str) -> ImageRow:
+        """The image if the caller may see it; NotFound otherwise (never Forbidden)."""
+        row = await self._row(image_id)
+        if row is None or not await self._visible(ctx, row):
+            raise NotFound(f"Image {image_id} not found.")
+        return row
+
+    # -- create / update -------------------------------------------------------------------
+
+    def _normalise(self, ctx: Context, change: Change) -> dict[str, Any]:
+        fields = dict(change.fields)
+        for name in _ABSENT_WHEN_EMPTY:
+            if name in fields and fields[name] is None:
+                del fields[name]  # an empty header means "not given"
+        _check_formats(fields)
+        if fields.get("is_public") and not ctx.is_admin:
+            raise Forbidden("Only an admin may make an image public.")
+        return fields
+
+    def _check_sources(self, fields: Mapping[str, Any], change: Change) -> None:
+        if "location" in fields and fields["location"] is None:
+            raise BadRequest("External source should not be empty")
+        if change.copy_from == "":
+            raise BadRequest("External source should not be empty")
+        given = [fields.get("location"), change.copy_from, change.data]
+        if sum(item is not None for item in given) > 1:
+            raise BadRequest("It's invalid to provide multiple image sources.")
+        for url in (fields.get("location"), change.copy_from):
+            if url is not None:
+                try:
+                    sources.check_url(url, self.source_policy)
+                except sources.SourceError as error:
+                    raise _source_error(error) from None
+
+    def _check_cap(self, fields: Mapping[str, Any], change: Change) -> None:
+        cap = self.limits.image_size_cap
+        declared = change.data.length if change.data and change.data.length is not None else None
+        if declared is None:
+            declared = fields.get("size")
+        if declared is not None and declared > cap:
+            raise BadRequest(f"Denying attempt to upload image larger than {cap} bytes.")
+
+    async def _probe(self, url: str) -> int | None:
+        try:
+            return await sources.probe_size(url, self.source_policy)
+        except sources.SourceError as error:
+            raise _source_error(error) from None
+
+    async def _located_size(self, url: str, declared: int | None) -> int:
+        probed = await self._probe(url) if declared is None or declared else None
+        if declared is not None and probed and declared != probed:
+            raise Conflict(
+                "Provided image size must match the stored image size. "
+                f"(provided size: {declared}, stored size: {probed})"
+            )
+        return declared if declared is not None else (probed or 0)
+
+    async def create(self, ctx: Context, change: Change) -> ImageRow:
+        """POST /images: reserve, upload, register a location, or start a copy."""
+        fields = self._normalise(ctx, change)
+        self._check_cap(fields, change)
+        if _over(len(change.properties), self.limits.property_quota):
+            raise TooLarge(self._quota_message(len(change.properties)))
+        self._check_sources(fields, change)
+        if "store" in fields and fields["store"] != self.store.scheme:
+            raise BadRequest(f"Required store {fields['store']} is invalid")
+        location = fields.get("location")
+        if change.data is not None or location is not None:
+            _require_formats(fields)
+        image_id = self._new_id(fields.get("id"))
+        size: int | None = fields.get("size")
+        status = "queued"
+        if location is not None:
+            size = await self._located_size(location, size)
+            status = "active"
+        elif change.copy_from is not None:
+            size = await self._probe(change.copy_from) or size
+        elif size == 0 and change.data is None:
+            status = "active"
+        when = catalog.now()
+        values: dict[str, Any] = {
+            "id": image_id,
+            "name": fields.get("name"),
+            "status": status,
+            "size": size if size is not None else 0,
+            "virtual_size": fields.get("virtual_size"),
+            "checksum": fields.get("checksum"),
+            "disk_format": fields.get("disk_format"),
+            "container_format": fields.get("container_format"),
+            "min_disk": fields.get("min_disk") or 0,
+            "min_ram": fields.get("min_ram") or 0,
+            "owner": fields.get("owner") if ctx.is_admin and "owner" in fields else ctx.owner_id,
+            "is_public": bool(fields.get("is_public")),
+            "protected": bool(fields.get("protected")),
+            "deleted": False,
+            "created_at": when,
+            "updated_at": when,
+            "location": location,
+            "location_is_external": location is not None,
+        }
+        try:
+            async with writing(self.engine) as conn:
+                if await catalog.image_exists(conn, image_id):
+                    raise Conflict(f"An image with identifier {image_id} already exists")
+                await catalog.insert_image(conn, values, change.properties)
+        except IntegrityError:
+            raise Conflict(f"An image with identifier {image_id} already exists") from None
+        if change.data is not None:
+            await self._upload(image_id, change.data)
+        elif change.copy_from is not None:
+            self.tasks.start_soon(self._copy, image_id, change.copy_from)
+        return await self._reload(image_id)
+
+    def _new_id(self, given: str | None) -> str:
+        if given is None:
+            return str(uuid.uuid4())
+        try:
+            return str(uuid.UUID(given))
+        except ValueError:
+            raise BadRequest(f"Invalid value for x-image-meta-id: {given!r}") from None
+
+    def _quota_message(self, attempted: int) -> str:
+        return (
+            "The limit has been exceeded on the number of allowed image properties. "
+            f"Attempted: {attempted}, Maximum: {self.limits.property_quota}"
+        )
+
+    async def update(self, ctx: Context, image_id: str, change: Change) -> ImageRow:
+        """PUT /images/{id}: change metadata, then upload/locate/copy if the image is queued."""
+        fields = self._normalise(ctx, change)
+        self._check_cap(fields, change)
+        if "store" in fields and fields["store"] != self.store.scheme:
+            raise BadRequest(f"Store for scheme {fields['store']} not found")
+        self._check_sources(fields, change)
+        row = await self.get(ctx, image_id)
+        if row.deleted:
+            raise Forbidden("Forbidden to update deleted image.")
+        if not self._can_modify(ctx, row):
+            raise Forbidden(f"You are not permitted to modify image {image_id}.")
+        if not ctx.is_admin and row.status in ("active", "deactivated"):
+            for name in ("size", "checksum"):
+                if name in fields and fields[name] != getattr(row, name):
+                    raise Forbidden(f"Forbidden to modify '{name}' of {row.status} image.")
+        for name in ("status", "id"):
+            if name in fields and fields[name] != getattr(row, name):
+                raise Forbidden(f"Forbidden to modify '{name}' of image.")
+        if change.data is not None and row.status != "queued":
+            raise Conflict("Cannot upload to an unqueued image")
+        location = fields.get("location")
+        if (location is not None or change.copy_from is not None) and row.status != "queued":
+            raise BadRequest(
+                "Attempted to update Location field for an image not in queued status."
+            )
+        purge = change.purge and change.data is None
+        keys = set(change.properties) if purge else set(row.properties) | set(change.properties)
+        if _over(len(keys), self.limits.property_quota):
+            raise TooLarge(self._quota_message(len(keys)))
+        if change.data is not None or location is not None:
+            _require_formats(fields, row)
+        values = {name: fields[name] for name in _UPDATABLE if name in fields}
+        if "owner" in fields and ctx.is_admin:
+            values["owner"] = fields["owner"]
+        if location is not None:
+            values["size"] = await self._located_size(location, fields.get("size"))
+            values.update(location=location, location_is_external=True)
+        elif change.copy_from is not None:
+            values["size"] = await self._probe(change.copy_from) or fields.get("size") or 0
+        for name in ("is_public", "protected"):
+            if name in values:
+                values[name] = bool(values[name])
+        async with writing(self.engine) as conn:
+            if location is not None:
+                saved = await catalog.transition(conn, image_id, "queued", "active", **values)
+            else:
+                saved = await catalog.update_image(conn, image_id, values)
+            if not saved:
+                raise Conflict("Image operation conflicts")
+            await catalog.set_properties(conn, image_id, change.properties, purge=purge)
+        if change.data is not None:
+            await self._upload(image_id, change.data)
+        elif change.copy_from is not None:
+            self.tasks.start_soon(self._copy, image_id, change.copy_from)
+        return await self._reload(image_id)
+
+    async def _reload(self, image_id: str) -> ImageRow:
+        row = await self._row(image_id)
+        if row is None:  # pragma: no cover - rows are never removed
+            raise NotFound(f"Image {image_id} not found.")
+        return row
+
+    # -- data ------------------------------------------------------------------------------
+
+    async def _kill(self, image_id: str) -> None:
+        with CancelScope(shield=True):
+            async with writing(self.engine) as conn:
+                await catalog.transition(conn, image_id, "saving", "killed")
+
+    async def _discard(self, location: str) -> None:
+        with CancelScope(shield=True):
+            try:
+                await self.store.delete(location)
+            except Exception:
+                log.exception("could not remove blob %s", location)
+
+    async def _store(self, image_id: str, chunks: AsyncIterator[bytes]) -> tuple[Any, str, str]:
+        """Store `chunks`, counting size and digests as they pass; enforce the size cap."""
+        cap = self.limits.image_size_cap
+        md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        seen = 0
+
+        async def counted() -> AsyncIterator[bytes]:
+            nonlocal seen
+            async for chunk in chunks:
+                seen += len(chunk)
+                if seen > cap:
+                    raise TooLarge(f"Denying attempt to upload image larger than {cap} bytes.")
+                md5.update(chunk)
+                sha256.update(chunk)
+                yield chunk
+
+        blob = await self.store.put(image_id, counted())
+        return blob, md5.hexdigest(), sha256.hexdigest()
+
+    async def _upload(self, image_id: str, data: Upload) -> None:
+        """queued -> saving -> active, or killed with no data left behind."""
+        async with writing(self.engine) as conn:
+            if not await catalog.transition(conn, image_id, "queued", "saving"):
+                raise Conflict("Cannot upload to an unqueued image")
+        try:
+            blob, checksum, sha256 = await self._store(image_id, data.chunks)
+        except BaseException as error:
+            await self._kill(image_id)
+            mapped = _store_error(error)
+            if mapped is error:
+                raise
+            raise mapped from error
+        await self._activate(image_id, blob, checksum, sha256)
+
+    async def _activate(self, image_id: str, blob: Any, checksum: str, sha256: str) -> None:
+        try:
+            row = await self._reload(image_id)
+            for name, expected, actual in (
+                ("size", row.size, blob.size),
+                ("checksum", row.checksum, checksum),
+            ):
+                if expected and expected != actual:
+                    raise BadRequest(
+                        f"Supplied {name} ({expected}) and {name} generated from uploaded "
+                        f"image ({actual}) did not match. Setting image status to 'killed'."
+                    )
+            async with writing(self.engine) as conn:
+                activated = await catalog.transition(
+                    conn,
+                    image_id,
+                    "saving",
+                    "active",
+                    size=blob.size,
+                    checksum=checksum,
+                    sha256=sha256,
+                    location=blob.location,
+                    location_is_external=False,
+                )
+            if not activated:
+                current = await self._reload(image_id)
+                if current.deleted:
+                    raise PreconditionFailed(f"Image {image_id} was deleted during its upload.")
+                raise Conflict("Image operation conflicts")
+        except BaseException:
+            await self._discard(blob.location)
+            await self._kill(image_id)
+            raise
+
+    async def _copy(self, image_id: str, url: str) -> None:
+        """Background copy-from: queued -> saving -> active, or killed."""
+        async with writing(self.engine) as conn:
+            if not await catalog.transition(conn, image_id, "queued", "saving"):
+                return
+        try:
+            async with sources.open_source(url, self.source_policy) as source:
+                blob, checksum, sha256 = await self._store(image_id, source.chunks())
+            # the copy's own size wins over a declared one (§12)
+            async with writing(self.engine) as conn:
+                await catalog.update_image(conn, image_id, {"size": blob.size}, status="saving")
+            await self._activate(image_id, blob, checksum, sha256)
+        except Exception as error:
+            await self._kill(image_id)
+            reason = error.message if isinstance(error, ApiError | sources.SourceError) else error
+            log.warning("copy of image %s failed: %s", image_id, reason)
+        except BaseException:
+            await self._kill(image_id)
+            raise
+
+    async def download(self, ctx: Context, image_id: str) -> tuple[ImageRow, AsyncIterator[bytes]]:
+        """The image and its bytes; errors surface on the first chunk (before any is sent)."""
+        row = await self.get(ctx, image_id)
+        if row.status == "deactivated":
+            raise Forbidden(f"Image {image_id} is deactivated")
+        if row.status != "active" or row.deleted:
+            raise NotFound(f"Image {image_id} is not active")
+        return row, self._chunks(row)
+
+    async def _chunks(self, row: ImageRow) -> AsyncIterator[bytes]:
+        if not row.size or row.location is None:
+            return
+        if row.location_is_external:
+            try:
+                async with sources.open_source(row.location, self.source_policy) as source:
+                    async for chunk in source.chunks():
+                        yield chunk
+            except sources.SourceError as error:
+                raise _source_error(error) from None
+            return
+        try:
+            async for chunk in self.store.get(row.location):
+                yield chunk
+        except BlobNotFound:
+            raise NotFound(f"Data of image {row.id} is missing from the store.") from None
+        except StoreUnavailable as error:
+            raise ServiceUnavailable(str(error)) from None
+
+    # -- delete ----------------------------------------------------------------------------
+
+    async def delete(self, ctx: Context, image_id: str) -> None:
+        """Soft-delete the image and remove its stored data."""
+        for _ in range(5):  # a concurrent status change makes the conditional delete retry
+            row = await self.get(ctx, image_id)
+            if row.deleted or row.status == "deleted":
+                raise NotFound(f"Image {image_id} not found.")
+            if not self._can_modify(ctx, row):
+                raise Forbidden(f"You are not permitted to delete image {image_id}.")
+            if row.protected:
+                raise Forbidden("Image is protected")
+            if row.status == "pending_delete":
+                raise Forbidden("Forbidden to delete a pending_delete image.")
+            async with writing(self.engine) as conn:
+                done = await catalog.soft_delete(conn, image_id, from_status=row.status)
+            if done:
+                if row.location and not row.location_is_external:
+                    await self._discard(row.location)
+                return
+        raise Conflict("Image operation conflicts")
+
+    # -- lists -----------------------------------------------------------------------------
+
+    async def list_images(
+        self, ctx: Context, params: Mapping[str, str], *, detail: bool
+    ) -> list[ImageRow]:
+        """One page of the images the caller may list (§9.2, §10.2)."""
+        query, is_public, marker = parse_list_query(
+            params,
+            limit_default=self.limits.limit_param_default,
+            limit_max=self.limits.api_limit_max,
+        )
+        query.scope, query.project = self._list_scope(ctx, is_public), ctx.owner_id
+        query.with_properties = detail
+        if marker is not None:
+            query.marker = await self._marker(ctx, marker)
+        async with reading(self.engine) as conn:
+            return await catalog.list_images(conn, query)
+
+    def _list_scope(self, ctx: Context, is_public: str | None) -> Scope:
+        if ctx.is_admin and is_public == "none":
+            return Scope.ALL
+        if ctx.is_admin and is_public in ("false", "0"):
+            return Scope.NON_PUBLIC
+        return Scope.PROJECT if ctx.owner_id is not None else Scope.PUBLIC
+
+    async def _marker(self, ctx: Context, marker: str) -> ImageRow:
+        row = await self._row(marker)
+        if row is None or not await self._visible(ctx, row):
+            raise BadRequest("Invalid marker. Image could not be found.")
+        return row
+
+    # -- members ---------------------------------------------------------------------------
+
+    async def _member_target(self, ctx: Context, image_id: str, *, share: bool) -> ImageRow:
+        if share and not ctx.is_admin and ctx.owner_id is None:
+            raise Unauthorized("No authenticated user")
+        row = await self.get(ctx, image_id)
+        if row.deleted:
+            raise NotFound(f"Image with identifier {image_id} has been deleted.")
+        if share and not await self._can_share(ctx, row):
+            raise NotFound(f"You are not permitted to share image {image_id}.")
+        return row
+
+    async def _can_share(self, ctx: Context, row: ImageRow) -> bool:
+        if ctx.is_admin or self._is_owner(ctx, row):
+            return True
+        if ctx.owner_id is None:
+            return False
+        async with reading(self.engine) as conn:
+            own = await catalog.membership(conn, row.id, ctx.owner_id)
+        return own is not None and not own.deleted and own.can_share
+
+    async def members(self, ctx: Context, image_id: str) -> list[MemberRow]:
+        row = await self._member_target(ctx, image_id, share=False)
+        async with reading(self.engine) as conn:
+            found = await catalog.members_of(conn, image_id)
+        if ctx.is_admin or self._is_owner(ctx, row):
+            return found
+        return [item for item in found if item.member == ctx.owner_id]
+
+    async def add_member(
+        self, ctx: Context, image_id: str, member: str, can_share: bool | None
+    ) -> None:
+        await self._member_target(ctx, image_id, share=True)
+        async with writing(self.engine) as conn:
+            count = len(await catalog.members_of(conn, image_id))
+            if _over(count + 1, self.limits.member_quota):
+                raise TooLarge(self._member_quota_message(count + 1))
+            await catalog.put_member(conn, image_id, member, can_share)
+
+    async def replace_members(
+        self, ctx: Context, image_id: str, entries: list[tuple[str, bool | None]]
+    ) -> None:
+        await self._member_target(ctx, image_id, share=True)
+        wanted = dict(entries)
+        if _over(len(wanted), self.limits.member_quota):
+            raise TooLarge(self._member_quota_message(len(wanted)))
+        async with writing(self.engine) as conn:
+            for current in await catalog.members_of(conn, image_id):
+                if current.member not in wanted:
+                    await catalog.remove_member(conn, image_id, current.member)
+            for member, can_share in wanted.items():
+                await catalog.put_member(conn, image_id, member, can_share)
+
+    async def remove_member(self, ctx: Context, image_id: str, member: str) -> None:
+        await self._member_target(ctx, image_id, share=True)
+        async with writing(self.engine) as conn:
+            if not await catalog.remove_member(conn, image_id, member):
+                raise NotFound("Membership could not be found.")
+
+    def _member_quota_message(self, attempted: int) -> str:
+        return (
+            "The limit has been exceeded on the number of allowed image members for this "
+            f"image. Attempted: {attempted}, Maximum: {self.limits.member_quota}"
+        )
+
+    async def shared_images(self, ctx: Context, member: str) -> list[MemberRow]:
+        """Memberships of `member`: all for admins; else on the caller's images, or its own."""
+        async with reading(self.engine) as conn:
+            if ctx.is_admin or member == ctx.owner_id:
+                return await catalog.shared_with(conn, member, owner=None, everything=True)
+            if ctx.owner_id is None:
+                return []
+            return await catalog.shared_with(conn, member, owner=ctx.owner_id, everything=False)
+
+
+async def sweep(engine: AsyncEngine, store: BlobStore) -> list[str]:
+    """After a crash: images left in `saving` become `killed`, and partial data goes."""
+    async with writing(engine) as conn:
+        stranded = await catalog.image_ids_in_status(conn, "saving")
+        for image_id, _ in stranded:
+            await catalog.transition(conn, image_id, "saving", "killed")
+    for _, location in stranded:
+        if location and store.owns(location):
+            await store.delete(location)
+    removed = await store.sweep()
+    if stranded or removed:
+        log.warning(
+            "crash sweep: %d image(s) killed, %d partial file(s) removed",
+            len(stranded),
+            len(removed),
+        )
+    return [image_id for image_id, _ in stranded]

@@ -1,0 +1,114 @@
+"""Image data as files in one directory: written beside the target, fsynced, then renamed."""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import anyio
+from anyio import CancelScope, to_thread
+
+from osimage.server.stores.base import (
+    CHUNK_SIZE,
+    Blob,
+    BlobNotFound,
+    StoreConfigError,
+    StoreFull,
+    StoreUnavailable,
+    check_image_id,
+)
+
+_PARTIAL_SUFFIX = ".partial"
+
+
+class FilesystemStore:
+    """`file:///some/dir`: one file per image, named by the image id."""
+
+    scheme = "file"
+
+    def __init__(self, root: Path) -> None:
+        self.root = anyio.Path(root)
+
+    @classmethod
+    def from_url(cls, url: str) -> FilesystemStore:
+        parts = urlsplit(url)
+        if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+            raise StoreConfigError(f"not a local file URL: {url!r}")
+        root = Path(unquote(parts.path))
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root)
+
+    def _path(self, location: str) -> anyio.Path:
+        parts = urlsplit(location)
+        path = Path(unquote(parts.path))
+        if parts.scheme != "file" or path.parent != Path(self.root):
+            raise BlobNotFound(f"not a blob of this store: {location!r}")
+        try:
+            check_image_id(path.name)
+        except ValueError:
+            raise BlobNotFound(f"not a blob of this store: {location!r}") from None
+        return self.root / path.name
+
+    def owns(self, location: str) -> bool:
+        try:
+            self._path(location)
+        except BlobNotFound:
+            return False
+        return True
+
+    async def put(self, image_id: str, chunks: AsyncIterator[bytes]) -> Blob:
+        image_id = check_image_id(image_id)
+        final = self.root / image_id
+        partial = self.root / f".{image_id}{_PARTIAL_SUFFIX}"
+        size = 0
+        try:
+            async with await partial.open("xb") as out:
+                async for chunk in chunks:
+                    await out.write(chunk)
+                    size += len(chunk)
+                await out.flush()
+                await to_thread.run_sync(os.fsync, out.wrapped.fileno())
+            await partial.replace(final)
+        except BaseException as exc:
+            with CancelScope(shield=True):
+                await partial.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"Image storage media is full: {exc.strerror}") from exc
+            if isinstance(exc, PermissionError):
+                raise StoreUnavailable(f"cannot write to the image store: {exc}") from exc
+            raise
+        return Blob(location=Path(final).as_uri(), size=size)
+
+    async def get(self, location: str) -> AsyncIterator[bytes]:
+        path = self._path(location)
+        try:
+            handle = await path.open("rb")
+        except FileNotFoundError:
+            raise BlobNotFound(f"image data is missing: {path.name}") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read image data: {exc.strerror}") from exc
+        async with handle:
+            while chunk := await handle.read(CHUNK_SIZE):
+                yield chunk
+
+    async def delete(self, location: str) -> None:
+        try:
+            path = self._path(location)
+        except BlobNotFound:
+            return
+        await path.unlink(missing_ok=True)
+
+    async def sweep(self) -> list[str]:
+        removed: list[str] = []
+        async for entry in self.root.iterdir():
+            name = entry.name
+            if name.startswith(".") and name.endswith(_PARTIAL_SUFFIX):
+                await entry.unlink(missing_ok=True)
+                removed.append(name)
+        return removed
+
+    async def aclose(self) -> None:
+        return None
