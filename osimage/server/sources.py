@@ -369,7 +369,7 @@ class Source:
     """An open source response; `size` is its Content-Length, None when not declared."""
 
     def __init__(self, url: str, response: httpcore.Response) -> None:
-        self.url = url
+        self._url = url  # may carry credentials: only ever shown redacted
         self.size = _content_length(response)
         self._response = response
 
@@ -380,9 +380,9 @@ class Source:
                 for start in range(0, len(piece), CHUNK_SIZE):
                     yield piece[start : start + CHUNK_SIZE]
         except httpcore.TimeoutException:
-            raise SourceUnavailable(self.url, "reading the data timed out") from None
+            raise SourceUnavailable(self._url, "reading the data timed out") from None
         except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
-            raise SourceUnavailable(self.url, f"the transfer broke: {exc}") from None
+            raise SourceUnavailable(self._url, f"the transfer broke: {exc}") from None
 
 
 def _content_length(response: httpcore.Response) -> int | None:
