@@ -101,11 +101,18 @@ class Proxy:
     `session` is the keystoneauth1 Adapter bound to the image endpoint (``.../v1``).
     Methods taking an ``image`` accept an `Image` or an image id (not a name: use
     `find_image` for names).
+
+    A connection without credentials (``auth_type`` none) lists with ``is_public=none``
+    unless told otherwise: a noauth server treats every caller as an admin without a
+    project, to whom v1 would list only public images, so an image just created would
+    not be found by name.
     """
 
     def __init__(self, session: Adapter, connection: Connection | None = None) -> None:
         self.session = session
         self.connection = connection
+        anonymous = connection is not None and connection.config.auth_type == "none"
+        self._list_defaults: dict[str, Any] = {"is_public": "none"} if anonymous else {}
 
     # ---- images ---------------------------------------------------------------------
 
@@ -121,7 +128,7 @@ class Proxy:
 
     def images(self, **query: Any) -> Iterator[Image]:
         """Images matching `query` (name, status, size_min, sort_key, ..., limit), paged lazily."""
-        return Image.list(self.session, **query)
+        return Image.list(self.session, **{**self._list_defaults, **query})
 
     def get_image(self, image: ImageRef) -> Image:
         """The image with its current metadata; raises NotFoundException."""
@@ -130,7 +137,9 @@ class Proxy:
     def find_image(self, name_or_id: str, ignore_missing: bool = True) -> Image | None:
         """The one image with this id or name; None (or NotFoundException) if none,
         DuplicateResource if several share the name."""
-        return Image.find(self.session, name_or_id, ignore_missing=ignore_missing)
+        return Image.find(
+            self.session, name_or_id, ignore_missing=ignore_missing, **self._list_defaults
+        )
 
     def delete_image(self, image: ImageRef, ignore_missing: bool = True) -> None:
         """Delete an image; a missing one raises NotFoundException only if not `ignore_missing`."""
