@@ -1,0 +1,47 @@
+"""Fixtures for the API conformance suite: raw clients per identity and configured servers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.api_client import Api
+from tests.support.server import Server, start_server
+
+# The options most spec scenarios (§17) were written against, plus a small size cap.
+LIMITS = ("--property-quota", "10", "--member-quota", "10", "--image-size-cap", "10000")
+SIZE_CAP = 10000
+
+
+@pytest.fixture(scope="session")
+def api(server: Server) -> Api:
+    """noauth: every caller is an admin without a project."""
+    return Api(server.url)
+
+
+@pytest.fixture(scope="session")
+def users(tokens_server: Server) -> dict[str, Api]:
+    """One client per identity of the tokens server, plus `anonymous` (no token)."""
+    names = ("admin", "alice", "bob", "carol", "noproject")
+    clients = {name: Api(tokens_server.url, f"{name}-token") for name in names}
+    clients["anonymous"] = Api(tokens_server.url)
+    return clients
+
+
+@pytest.fixture(scope="session")
+def limits_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """noauth with property and member quotas of 10 and an image size cap of 10000 bytes."""
+    srv = start_server(tmp_path_factory.mktemp("limits"), *LIMITS)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def limited(limits_server: Server) -> Api:
+    return Api(limits_server.url)
+
+
+@pytest.fixture
+def fresh(fresh_server: Server) -> Api:
+    return Api(fresh_server.url)
