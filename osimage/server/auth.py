@@ -1,7 +1,7 @@
-"""Who is calling: turn request headers into a Context (noauth | tokens).
+"""Who is calling: turn request headers into a Context (noauth | tokens | keystone).
 
-`open_authenticator` is the one place that picks a mode; a keystone authenticator will
-slot in beside the others behind the same `Authenticator` protocol.
+`open_authenticator` is the one place that picks a mode; the keystone authenticator
+(`osimage.server.keystone`, imported only when chosen) sits behind the same protocol.
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import unquote
+
+if TYPE_CHECKING:
+    from osimage.server.settings import Settings
 
 TOKEN_HEADER: Final = "x-auth-token"
 KINDS: Final = ("noauth", "tokens", "keystone")
@@ -83,12 +86,17 @@ class TokenTable:
 
 
 def open_authenticator(
-    kind: str, *, tokens_file: Path | None, admin_role: str = "admin"
+    kind: str,
+    *,
+    tokens_file: Path | None,
+    admin_role: str = "admin",
+    settings: Settings | None = None,
 ) -> Authenticator:
     """Build the authenticator for `kind` (noauth | tokens | keystone).
 
-    Raises ValueError for an unknown kind, a missing or malformed tokens file, or
-    keystone (not available yet).
+    keystone reads its `keystone_*` rows and `admin_role` from `settings`. Raises
+    ValueError for an unknown kind, a missing or malformed tokens file, or keystone
+    without settings.
     """
     if kind == "noauth":
         return NoAuth()
@@ -97,7 +105,11 @@ def open_authenticator(
             raise ValueError("auth 'tokens' needs a tokens file (--tokens-file)")
         return TokenTable(load_tokens(tokens_file, admin_role=admin_role))
     if kind == "keystone":
-        raise ValueError("keystone auth is not available yet")
+        if settings is None:
+            raise ValueError("auth 'keystone' needs the server settings (keystone_* rows)")
+        from osimage.server.keystone import open_keystone  # keystoneauth1 only when used
+
+        return open_keystone(settings)
     raise ValueError(f"auth: expected one of {', '.join(KINDS)}, got {kind!r}")
 
 

@@ -185,8 +185,8 @@ def test_tokens_mode_needs_a_file():
         open_authenticator("tokens", tokens_file=None)
 
 
-def test_keystone_is_not_available_yet():
-    with pytest.raises(ValueError, match="keystone auth is not available yet"):
+def test_keystone_needs_the_settings():
+    with pytest.raises(ValueError, match="keystone' needs the server settings"):
         open_authenticator("keystone", tokens_file=None)
 
 
