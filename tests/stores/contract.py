@@ -1,0 +1,160 @@
+"""`StoreContract`: what every BlobStore promises, run against each store by a fixture class.
+
+A subclass provides the fixtures `store` (a fresh, empty store), `leftovers` (an
+async callable listing everything the store holds, partial uploads included) and
+`segment` (the store's segment or part size, so that data can span several).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import anyio
+import pytest
+
+from osimage.server.stores.base import CHUNK_SIZE, BlobNotFound, BlobStore
+
+Leftovers = Callable[[], Awaitable[list[str]]]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def chunked(
+    data: bytes, sizes: tuple[int, ...] = (65536, 1, 100_003, 7)
+) -> AsyncIterator[bytes]:
+    """`data` in chunks of irregular sizes, so that chunk and segment edges never line up."""
+    offset, turn = 0, 0
+    while offset < len(data):
+        step = sizes[turn % len(sizes)]
+        yield data[offset : offset + step]
+        offset += step
+        turn += 1
+        await anyio.lowlevel.checkpoint()
+
+
+async def read(store: BlobStore, location: str) -> tuple[str, int, int]:
+    """(md5, size, largest chunk) of what `get` streams."""
+    digest, size, largest = hashlib.md5(usedforsecurity=False), 0, 0
+    async for chunk in store.get(location):
+        digest.update(chunk)
+        size += len(chunk)
+        largest = max(largest, len(chunk))
+    return digest.hexdigest(), size, largest
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@pytest.mark.anyio
+class StoreContract:
+    """Every BlobStore passes these."""
+
+    async def test_round_trip_of_multi_chunk_data(self, store: BlobStore, segment: int) -> None:
+        data = payload(2 * segment + segment // 2, seed=1)
+        image_id = new_id()
+        blob = await store.put(image_id, chunked(data))
+        assert blob.size == len(data)
+        assert store.owns(blob.location)
+        digest, size, largest = await read(store, blob.location)
+        assert (digest, size) == (md5(data), len(data))
+        assert largest <= CHUNK_SIZE
+
+    async def test_empty_blob_round_trips(self, store: BlobStore) -> None:
+        blob = await store.put(new_id(), chunked(b""))
+        assert blob.size == 0
+        assert await read(store, blob.location) == (md5(b""), 0, 0)
+
+    async def test_get_of_a_deleted_blob_raises_blob_not_found(self, store: BlobStore) -> None:
+        blob = await store.put(new_id(), chunked(b"soon gone"))
+        await store.delete(blob.location)
+        with pytest.raises(BlobNotFound):
+            await read(store, blob.location)
+
+    async def test_deleting_a_missing_blob_is_fine(
+        self, store: BlobStore, leftovers: Leftovers
+    ) -> None:
+        blob = await store.put(new_id(), chunked(b"twice deleted"))
+        await store.delete(blob.location)
+        await store.delete(blob.location)
+        assert await leftovers() == []
+
+    async def test_a_foreign_location_is_not_owned(self, store: BlobStore) -> None:
+        blob = await store.put(new_id(), chunked(b"mine"))
+        assert not store.owns("http://127.0.0.1:1/" + new_id())
+        assert not store.owns(blob.location.rsplit("/", 1)[0] + "/not-an-image-id")
+
+    async def test_failed_put_leaves_nothing(
+        self, store: BlobStore, leftovers: Leftovers, segment: int
+    ) -> None:
+        async def dropped() -> AsyncIterator[bytes]:
+            async for chunk in chunked(payload(segment + CHUNK_SIZE, seed=2)):
+                yield chunk
+            raise ConnectionResetError("client went away")
+
+        with pytest.raises(ConnectionResetError):
+            await store.put(new_id(), dropped())
+        assert await leftovers() == []
+
+    async def test_cancelled_put_leaves_nothing(
+        self, store: BlobStore, leftovers: Leftovers, segment: int
+    ) -> None:
+        stalled = anyio.Event()
+
+        async def stalls() -> AsyncIterator[bytes]:
+            yield b"x" * segment  # one whole segment or part: it gets written
+            yield b"y" * 10
+            stalled.set()
+            await anyio.sleep_forever()
+            yield b"never"
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.put, new_id(), stalls())
+            await stalled.wait()
+            assert await leftovers() != []  # something partial exists: cleanup has work
+            tg.cancel_scope.cancel()
+        assert await leftovers() == []
+
+    async def test_large_blob_across_several_segments(self, store: BlobStore, segment: int) -> None:
+        data = payload(4 * segment + 12345, seed=3)
+        blob = await store.put(new_id(), chunked(data, sizes=(CHUNK_SIZE, CHUNK_SIZE - 1)))
+        assert blob.size == len(data)
+        assert (await read(store, blob.location))[:2] == (md5(data), len(data))
+
+    async def test_concurrent_puts_of_different_ids(self, store: BlobStore, segment: int) -> None:
+        datas = [payload(segment + 1000 * n, seed=10 + n) for n in range(3)]
+        ids = [new_id() for _ in datas]
+        blobs: dict[str, str] = {}
+
+        async def one(image_id: str, data: bytes) -> None:
+            blobs[image_id] = (await store.put(image_id, chunked(data))).location
+
+        async with anyio.create_task_group() as tg:
+            for image_id, data in zip(ids, datas, strict=True):
+                tg.start_soon(one, image_id, data)
+        assert len(set(blobs.values())) == len(ids)
+        for image_id, data in zip(ids, datas, strict=True):
+            assert (await read(store, blobs[image_id]))[:2] == (md5(data), len(data))
+
+    async def test_delete_removes_everything_of_a_blob(
+        self, store: BlobStore, leftovers: Leftovers, segment: int
+    ) -> None:
+        blob = await store.put(new_id(), chunked(payload(2 * segment + 1, seed=4)))
+        assert await leftovers() != []
+        await store.delete(blob.location)
+        assert await leftovers() == []
+
+    async def test_sweep_keeps_complete_blobs(self, store: BlobStore, segment: int) -> None:
+        data = payload(segment + 5, seed=5)
+        blob = await store.put(new_id(), chunked(data))
+        assert await store.sweep() == []
+        assert (await read(store, blob.location))[:2] == (md5(data), len(data))
