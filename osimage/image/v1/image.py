@@ -30,8 +30,6 @@ CHUNK_SIZE: Final = 64 * 1024
 
 OCTET_STREAM: Final = "application/octet-stream"
 
-_SHA256_HEADER: Final[str | None] = getattr(wire, "SHA256_HEADER", None)
-
 Data = bytes | IO[bytes] | Iterable[bytes]
 """Image data to upload: bytes, a binary file object (streamed), or an iterable of bytes
 (streamed with chunked transfer encoding)."""
@@ -416,7 +414,7 @@ class ImageData:
             raise exceptions.InvalidResponse(exc.message) from exc
         self.expected_size: int | None = meta.fields.get("size")
         self.expected_md5: str | None = meta.fields.get("checksum")
-        sha = response.headers.get(_SHA256_HEADER) if _SHA256_HEADER else None
+        sha = response.headers.get(wire.SHA256_HEADER)
         self.expected_sha256: str | None = sha.strip().lower() if sha else None
         self.size = 0
         self._md5 = hashlib.md5(usedforsecurity=False)
