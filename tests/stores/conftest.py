@@ -46,7 +46,7 @@ def _swift_aio_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def swift_aio() -> dict[str, str]:
-    """ST_*/AWS_* variables of a healthy loopback Swift (with s3api); skips (fails in CI) without."""
+    """ST_*/AWS_* variables of a healthy loopback Swift with s3api; skips (fails in CI) if none."""
     names = (
         "ST_AUTH",
         "ST_USER",

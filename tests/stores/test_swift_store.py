@@ -30,9 +30,20 @@ class SwiftAccount:
         answer.raise_for_status()
         return cls(client, answer.headers["x-storage-url"], answer.headers["x-auth-token"])
 
-    async def request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> httpx.Response:
         return await self.client.request(
-            method, f"{self.url}/{path}", headers={"x-auth-token": self.token}, **kwargs
+            method,
+            f"{self.url}/{path}",
+            headers={"x-auth-token": self.token},
+            params=params,
+            content=content,
         )
 
     async def names(self, container: str) -> list[str]:
@@ -89,8 +100,8 @@ class TestSwiftStore(StoreContract):
         self, swift_aio: dict[str, str], container: str, account: SwiftAccount
     ) -> AsyncIterator[SwiftStore]:
         info = await account.info()
-        assert SEGMENT <= info["swift"]["max_file_size"]
-        assert SEGMENT >= info["slo"]["min_segment_size"]
+        assert info["swift"]["max_file_size"] >= SEGMENT
+        assert info["slo"]["min_segment_size"] <= SEGMENT
         store = SwiftStore.from_url(
             f"swift://{container}?segment_size={SEGMENT}&sweep_after=0", environ_of(swift_aio)
         )
