@@ -162,8 +162,14 @@ class ImageService:
     def _is_owner(self, ctx: Context, row: ImageRow) -> bool:
         return row.owner is not None and ctx.owner_id is not None and row.owner == ctx.owner_id
 
-    def _can_modify(self, ctx: Context, row: ImageRow) -> bool:
-        return ctx.is_admin or self._is_owner(ctx, row)
+    def _check_modify(self, ctx: Context, row: ImageRow) -> None:
+        """Only admins and the owner change an image. Others who can see it get 403 for a
+        public image (as queens), 404 otherwise: it is not visible *for modification*."""
+        if ctx.is_admin or self._is_owner(ctx, row):
+            return
+        if row.is_public:
+            raise Forbidden(f"You are not permitted to modify image {row.id}.")
+        raise NotFound(f"Image {row.id} not found.")
 
     async def _row(self, image_id: str) -> ImageRow | None:
         if len(image_id) > _MAX_ID_LENGTH:
@@ -308,8 +314,7 @@ class ImageService:
         row = await self.get(ctx, image_id)
         if row.deleted:
             raise Forbidden("Forbidden to update deleted image.")
-        if not self._can_modify(ctx, row):
-            raise Forbidden(f"You are not permitted to modify image {image_id}.")
+        self._check_modify(ctx, row)
         if not ctx.is_admin and row.status in ("active", "deactivated"):
             for name in ("size", "checksum"):
                 if name in fields and fields[name] != getattr(row, name):
@@ -499,8 +504,7 @@ class ImageService:
             row = await self.get(ctx, image_id)
             if row.deleted or row.status == "deleted":
                 raise NotFound(f"Image {image_id} not found.")
-            if not self._can_modify(ctx, row):
-                raise Forbidden(f"You are not permitted to delete image {image_id}.")
+            self._check_modify(ctx, row)
             if row.protected:
                 raise Forbidden("Image is protected")
             if row.status == "pending_delete":

@@ -87,8 +87,10 @@ async def item(call: Call, image_id: str) -> None:
     service, context = call.service, call.context
     if call.method == "HEAD":
         row = await service.get(context, image_id)
-        headers = render.headers(row)
-        await reply(call.send, 200, headers=[*headers, ("content-length", "0")], head=True)
+        # Content-Length is what a GET would send, so HEAD can size an external source.
+        length = row.size or 0 if row.status == "active" and not row.deleted else 0
+        headers = [*render.headers(row), ("content-length", str(length))]
+        await reply(call.send, 200, headers=headers, head=True)
     elif call.method == "GET":
         row, chunks = await service.download(context, image_id)
         first = await anext(chunks, b"")  # store errors become answers before any byte is sent

@@ -28,5 +28,6 @@ async def send_versions(scope: Scope, send: Send, status: int) -> None:
 
 
 async def send_v1_version(scope: Scope, send: Send) -> None:
-    """`GET /v1`: a single-version document, which keystoneauth discovery understands."""
-    await reply_json(send, 200, {"version": _entry(scope, "v1.1")}, head=scope["method"] == "HEAD")
+    """`GET /v1`: 200 with the versions document, so keystoneauth discovery on a `/v1`
+    endpoint finds v1 (it reads a "versions" list as well as a single "version")."""
+    await send_versions(scope, send, 200)

@@ -206,7 +206,7 @@ async def set_properties(
 
 
 async def soft_delete(conn: AsyncConnection, image_id: str, *, from_status: str) -> bool:
-    """Mark the image deleted (if still in `from_status`), drop its properties and memberships."""
+    """Mark the image deleted (if still in `from_status`) and end its memberships."""
     when = now()
     done = await update_image(
         conn,
@@ -214,8 +214,7 @@ async def soft_delete(conn: AsyncConnection, image_id: str, *, from_status: str)
         {"status": "deleted", "deleted": True, "deleted_at": when},
         status=from_status,
     )
-    if done:
-        await conn.execute(delete(image_properties).where(image_properties.c.image_id == image_id))
+    if done:  # properties stay (list filters still match); records show them as {}
         await conn.execute(
             update(image_members)
             .where(image_members.c.image_id == image_id)
@@ -255,6 +254,7 @@ def _visible_in_list(query: ListQuery) -> ColumnElement[bool]:
     if query.scope is Scope.PUBLIC or query.project is None:
         return images.c.is_public == true()
     shared = exists().where(
+        images.c.owner.is_not(None),  # ownerless private images are never listed (§10.2)
         image_members.c.image_id == images.c.id,
         image_members.c.member == query.project,
         image_members.c.deleted == false(),
