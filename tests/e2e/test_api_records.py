@@ -215,6 +215,15 @@ def test_get_streams_data_with_metadata_headers(api: Api) -> None:
     assert resp.meta["container_format"] == "ovf"
     assert resp.meta["size"] == "5120"
     assert resp.meta["id"] == image["id"]
+    assert resp.header("content-md5") is None
+
+
+def test_range_requests_are_ignored(api: Api) -> None:
+    image = api.upload(DATA)
+    resp = api.get(image["id"], {"Range": "bytes=0-9"})
+    assert resp.status == 200, resp
+    assert resp.body == DATA
+    assert resp.header("content-length") == "5120"
 
 
 def test_property_headers_are_lower_case_and_round_trip(api: Api) -> None:

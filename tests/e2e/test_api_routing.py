@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from typing import Any
 
@@ -216,3 +217,51 @@ def test_no_error_answer_is_a_500(api: Api) -> None:
     ]
     for resp in awkward:
         assert resp.status < 500, resp
+
+
+# -- §4.1 / §4.5: header line length and Expect: 100-continue --------------------------
+
+
+def test_header_lines_up_to_16k_are_accepted(api: Api) -> None:
+    value = "v" * 16000
+    resp = api.create({"x-image-meta-property-long": value})
+    assert resp.status == 201, resp
+    assert resp.image["properties"] == {"long": value}
+
+
+def _raw_exchange(api: Api, head: str, body: bytes, *, wait_for_continue: bool) -> bytes:
+    with socket.create_connection((api.host, api.port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        if wait_for_continue:
+            interim = sock.recv(4096)
+            assert interim.startswith(b"HTTP/1.1 100"), interim
+            sock.sendall(body)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def test_expect_continue_upload_gets_100_then_201(api: Api) -> None:
+    body = b"*" * 5120
+    head = (
+        f"POST /v1/images HTTP/1.1\r\nHost: {api.host}\r\nExpect: 100-continue\r\n"
+        "Content-Type: application/octet-stream\r\nx-image-meta-disk_format: raw\r\n"
+        f"x-image-meta-container_format: bare\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    answer = _raw_exchange(api, head, body, wait_for_continue=True)
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+
+
+def test_expect_continue_with_a_bad_header_gets_a_final_400_without_100(api: Api) -> None:
+    head = (
+        f"POST /v1/images HTTP/1.1\r\nHost: {api.host}\r\nExpect: 100-continue\r\n"
+        "Content-Type: application/octet-stream\r\nx-image-meta-min_ram: -1\r\n"
+        "Content-Length: 5120\r\nConnection: close\r\n\r\n"
+    )
+    answer = _raw_exchange(api, head, b"", wait_for_continue=False)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]

@@ -310,6 +310,18 @@ def test_successful_upload_is_stored(api: Api, server: Server) -> None:
     wait_until(lambda: stored_files(server, image["id"]) == [], "data removed on delete")
 
 
+def test_data_removed_behind_the_servers_back(api: Api, server: Server) -> None:
+    image = api.upload(DATA)
+    files = stored_files(server, image["id"])
+    assert files
+    for path in files:
+        path.unlink()
+    head = api.head(image["id"])
+    assert head.status == 200
+    assert head.meta["status"] == "active"
+    assert api.get(image["id"]).status == 404
+
+
 def test_client_disconnect_kills_the_image(api: Api, server: Server) -> None:
     image = api.reserve(disk_format="raw", container_format="bare")
     with socket.create_connection((api.host, api.port), timeout=30) as sock:
