@@ -196,12 +196,23 @@ def test_every_attribute_round_trips(sdk):
 
 
 def test_reserve_then_upload(sdk):
-    ad, _ = sdk
+    ad, rec = sdk
     image = Image.new(name=unique(), disk_format="raw", container_format="bare").create(ad)
     assert image.status == "queued"
     assert image.checksum is None
     data = b"x" * 5000
+    image.name = image.name + " uploaded"
+    image.properties = {"stage": "uploaded"}
+    rec.clear()
     image.upload(ad, data)
+    [put] = rec.sent  # metadata changes travel with the data
+    assert put.meta() == {
+        "x-image-meta-name": image.name,
+        "x-image-meta-property-stage": "uploaded",
+    }
+    assert put.body == data
+    assert image.dirty() == set()
+    assert Image.existing(id=image.id).fetch(ad).properties == {"stage": "uploaded"}
     assert image.status == "active"
     assert image.checksum == hashlib.md5(data).hexdigest()
     assert image.download(ad) == data

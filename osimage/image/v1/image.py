@@ -309,9 +309,15 @@ class Image(resource.Resource):
         return self._commit(session, base_path, self._meta_request(names, purge))
 
     def upload(self, session: Adapter, data: Data, base_path: str | None = None) -> Self:
-        """Upload image data to this queued image (``PUT /images/{id}``), streamed."""
+        """Upload image data to this queued image (``PUT /images/{id}``), streamed.
+
+        Changed metadata travels in the same request. v1 never deletes properties in
+        an upload, so a property removed locally stays until a later `commit`.
+        """
         self._require("commit")
-        request = resource.Request({"Content-Type": OCTET_STREAM}, data=_body(data))
+        request = self._meta_request(self._state.dirty(), purge=None)
+        request.headers["Content-Type"] = OCTET_STREAM
+        request.data = _body(data)
         return self._commit(session, base_path, request)
 
     def data(self, session: Adapter, chunk_size: int = CHUNK_SIZE) -> ImageData:
@@ -417,10 +423,14 @@ class ImageData:
         sha = response.headers.get(wire.SHA256_HEADER)
         self.expected_sha256: str | None = sha.strip().lower() if sha else None
         self.size = 0
+        self._started = False
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._sha256 = hashlib.sha256() if self.expected_sha256 else None
 
     def __iter__(self) -> Iterator[bytes]:
+        if self._started:
+            raise RuntimeError("ImageData can be iterated only once")
+        self._started = True
         try:
             try:
                 for chunk in self.response.iter_content(self.chunk_size):

@@ -1,0 +1,1 @@
+"""Benchmarks: timings and request counts, apart from the tests. Run ``python -m bench``."""
