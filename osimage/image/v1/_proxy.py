@@ -58,6 +58,7 @@ class _Hasher:
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self.source_error: Exception | None = None
 
     def update(self, chunk: bytes) -> None:
         self.md5.update(chunk)
@@ -65,9 +66,14 @@ class _Hasher:
         self.size += len(chunk)
 
     def through(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        for chunk in chunks:
-            self.update(chunk)
-            yield chunk
+        """Yield `chunks`, hashing them; an error of the source is kept in `source_error`."""
+        try:
+            for chunk in chunks:
+                self.update(chunk)
+                yield chunk
+        except Exception as exc:
+            self.source_error = exc  # requests wraps it into a connection error
+            raise
 
 
 def _read_chunks(handle: BinaryIO | io.RawIOBase, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
@@ -295,7 +301,12 @@ class Proxy:
         if has_data and not (md5 and sha256) and (not allow_duplicates or validate_checksum):
             known = self._hash_before(filename, data)
             if known is not None:
-                md5, sha256 = md5 or known[0], sha256 or known[1]
+                if validate_checksum and (md5 or known[0], sha256 or known[1]) != known:
+                    raise exceptions.InvalidRequest(
+                        f"the data's checksums (md5 {known[0]}, sha256 {known[1]}) differ "
+                        "from the md5/sha256 given"
+                    )
+                md5, sha256 = known
             elif validate_checksum:
                 raise exceptions.InvalidRequest(
                     "validate_checksum needs data that can be read twice (a file or bytes)"
@@ -371,17 +382,22 @@ class Proxy:
         validate_checksum: bool,
     ) -> Image:
         hasher = _Hasher()
-        if filename is not None:
-            with open(filename, "rb") as handle:
-                uploaded = image.upload(self.session, hasher.through(_read_chunks(handle)))
-        else:
-            if isinstance(data, bytes | bytearray | memoryview):
-                chunks: Iterable[bytes] = [bytes(data)]
-            elif hasattr(data, "read"):
-                chunks = _read_chunks(data)
+        try:
+            if filename is not None:
+                with open(filename, "rb") as handle:
+                    uploaded = image.upload(self.session, hasher.through(_read_chunks(handle)))
             else:
-                chunks = data
-            uploaded = image.upload(self.session, hasher.through(chunks))
+                if isinstance(data, bytes | bytearray | memoryview):
+                    chunks: Iterable[bytes] = [bytes(data)]
+                elif hasattr(data, "read"):
+                    chunks = _read_chunks(data)
+                else:
+                    chunks = data
+                uploaded = image.upload(self.session, hasher.through(chunks))
+        except Exception as exc:
+            if hasher.source_error is not None and hasher.source_error is not exc:
+                raise hasher.source_error from exc  # report the data source's own error
+            raise
         sent_md5 = hasher.md5.hexdigest()
         if uploaded.checksum is not None and uploaded.checksum != sent_md5:
             raise exceptions.InvalidResponse(
