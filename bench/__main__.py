@@ -1,9 +1,9 @@
-"""Run benchmarks by module name: ``python -m bench sdk_import [args...]``; no name lists them."""
+"""Run a benchmark by module name: ``python -m bench sdk_import [args...]``; no name lists them."""
 
 from __future__ import annotations
 
-import importlib
 import pkgutil
+import runpy
 import sys
 
 import bench
@@ -14,8 +14,9 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in names:
         print("usage: python -m bench NAME [args...]; benchmarks:", ", ".join(names))
         raise SystemExit(2)
-    module = importlib.import_module(f"bench.{sys.argv[1]}")
-    module.main(sys.argv[2:])
+    name = sys.argv[1]
+    sys.argv = [f"bench.{name}", *sys.argv[2:]]
+    runpy.run_module(f"bench.{name}", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":
