@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import require_service
 
+pytest.register_assert_rewrite("tests.stores.contract")
+
 SERVICES = Path(
     os.environ.get("OSIMAGE_SERVICES_DIR", Path(__file__).parents[3] / "shared" / "services")
 )

@@ -16,7 +16,7 @@ import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -58,7 +58,11 @@ _BROKEN_READ: Final = (BotoCoreError, urllib3.exceptions.HTTPError, OSError)
 
 @dataclass(frozen=True)
 class S3Config:
-    """Bucket, key prefix and client options; credentials stay with boto3's own chain."""
+    """Bucket, key prefix and client options.
+
+    `credentials` are the AWS_* variables of the environ given to `from_url`; without
+    them boto3's own chain (profiles, instance roles) applies.
+    """
 
     bucket: str
     prefix: str = ""
@@ -68,6 +72,7 @@ class S3Config:
     addressing_style: str = "auto"
     part_size: int = DEFAULT_PART_SIZE
     sweep_after: int = DEFAULT_SWEEP_AFTER
+    credentials: tuple[str, str, str | None] | None = field(default=None, repr=False)
 
     @classmethod
     def from_url(cls, url: str, environ: Mapping[str, str]) -> S3Config:
@@ -95,6 +100,7 @@ class S3Config:
         if style not in ("auto", "path", "virtual"):
             raise StoreConfigError(f"s3 addressing_style must be auto, path or virtual: {style!r}")
         prefix = unquote(parts.path).strip("/")
+        key_id, secret = environ.get("AWS_ACCESS_KEY_ID"), environ.get("AWS_SECRET_ACCESS_KEY")
         return cls(
             bucket=parts.netloc,
             prefix=f"{prefix}/" if prefix else "",
@@ -104,6 +110,9 @@ class S3Config:
             addressing_style=style,
             part_size=_count("part_size", option("part_size"), DEFAULT_PART_SIZE, MIN_PART_SIZE),
             sweep_after=_count("sweep_after", option("sweep_after"), DEFAULT_SWEEP_AFTER, 0),
+            credentials=(
+                (key_id, secret, environ.get("AWS_SESSION_TOKEN")) if key_id and secret else None
+            ),
         )
 
 
@@ -247,12 +256,17 @@ class S3Store:
             return
 
     async def sweep(self) -> list[str]:
-        """Abort multipart uploads a crash left behind, started over `sweep_after` seconds ago."""
+        """Abort multipart uploads a crash left behind, started over `sweep_after` seconds ago.
+
+        `sweep_after=0` aborts every pending upload under the prefix: only for a store
+        that no other server process writes to.
+        """
         cutoff = datetime.now(UTC) - timedelta(seconds=self.config.sweep_after)
         removed: list[str] = []
         for upload in await self._uploads():
             initiated = upload.get("Initiated")
-            if isinstance(initiated, datetime) and initiated > cutoff:
+            recent = isinstance(initiated, datetime) and initiated > cutoff
+            if self.config.sweep_after and recent:
                 continue
             key, upload_id = str(upload["Key"]), str(upload["UploadId"])
             await self._abort_quietly(key, upload_id)
@@ -281,7 +295,13 @@ class S3Store:
     def _make_client(self) -> Any:
         config = self.config
         try:
-            session = boto3.session.Session(profile_name=config.profile)
+            key_id, secret, token = config.credentials or (None, None, None)
+            session = boto3.session.Session(
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret,
+                aws_session_token=token,
+                profile_name=config.profile,
+            )
             return session.client(
                 "s3",
                 endpoint_url=config.endpoint,

@@ -410,7 +410,8 @@ class SwiftStore:
         removed: list[str] = []
         cutoff = time.time() - self.config.sweep_after
         for group, names in groups.items():
-            if newest[group] > cutoff or await self._is_live(group):
+            recent = self.config.sweep_after and newest[group] > cutoff
+            if recent or await self._is_live(group):
                 continue
             for name in names:
                 await self._delete_quietly(self.config.segments_container, name)
