@@ -6,7 +6,7 @@ connections for a fixed time, several alternating rounds, and the best round of 
 mode counts. With the validation cache working, keystone mode should reach at least
 80% of tokens mode.
 
-    .venv/bin/python -m bench.keystone_head [--seconds 3] [--rounds 3] [--threads 8]
+    .venv/bin/python -m bench keystone_head [--seconds 3] [--rounds 3] [--threads 8]
 """
 
 from __future__ import annotations

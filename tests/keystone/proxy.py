@@ -2,7 +2,8 @@
 
 It fakes only the network: bytes pass through unchanged. `cut()` stops listening (new
 connections are refused) and drops the open ones, as a stopped Keystone would;
-`restore()` listens again on the same port. It also counts how often a request line
+`stall()` accepts connections but never answers, as a hung one would; `restore()`
+forwards again, on the same port. It also counts how often a request line
 went through, so a test can see how many times Keystone was really asked.
 """
 
@@ -28,13 +29,19 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
+        self._stalled = False
 
     def start(self) -> TcpProxy:
         self.restore()
         return self
 
     def restore(self) -> None:
-        """Listen again (same port)."""
+        """Forward again (listening on the same port)."""
+        if self._stalled:
+            self._stalled = False
+            self._drop_open()
+        if self._listener is not None:
+            return
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -47,6 +54,14 @@ class TcpProxy:
         listener, self._listener = self._listener, None
         if listener is not None:
             _close(listener)
+        self._drop_open()
+
+    def stall(self) -> None:
+        """Drop open connections; accept new ones but never answer them."""
+        self._stalled = True
+        self._drop_open()
+
+    def _drop_open(self) -> None:
         with self._lock:
             sockets, self._sockets = self._sockets, set()
         for sock in sockets:
@@ -72,6 +87,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut
+            if self._stalled:
+                with self._lock:
+                    self._sockets.add(client)  # held open, never read: closed by cut
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=10)
             except OSError:

@@ -156,6 +156,19 @@ async def test_outage_is_unavailable_and_recovers(keystone, proxied, proxy):
     assert context.user_id == fresh.user_id
 
 
+async def test_hung_keystone_is_unavailable_after_the_timeout(keystone, proxy):
+    auth = KeystoneAuthenticator(options(keystone, keystone.proxied_url(proxy), timeout=0.5))
+    alice = keystone.login("alice")
+    proxy.stall()
+    try:
+        with pytest.raises(AuthUnavailable):
+            await auth.authenticate({"x-auth-token": alice.token})
+        proxy.restore()
+        assert (await auth.authenticate({"x-auth-token": alice.token})).user_id == alice.user_id
+    finally:
+        await auth.aclose()
+
+
 async def test_outage_during_a_burst_fails_every_waiter(keystone, proxied, proxy):
     token = keystone.login("alice").token
     proxy.cut()
