@@ -638,11 +638,18 @@ class Resource:
     def find(
         cls, session: Adapter, name_or_id: str, ignore_missing: bool = True, **params: Any
     ) -> Self | None:
-        """Find a resource by id, then by name; see the subclass for round-trip counts.
+        """Find a resource by its id first, then by its name.
 
         Two or more name matches raise `DuplicateResource`. Nothing found returns None,
         or raises `ResourceNotFound` when ``ignore_missing=False``. `params` are passed
-        to `list` as query parameters.
+        to `list` as query parameters (unknown keys raise `InvalidRequest` before any
+        request).
+
+        Round trips: a `name_or_id` that could be an id is fetched first (one request,
+        which ends the search when it finds it); then one list request filtered by name
+        with a page size of 2, enough to tell one match from two. So: an existing id
+        takes 1 request, a name that cannot be an id 1, an id-shaped string that is
+        not an id 2. (For `Image`, only UUIDs of at most 36 characters can be ids.)
         """
         cls._query(params)  # unknown keys fail before anything is sent
         if cls._could_be_id(name_or_id):

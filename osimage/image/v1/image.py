@@ -87,6 +87,13 @@ class Image(resource.Resource):
 
     ``Image(_synchronized=False, connection=None, **attrs)``: unknown attributes given
     to the constructor are kept as custom `properties`, as openstacksdk does.
+
+    Verbs and their requests: `create` ``POST /images`` (optionally with data),
+    `fetch`/`head` ``HEAD /images/{id}``, `commit` ``PUT /images/{id}`` (changed
+    headers only, never without a change), `upload` ``PUT`` with data, `delete`,
+    `list` ``GET /images/detail`` paged by limit/marker, `download`/`data` a streamed
+    ``GET /images/{id}`` verified against md5 and sha256. `find` takes 1 request for an
+    existing id or for a name that is not a UUID, and 2 for a UUID that is no image's id.
     """
 
     resource_key = "image"
