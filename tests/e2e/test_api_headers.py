@@ -375,3 +375,46 @@ def test_properties_and_fields_in_one_request(api: Api) -> None:
     assert resp.status == 201
     assert resp.image["properties"] == {"a": "1", "b": "2"}
     assert resp.image["min_ram"] == 1
+
+
+# -- what is accepted must be servable (osimage: no input breaks a later read) ------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("x-image-meta-name", "a%00b"),
+        ("x-image-meta-name", "a%0D%0Ab"),
+        ("x-image-meta-property-k", "a%0D%0AX-Injected: 1"),
+        ("x-image-meta-property-k", "tab%09and%7Fdel"),
+        ("x-image-meta-property-os%20distro", "v"),
+        ("x-image-meta-property-a%0Ab", "v"),
+        ("x-image-meta-property-a%3Ab", "v"),
+    ],
+    ids=["nul", "crlf-name", "crlf-injection", "controls", "space-key", "lf-key", "colon-key"],
+)
+def test_text_that_cannot_be_a_header_is_refused_or_still_served(
+    api: Api, header: tuple[str, str]
+) -> None:
+    resp = api.create([header, *meta(disk_format="raw", container_format="bare").items()], b"d")
+    if resp.status != 201:
+        assert 400 <= resp.status < 500, resp
+        return
+    image_id = resp.image["id"]
+    for answer in (api.head(image_id), api.get(image_id)):  # must not drop the connection
+        assert answer.status == 200, answer
+        assert answer.header("x-injected") is None
+    listed = api.detail(is_public="none", name=resp.image["name"] or "")
+    assert listed.status == 200
+
+
+@pytest.mark.parametrize("value", [str(2**63), str(10**30)])
+def test_virtual_size_beyond_64_bits_is_a_4xx(api: Api, value: str) -> None:
+    resp = api.create(meta(virtual_size=value))
+    assert 400 <= resp.status < 500, resp
+
+
+def test_largest_64_bit_virtual_size_round_trips(api: Api) -> None:
+    resp = api.create(meta(virtual_size=2**63 - 1))
+    assert resp.status == 201, resp
+    assert api.head(resp.image["id"]).meta["virtual_size"] == str(2**63 - 1)

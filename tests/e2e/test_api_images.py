@@ -449,3 +449,48 @@ def test_non_admin_deleting_an_ownerless_public_image_is_403(
     assert got.body == b"x" * 19
     assert bob.delete(image_id).status == 403
     assert bob.get(image_id).status == 200
+
+
+# -- processing order (first failing check wins) ----------------------------------------
+
+
+def test_create_header_validation_precedes_policy(users: dict[str, Api]) -> None:
+    resp = users["alice"].create(meta(is_public=True, min_ram="-1"))
+    assert resp.status == 400, resp
+
+
+def test_create_policy_precedes_property_quota(users: dict[str, Api]) -> None:
+    many = props(**{f"p{i}": "v" for i in range(129)})  # default quota is 128
+    assert users["alice"].create({**meta(is_public=True), **many}).status == 403
+    assert users["alice"].create(many).status == 413
+
+
+def test_update_policy_precedes_lookup_and_header_checks_precede_policy(
+    users: dict[str, Api],
+) -> None:
+    alice = users["alice"]
+    missing = str(uuid.uuid4())
+    assert alice.update(missing, meta(is_public=True, min_ram="x")).status == 400
+    assert alice.update(missing, meta(is_public=True)).status == 403
+    assert alice.update(missing, meta(name="x")).status == 404
+
+
+def test_update_status_check_precedes_the_upload_conflict(api: Api) -> None:
+    image = api.upload(DATA)
+    assert api.update(image["id"], meta(status="queued"), b"again").status == 403
+    assert api.update(image["id"], {}, b"again").status == 409
+
+
+def test_put_with_metadata_and_data_applies_both(api: Api) -> None:
+    image = api.reserve(disk_format="raw", container_format="bare")
+    resp = api.update(image["id"], meta(name="named-on-upload", min_ram=7), DATA)
+    assert resp.status == 200, resp
+    assert resp.image["name"] == "named-on-upload"
+    assert resp.image["min_ram"] == 7
+    assert resp.image["status"] == "active"
+
+
+def test_put_with_an_unknown_store_is_400(api: Api) -> None:
+    image = api.reserve(disk_format="raw", container_format="bare")
+    assert api.update(image["id"], meta(store="bad"), DATA).status == 400
+    assert api.head(image["id"]).meta["status"] == "queued"

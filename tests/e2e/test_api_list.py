@@ -292,3 +292,11 @@ def test_paging_with_a_capped_limit_reaches_everything(small_pages: Api) -> None
         seen += page
         marker = page[-1]
     assert len(seen) == len(set(seen)) == 5
+
+
+@pytest.mark.parametrize("param", ["size_min", "size_max", "min_ram", "min_disk"])
+@pytest.mark.parametrize("value", [2**63, 10**30])
+def test_huge_integer_filters_are_answered_not_500(api: Api, param: str, value: int) -> None:
+    # either refused as a bad filter value, or answered; never an internal error
+    resp = api.detail(**{param: value})
+    assert resp.status in (200, 400), resp
