@@ -152,7 +152,7 @@ def bench_round_trips(count: int) -> None:
                 (
                     "find by id",
                     lambda: Image.find(sdk, target.id or ""),
-                    lambda: conn.image.find_image(target.id),
+                    lambda: conn.image.find_image(target.id or ""),
                 ),
                 (
                     "find missing name",

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -48,7 +49,7 @@ class Recorder:
 
     def hook(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         request = response.request
-        url = requests.utils.urlparse(request.url)
+        url = urlsplit(request.url or "")
         self.sent.append(
             Sent(
                 method=request.method or "",

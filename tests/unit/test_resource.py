@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from osimage import exceptions, resource, wire
 from osimage.image.v1.image import Image
+
+NO_SESSION: Any = None  # verbs that must not send anything get no session at all
 
 SEED_ATTRIBUTES = {
     "checksum",
@@ -247,7 +252,7 @@ def test_repr_is_readable():
 
 def test_unknown_query_keys_are_refused_before_sending():
     with pytest.raises(exceptions.InvalidRequest) as caught:
-        Image.list(None, nme="x", sizemin=3)  # session is never used
+        Image.list(NO_SESSION, nme="x", sizemin=3)  # session is never used
     message = str(caught.value)
     assert "nme" in message
     assert "sizemin" in message
@@ -256,7 +261,7 @@ def test_unknown_query_keys_are_refused_before_sending():
 
 def test_find_refuses_unknown_query_keys_before_sending():
     with pytest.raises(exceptions.InvalidRequest, match="colour"):
-        Image.find(None, "name", colour="red")
+        Image.find(NO_SESSION, "name", colour="red")
 
 
 def test_image_query_mapping():
@@ -286,13 +291,14 @@ def test_image_query_mapping():
 
 def test_method_not_supported():
     widget = Widget.new(id="w")
-    for call in (
-        lambda: widget.create(None),
-        lambda: widget.fetch(None),
-        lambda: widget.head(None),
-        lambda: widget.commit(None),
-        lambda: widget.delete(None),
-    ):
+    calls: tuple[Any, ...] = (
+        lambda: widget.create(NO_SESSION),
+        lambda: widget.fetch(NO_SESSION),
+        lambda: widget.head(NO_SESSION),
+        lambda: widget.commit(NO_SESSION),
+        lambda: widget.delete(NO_SESSION),
+    )
+    for call in calls:
         with pytest.raises(exceptions.MethodNotSupported, match="Widget"):
             call()
 
@@ -314,7 +320,7 @@ def test_get_one_match():
 
     consumed = []
 
-    def results():
+    def results() -> Iterator[Image]:
         for item in (a, b, c):
             consumed.append(item)
             yield item
@@ -382,9 +388,9 @@ def test_clearing_a_number_is_refused():
 
 def test_commit_with_nothing_changed_sends_nothing():
     image = Image.existing(id="i", name="n")
-    assert image.commit(None) is image  # None would fail if anything were sent
+    assert image.commit(NO_SESSION) is image  # None would fail if anything were sent
 
 
 def test_verbs_need_an_id():
     with pytest.raises(exceptions.InvalidRequest, match="no id"):
-        Image.new(name="n").fetch(None)
+        Image.new(name="n").fetch(NO_SESSION)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from osimage import wire
@@ -245,8 +247,8 @@ def test_purge_flag_header():
 # ------------------------------------------------------------------ JSON records
 
 
-def record(**changes):
-    base = {
+def record(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
         "id": "0f6b1c9e-3d1a-4a8e-9a77-2b4f3c1d5e60",
         "name": None,
         "status": "queued",
