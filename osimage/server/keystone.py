@@ -233,7 +233,6 @@ class KeystoneAuthenticator:
         self._cache = ValidationCache(options.cache_size, clock=clock)
         self._flights: dict[bytes, _Flight] = {}
         self._limiter = anyio.CapacityLimiter(MAX_PARALLEL_VALIDATIONS)
-        self.validations = 0  # how many times Keystone was asked (for the bench and tests)
 
     async def authenticate(self, headers: Mapping[str, str]) -> Context:
         """Return the caller's Context.
@@ -270,7 +269,6 @@ class KeystoneAuthenticator:
 
     async def _lead(self, key: bytes, token: str) -> Outcome:
         flight = self._flights[key] = _Flight()
-        self.validations += 1
         try:
             outcome, ttl = await to_thread.run_sync(self._validate, token, limiter=self._limiter)
             self._cache.put(key, outcome, ttl)
