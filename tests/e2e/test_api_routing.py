@@ -27,6 +27,10 @@ def image(api: Api) -> dict[str, Any]:
     ("method", "path", "allowed"),
     [
         ("DELETE", "/v1/images", {"GET", "POST"}),
+        ("HEAD", "/v1/images", {"GET", "POST"}),
+        ("OPTIONS", "/v1/images", {"GET", "POST"}),
+        ("PATCH", "/v1/images/{id}", {"GET", "HEAD", "PUT", "DELETE"}),
+        ("HEAD", "/v1/images/{id}/members", {"GET", "PUT"}),
         ("PUT", "/v1/images", {"GET", "POST"}),
         ("POST", "/v1/images/detail", {"GET", "HEAD"}),
         ("POST", "/v1/images/{id}", {"GET", "HEAD", "PUT", "DELETE"}),
@@ -91,6 +95,10 @@ def test_members_path_without_suffix_is_200(api: Api, image: dict[str, Any]) -> 
 def test_unknown_method_on_unmatched_path_is_501(api: Api) -> None:
     resp = api.request("PROPFIND", "/v1/nothing")
     assert resp.status == 501, resp
+
+
+def test_patch_on_unmatched_path_is_404(api: Api) -> None:
+    assert api.request("PATCH", "/v1/nothing").status == 404
 
 
 @pytest.mark.parametrize("image_id", [MISSING, "1", "x" * 37, MISSING + "0"])

@@ -395,3 +395,41 @@ def test_put_content_length_above_cap_is_400(limited: Api) -> None:
     resp = limited.update(image["id"], {}, b"x" * (SIZE_CAP + 1))
     assert resp.status == 400, resp
     assert status_of(limited, image["id"]) == "queued"
+
+
+# -- races (§18 76; ARCHITECTURE invariant 3: one status machine) ------------------------
+
+
+def _together(count: int, action: Callable[[int], Response]) -> list[Response]:
+    barrier = threading.Barrier(count)
+    results: list[Response] = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results.append(action(i))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def test_racing_uploads_have_exactly_one_winner(api: Api, server: Server) -> None:
+    image = api.reserve(disk_format="raw", container_format="bare")
+    bodies = [bytes([65 + i]) * 200_000 for i in range(4)]
+    results = _together(4, lambda i: api.update(image["id"], {}, bodies[i]))
+    statuses = sorted(r.status for r in results)
+    assert statuses == [200, 409, 409, 409], results
+    [winner] = [r for r in results if r.status == 200]
+    got = api.get(image["id"])
+    assert got.body == bodies[ord(got.body[:1]) - 65]
+    assert winner.image["checksum"] == md5(got.body)
+    assert status_of(api, image["id"]) == "active"
+
+
+def test_racing_deletes_have_exactly_one_winner(api: Api) -> None:
+    image = api.upload(DATA)
+    results = _together(4, lambda i: api.delete(image["id"]))
+    assert sorted(r.status for r in results) == [200, 404, 404, 404], results

@@ -17,6 +17,7 @@ IDENTITIES = {
     "rootless-admin-token": {"user_id": "u-root", "project_id": None, "roles": ["admin"]},
     "norole-token": {"user_id": "u-alice2", "project_id": "p-alice", "roles": []},
     "norole-noproject-token": {"user_id": "u-x", "project_id": None, "roles": []},
+    "shouty-admin-token": {"user_id": "u-s", "project_id": "p-shout", "roles": ["ADMIN"]},
 }
 
 # §10.2 legacy matrix: (token, is_public query or None) -> count of the 8 images.
@@ -36,6 +37,7 @@ LEGACY = [
     ("admin-token", "1", 5),
     ("admin-token", "false", 4),
     ("admin-token", "0", 4),
+    ("shouty-admin-token", "none", 8),  # the admin role is compared lower-cased (§1.2)
     # non-admins: is_public is ignored whatever its value (§10.2, §18 94)
     ("alice-token", "false", 5),
     ("alice-token", "none", 5),
