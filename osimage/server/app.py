@@ -96,7 +96,12 @@ class App:
         stack.push_async_callback(engine.dispose)
         store = open_store(settings.store)
         stack.push_async_callback(store.aclose)
-        authenticator = open_authenticator(settings.auth, tokens_file=settings.tokens_file)
+        authenticator = open_authenticator(
+            settings.auth,
+            tokens_file=settings.tokens_file,
+            admin_role=settings.admin_role,
+            settings=settings,
+        )
         stack.push_async_callback(authenticator.aclose)
         tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tasks.cancel_scope.cancel)  # background copies stop (and clean up) first

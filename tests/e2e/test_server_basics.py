@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,12 +47,13 @@ class Reply:
         return None if value is None else value.encode("latin-1").decode("utf-8")
 
     @property
-    def json(self):
+    def json(self) -> Any:
         return json.loads(self.body)
 
     @property
-    def image(self) -> dict:
-        return self.json["image"]
+    def image(self) -> dict[str, Any]:
+        image: dict[str, Any] = self.json["image"]
+        return image
 
 
 def call(
@@ -112,7 +114,7 @@ def test_reserve_then_upload_then_download(server: Server) -> None:
     location = made.header("location")
     assert location == f"{server.url}/v1/images/{image['id']}"
     assert made.header("etag") is None
-    assert made.header(wire.REQUEST_ID_HEADER).startswith("req-")
+    assert (made.header(wire.REQUEST_ID_HEADER) or "").startswith("req-")
 
     head = call(server, "HEAD", location.removeprefix(server.url))
     assert head.header("x-image-meta-status") == "queued"
@@ -162,7 +164,9 @@ def test_size_zero_is_active_at_once_and_downloads_empty(server: Server) -> None
 
 
 @pytest.mark.parametrize("declared", [meta(size=5121), meta(checksum="f" * 32)])
-def test_size_or_checksum_mismatch_kills_and_leaves_no_data(server: Server, declared) -> None:
+def test_size_or_checksum_mismatch_kills_and_leaves_no_data(
+    server: Server, declared: list[tuple[str, str]]
+) -> None:
     made = create(server, *meta(name="mismatch"), *FORMATS, *declared, data=FIVE_KIB)
     assert made.status == 400, made
     images = [
@@ -260,7 +264,9 @@ def test_property_quota_is_413_and_changes_nothing(tmp_path: Path) -> None:
     ["Ubuntu ✓ Δ".encode(), "Ubuntu%20%E2%9C%93%20%CE%94"],
     ids=["raw-utf8", "percent-encoded"],
 )
-def test_header_text_stored_as_meant_and_written_back_as_raw_utf8(server: Server, sent) -> None:
+def test_header_text_stored_as_meant_and_written_back_as_raw_utf8(
+    server: Server, sent: str | bytes
+) -> None:
     meant = "Ubuntu ✓ Δ"
     made = create(server, ("x-image-meta-name", sent), ("x-image-meta-property-note", sent))
     assert made.status == 201, made
@@ -447,7 +453,7 @@ def test_error_shape_follows_accept(server: Server) -> None:
     assert as_json.json["title"] == "Not Found"
     assert as_json.json["message"]
     plain = call(server, "GET", path)
-    assert plain.header("content-type").startswith("text/plain")
+    assert (plain.header("content-type") or "").startswith("text/plain")
     assert plain.body.startswith(b"404 Not Found")
     assert call(server, "HEAD", path).body == b""
 

@@ -1,0 +1,88 @@
+"""The settings table: precedence, error messages, and that every row is documented."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from osimage.server.settings import SETTINGS, Settings, SettingsError
+
+DOCS = Path(__file__).parents[2] / "docs" / "server.md"
+
+
+def test_flag_beats_environment_beats_default(tmp_path: Path) -> None:
+    env = {"OSIMAGE_PORT": "1234", "OSIMAGE_MEMBER_QUOTA": "7", "OSIMAGE_DATA_DIR": str(tmp_path)}
+    settings = Settings.load({"port": "4321"}, env)
+    assert settings.port == 4321
+    assert settings.member_quota == 7
+    assert settings.property_quota == 128
+    assert settings.database == f"sqlite+aiosqlite:///{tmp_path / 'osimage.db'}"
+    assert settings.store == (tmp_path / "images").as_uri()
+
+
+def test_repeatable_networks_from_flags_and_environment() -> None:
+    from_env = Settings.load({}, {"OSIMAGE_ALLOW_SOURCE_NETWORK": "10.0.0.0/8, 192.168.1.0/24"})
+    assert from_env.allow_source_network == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.168.1.0/24"),
+    )
+    from_flags = Settings.load({"allow_source_network": ("::1/128",)}, {})
+    assert from_flags.allow_source_network == (ipaddress.ip_network("::1/128"),)
+    assert Settings.load({}, from_flags.environment()) == from_flags
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "names"),
+    [
+        ({"port": "http"}, {}, "--port"),
+        ({}, {"OSIMAGE_IMAGE_SIZE_CAP": "-1"}, "OSIMAGE_IMAGE_SIZE_CAP"),
+        ({}, {"OSIMAGE_AUTH": "kerberos"}, "OSIMAGE_AUTH"),
+        ({"allow_source_network": ("not-a-net",)}, {}, "--allow-source-network"),
+    ],
+)
+def test_bad_values_name_their_source(
+    flags: dict[str, object], env: dict[str, str], names: str
+) -> None:
+    with pytest.raises(SettingsError, match=names):
+        Settings.load(flags, env)
+
+
+def test_noauth_refuses_a_public_address_unless_told() -> None:
+    with pytest.raises(SettingsError, match="insecure-noauth"):
+        Settings.load({"host": "0.0.0.0"}, {})
+    assert Settings.load({"host": "0.0.0.0", "insecure_noauth": True}, {}).host == "0.0.0.0"
+    assert Settings.load({"host": "::1"}, {}).host == "::1"
+    with pytest.raises(SettingsError, match="tokens-file"):
+        Settings.load({"auth": "tokens"}, {})
+
+
+def test_every_setting_is_in_the_docs_and_in_serve_help() -> None:
+    docs = DOCS.read_text(encoding="utf-8")
+    help_text = subprocess.run(
+        [sys.executable, "-m", "osimage", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    squashed = "".join(help_text.split())  # click wraps long words across lines
+    for row in SETTINGS:
+        assert f"`{row.option}`" in docs, row.name
+        assert f"`{row.variable}`" in docs, row.name
+        assert row.option in help_text, row.name
+        assert row.variable in squashed, row.name
+
+
+def test_serve_refuses_a_bad_setting_without_a_traceback(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "osimage", "serve", "--data-dir", str(tmp_path), "--port", "x"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "--port" in done.stderr
+    assert "Traceback" not in done.stderr
