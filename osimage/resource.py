@@ -270,15 +270,7 @@ class Resource:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        found: dict[str, Field[Any]] = {}
-        for klass in reversed(cls.__mro__):
-            for attr, value in vars(klass).items():
-                if isinstance(value, Field):
-                    found.pop(attr, None)  # an override moves to its subclass position
-                    found[attr] = value
-                elif attr in found:
-                    del found[attr]
-        cls._fields = found
+        cls._fields = _collect_fields(cls)
 
     def __init__(self, _synchronized: bool = False, connection: Any = None, **attrs: Any) -> None:
         self._state = _State()
@@ -666,6 +658,22 @@ class Resource:
         if match is not None or ignore_missing:
             return match
         raise exceptions.ResourceNotFound(f"No {cls.__name__} found for {name_or_id}")
+
+
+def _collect_fields(cls: type[Resource]) -> dict[str, Field[Any]]:
+    """Attribute name -> field over the MRO, in declaration order; subclasses override."""
+    found: dict[str, Field[Any]] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, value in vars(klass).items():
+            if isinstance(value, Field):
+                found.pop(attr, None)  # an override moves to its subclass position
+                found[attr] = value
+            elif attr in found:
+                del found[attr]
+    return found
+
+
+Resource._fields = _collect_fields(Resource)
 
 
 def _json(response: requests.Response) -> Any:

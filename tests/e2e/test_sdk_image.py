@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -532,6 +533,9 @@ def test_verified_download_every_way(sdk, tmp_path: Path):
     target = tmp_path / "out.img"
     assert image.download(ad, output=target) is None
     assert target.read_bytes() == data
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not a private temp file's mode
     assert rec.calls() == [("GET", f"/v1/images/{image.id}")]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.img"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -490,7 +489,9 @@ def _body(data: Data) -> Any:
 
 
 def _write_path(chunks: ImageData, target: Path) -> None:
-    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+    # os.open honours the umask, so the final file gets the usual permissions
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as out:
             for chunk in chunks:
