@@ -360,3 +360,21 @@ def test_member_added_by_name_sees_the_image(users: dict[str, Api]) -> None:
     assert users["bob"].head(image.image["id"]).status == 200
     users["alice"].remove_member(image.image["id"], "p-bob")
     assert users["bob"].head(image.image["id"]).status == 404
+
+
+def test_a_member_cannot_grant_themselves_can_share(
+    users: dict[str, Api], shared: dict[str, Any]
+) -> None:
+    bob = users["bob"]
+    resp = bob.add_member(shared["id"], "p-bob", {"member": {"can_share": True}})
+    assert resp.status == 404, resp
+    assert member_list(bob, shared["id"]) == [{"member_id": "p-bob", "can_share": False}]
+
+
+def test_a_stranger_cannot_join_a_private_image(users: dict[str, Api]) -> None:
+    image = users["alice"].reserve()
+    bob = users["bob"]
+    assert bob.add_member(image["id"], "p-bob").status == 404
+    assert bob.replace_members(image["id"], {"memberships": [{"member_id": "p-bob"}]}).status == 404
+    assert bob.head(image["id"]).status == 404
+    assert member_list(users["alice"], image["id"]) == []

@@ -114,7 +114,9 @@ def test_active_row(api: Api) -> None:
     image_id = image["id"]
     assert api.head(image_id).status == 200
     assert api.get(image_id).status == 200
-    assert api.update(image_id, meta(min_disk=3)).status == 200
+    changed = api.update(image_id, meta(min_disk=3))
+    assert changed.status == 200
+    assert changed.header("etag") == image["checksum"]
     assert api.update(image_id, {}, b"again").status == 409
     assert api.detail_ids(name=image["name"]) == [image_id]
     assert api.delete(image_id).status == 200
