@@ -11,6 +11,7 @@ from osimage import wire
 from osimage.server.db.catalog import SORT_KEYS, ListQuery, Scope
 from osimage.server.errors import BadRequest
 
+MAX_BIGINT = 2**63 - 1
 _EXACT = ("name", "status", "container_format", "disk_format")
 _TRISTATE = ("none", "true", "false", "1", "0")
 _COMPACT_DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
@@ -21,7 +22,7 @@ def _count(name: str, value: str) -> int:
         number = int(value.strip(), 10)
     except ValueError:
         number = -1
-    if number < 0:
+    if not 0 <= number <= MAX_BIGINT:
         raise BadRequest(f"Bad value passed to filter {name} got {value}")
     return number
 

@@ -41,6 +41,8 @@ from osimage.server.stores.base import BlobNotFound, BlobStore, StoreFull, Store
 log = logging.getLogger("osimage.service")
 
 _MAX_ID_LENGTH = 36
+MAX_BIGINT = 2**63 - 1
+MAX_ID_TEXT = 255  # owner, property keys, member ids: String(255) columns
 _UPDATABLE = (
     "name", "disk_format", "container_format", "min_disk", "min_ram", "virtual_size",
     "protected", "is_public", "size", "checksum",
@@ -100,6 +102,20 @@ def _check_formats(fields: dict[str, Any]) -> None:
             fields["container_format"] = disk
         elif disk != container:
             raise BadRequest(_AMAZON_MIX)
+
+
+def _check_bounds(fields: Mapping[str, Any], properties: Mapping[str, str | None]) -> None:
+    """What the database columns cannot hold is a 400, on every database."""
+    for name in ("size", "virtual_size"):
+        value = fields.get(name)
+        if value is not None and value > MAX_BIGINT:
+            raise BadRequest(f"{wire.PREFIX}{name}: value out of range, got {value}")
+    owner = fields.get("owner")
+    if owner is not None and len(owner) > MAX_ID_TEXT:
+        raise BadRequest(f"{wire.PREFIX}owner: longer than {MAX_ID_TEXT} characters")
+    for key in properties:
+        if len(key) > MAX_ID_TEXT:
+            raise BadRequest(f"Property key longer than {MAX_ID_TEXT} characters: {key[:32]}...")
 
 
 def _require_formats(fields: Mapping[str, Any], row: ImageRow | None = None) -> None:
@@ -192,6 +208,7 @@ class ImageService:
             if name in fields and fields[name] is None:
                 del fields[name]  # an empty header means "not given"
         _check_formats(fields)
+        _check_bounds(fields, change.properties)
         if fields.get("is_public") and not ctx.is_admin:
             raise Forbidden("Only an admin may make an image public.")
         return fields
@@ -580,6 +597,8 @@ class ImageService:
     async def add_member(
         self, ctx: Context, image_id: str, member: str, can_share: bool | None
     ) -> None:
+        if len(member) > MAX_ID_TEXT:
+            raise BadRequest(f"A member id may not exceed {MAX_ID_TEXT} characters.")
         await self._member_target(ctx, image_id, share=True)
         async with writing(self.engine) as conn:
             count = len(await catalog.members_of(conn, image_id))
