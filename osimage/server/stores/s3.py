@@ -1,13 +1,13 @@
 """Image data in S3 (AWS, Ceph RGW, MinIO, Swift's s3api): one object per image.
 
 Uploads stream as a multipart upload, one part buffered at a time (`part_size` bytes,
-default 8 MiB: that is the memory an upload in flight costs), and are aborted on any
-failure. The client is boto3, each blocking call in a worker thread: it brings the
+default 8 MiB; an upload in flight costs about twice that, measured), and are aborted on
+any failure. The client is boto3, each blocking call in a worker thread: it brings the
 credential chain users expect (AWS_* variables, ~/.aws profiles, instance roles),
 retries and the quirks of S3 look-alikes, while the event loop never blocks. aiobotocore
 was passed over because it pins botocore to narrow ranges and brings a second HTTP stack
-(aiohttp) beside httpx; obstore because its multipart upload hides the parts, so the
-store could neither bound nor abort them itself.
+(aiohttp) beside httpx; obstore because its streaming put runs the multipart upload inside
+its Rust runtime, out of reach of the store's own cancellation and shielded abort.
 """
 
 from __future__ import annotations
