@@ -597,8 +597,8 @@ class ImageService:
     async def add_member(
         self, ctx: Context, image_id: str, member: str, can_share: bool | None
     ) -> None:
-        if len(member) > MAX_ID_TEXT:
-            raise BadRequest(f"A member id may not exceed {MAX_ID_TEXT} characters.")
+        if len(member) > MAX_ID_TEXT or not member.isprintable():
+            raise BadRequest(f"Invalid member id {member[:64]!r}")
         await self._member_target(ctx, image_id, share=True)
         async with writing(self.engine) as conn:
             count = len(await catalog.members_of(conn, image_id))

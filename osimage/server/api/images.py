@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from osimage import wire
 from osimage.server.api import render
 from osimage.server.api.call import Call
@@ -9,6 +11,8 @@ from osimage.server.api.http import base_url, reply, reply_json, reply_stream
 from osimage.server.errors import BadRequest, MethodNotAllowed
 from osimage.server.service import Change, Upload
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_NOT_TOKEN = re.compile(r'[\x00-\x20\x7f()<>@,;:\\"/\[\]?={}]')
 _BODY_ENCODINGS = frozenset({"chunked", "compress", "deflate", "gzip", "identity"})
 
 
@@ -34,11 +38,24 @@ def _upload(call: Call) -> Upload | None:
     return Upload(chunks=call.body(), length=length)
 
 
+def _check_servable(meta: wire.Metadata) -> None:
+    """Refuse text that could not be written back as a header (§5.3 echoes it on HEAD/GET)."""
+    for name, value in meta.fields.items():
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise BadRequest(f"{wire.PREFIX}{name}: control characters are not allowed")
+    for key, text in meta.properties.items():
+        if _NOT_TOKEN.search(key):
+            raise BadRequest(f"Property key {key!r} cannot be a header name")
+        if text is not None and _CONTROL.search(text):
+            raise BadRequest(f"{wire.PROPERTY_PREFIX}{key}: control characters are not allowed")
+
+
 def _change(call: Call) -> Change:
     try:
         meta = wire.decode(call.scope.get("headers", ()))
     except wire.WireError as error:
         raise BadRequest(error.message) from None
+    _check_servable(meta)
     change = Change(fields=meta.fields, properties=meta.properties)
     for name, value in call.scope.get("headers", ()):
         lowered = bytes(name).lower().decode("latin-1")

@@ -67,7 +67,7 @@ def _memberships(body: Any) -> list[tuple[str, bool | None]]:
         if not isinstance(entry, dict):
             raise BadRequest(f"Invalid membership association: {entry!r}")
         member = entry.get("member_id")
-        if not isinstance(member, str) or not member or len(member) > 255:
+        if not isinstance(member, str) or not member.isprintable() or not 0 < len(member) <= 255:
             raise BadRequest(f"Invalid membership association: {entry!r}")
         entries.append((member, bool(entry["can_share"]) if "can_share" in entry else None))
     return entries
