@@ -14,6 +14,28 @@ LIMITS = ("--property-quota", "10", "--member-quota", "10", "--image-size-cap", 
 SIZE_CAP = 10000
 
 
+def assert_no_tracebacks(srv: Server) -> None:
+    """For module-scoped servers: called after their tests, before stopping them."""
+    log = srv.log()
+    assert "Traceback" not in log, f"the server logged a traceback:\n{log[-3000:]}"
+
+
+@pytest.fixture(autouse=True)
+def _no_server_tracebacks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In the API suite, a test whose requests made a shared server log a traceback fails:
+    a right status code must not hide an internal error."""
+    if not request.module.__name__.startswith("tests.e2e.test_api_"):
+        yield
+        return
+    names = [n for n in ("server", "tokens_server", "limits_server") if n in request.fixturenames]
+    servers: list[Server] = [request.getfixturevalue(n) for n in names]
+    before = [len(s.log()) for s in servers]
+    yield
+    for srv, offset in zip(servers, before, strict=True):
+        new = srv.log()[offset:]
+        assert "Traceback" not in new, f"the server logged a traceback:\n{new[-3000:]}"
+
+
 @pytest.fixture(scope="session")
 def api(server: Server) -> Api:
     """noauth: every caller is an admin without a project."""

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.api_client import Api, meta, unique
+from tests.e2e.conftest import assert_no_tracebacks
 from tests.e2e.isolation_matrix import ACTORS, EXPECTED, KINDS, OPERATIONS
 from tests.support.server import TOKENS, start_server
 
@@ -69,6 +70,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tokens.write_text(json.dumps(IDENTITIES))
     srv = start_server(base, "--auth", "tokens", "--tokens-file", str(tokens))
     yield World(srv.url)
+    assert_no_tracebacks(srv)
     srv.stop()
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.api_client import Api, Response, meta, props, unique
+from tests.e2e.conftest import assert_no_tracebacks
 from tests.support.server import start_server
 
 pytestmark = pytest.mark.e2e
@@ -270,6 +271,7 @@ def small_pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     for i in range(5):
         api.reserve(name=f"p{i}", is_public=True)
     yield api
+    assert_no_tracebacks(srv)
     srv.stop()
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.api_client import Api, meta
+from tests.e2e.conftest import assert_no_tracebacks
 from tests.support.server import start_server
 
 pytestmark = pytest.mark.e2e
@@ -192,6 +193,7 @@ def test_replace_over_quota_leaves_the_list_unchanged(limited: Api) -> None:
 def zero_quota(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     srv = start_server(Path(tmp_path_factory.mktemp("quota0")), "--member-quota", "0")
     yield Api(srv.url)
+    assert_no_tracebacks(srv)
     srv.stop()
 
 
@@ -199,6 +201,7 @@ def zero_quota(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 def unlimited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     srv = start_server(Path(tmp_path_factory.mktemp("quota-1")), "--member-quota", "-1")
     yield Api(srv.url)
+    assert_no_tracebacks(srv)
     srv.stop()
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.api_client import Api, md5, meta
+from tests.e2e.conftest import assert_no_tracebacks
 from tests.support.server import start_server
 
 pytestmark = pytest.mark.e2e
@@ -25,6 +26,7 @@ DATA = b"*" * 5120
 def src(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     srv = start_server(tmp_path_factory.mktemp("sources"), "--allow-source-network", "127.0.0.1/32")
     yield Api(srv.url)
+    assert_no_tracebacks(srv)
     srv.stop()
 
 

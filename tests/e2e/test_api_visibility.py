@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.api_client import Api, meta
+from tests.e2e.conftest import assert_no_tracebacks
 from tests.support.server import TOKENS, start_server
 
 pytestmark = pytest.mark.e2e
@@ -63,6 +64,7 @@ def legacy(
             resp = admin.create(meta(owner=owner, is_public=public, name=f"{owner}-{public}"))
             assert resp.status == 201, resp
     yield srv.url
+    assert_no_tracebacks(srv)
     srv.stop()
 
 
