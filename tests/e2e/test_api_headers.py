@@ -201,6 +201,19 @@ def test_timestamps_on_update_are_validated_then_ignored(api: Api, queued: dict[
     assert resp.image["created_at"] == before
 
 
+@pytest.mark.parametrize("field", ["deleted", "deleted_at"])
+def test_deleted_fields_on_update_are_ignored(api: Api, field: str) -> None:
+    image = api.reserve(name=unique())
+    value = "True" if field == "deleted" else "2012-01-01T00:00:00"
+    resp = api.update(image["id"], {PREFIX + field: value})
+    assert resp.status == 200, resp
+    assert resp.image["deleted"] is False
+    assert resp.image["deleted_at"] is None
+    head = api.head(image["id"])
+    assert head.meta["status"] == "queued"
+    assert head.meta["deleted"] == "False"
+
+
 def test_status_on_create_is_ignored(api: Api) -> None:
     resp = api.create(meta(status="active"))
     assert resp.status == 201
@@ -246,6 +259,21 @@ def test_percent_encoded_values_are_decoded(api: Api) -> None:
     assert resp.image["name"] == "my image café"
     assert resp.image["properties"] == {"p": "a/b"}
     assert api.head(resp.image["id"]).meta["name"] == "my image café"
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        (b"100% pure", "100% pure"),  # no %XX escape: literal
+        ("café%20ok".encode(), "café%20ok"),  # raw UTF-8 is never percent-decoded
+        (b"50%25", "50%"),
+    ],
+)
+def test_percent_signs_that_are_not_encoding(api: Api, sent: bytes, stored: str) -> None:
+    resp = api.create([("x-image-meta-property-p", sent)])
+    assert resp.status == 201, resp
+    assert resp.image["properties"] == {"p": stored}
+    assert api.head(resp.image["id"]).properties == {"p": stored}
 
 
 def test_invalid_utf8_is_400(api: Api) -> None:
