@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from osimage.server.stores.base import StoreConfigError
+from osimage.server.stores.base import StoreConfigError, StoreUnavailable
 from osimage.server.stores.swift import SEGMENTS_SUFFIX, SwiftStore
+from tests.conftest import require_service
 from tests.stores.contract import Leftovers, StoreContract, chunked, md5, new_id, payload, read
 
 SEGMENT = 1024 * 1024 + 7  # just over 1 MiB: several segments stay cheap
@@ -192,8 +194,6 @@ class TestSwiftSpecifics:
     async def test_wrong_key_is_store_unavailable(
         self, swift_aio: dict[str, str], container: str
     ) -> None:
-        from osimage.server.stores.base import StoreUnavailable
-
         env = environ_of(swift_aio, OSIMAGE_SWIFT_KEY="wrong")
         store = SwiftStore.from_url(f"swift://{container}", env)
         with pytest.raises(StoreUnavailable, match="answered 401"):
@@ -225,3 +225,59 @@ def test_options_come_from_the_url_before_the_environment() -> None:
     assert SwiftStore.from_url("swift://images", env).config.segment_size == 5000
     with pytest.raises(StoreConfigError, match="unknown swift store option 'colour'"):
         SwiftStore.from_url("swift://images?colour=red", env)
+
+
+KEYSTONE_VARIABLES = (
+    "OSIMAGE_KEYSTONE_AUTH_URL",
+    "OSIMAGE_KEYSTONE_USERNAME",
+    "OSIMAGE_KEYSTONE_PASSWORD",
+    "OSIMAGE_KEYSTONE_PROJECT_NAME",
+)
+
+
+@pytest.fixture
+def keystone_environ() -> dict[str, str]:
+    """Swift store variables naming the test Keystone's service user (keystone-aio)."""
+    missing = [name for name in KEYSTONE_VARIABLES if not os.environ.get(name)]
+    require_service(not missing, f"no Keystone: {', '.join(missing)} unset (keystone-aio start)")
+    return {
+        "OSIMAGE_SWIFT_AUTH_URL": os.environ["OSIMAGE_KEYSTONE_AUTH_URL"],
+        "OSIMAGE_SWIFT_USER": os.environ["OSIMAGE_KEYSTONE_USERNAME"],
+        "OSIMAGE_SWIFT_KEY": os.environ["OSIMAGE_KEYSTONE_PASSWORD"],
+        "OSIMAGE_SWIFT_PROJECT_NAME": os.environ["OSIMAGE_KEYSTONE_PROJECT_NAME"],
+    }
+
+
+@pytest.mark.keystone
+@pytest.mark.anyio
+class TestSwiftKeystoneAuth:
+    """The test Keystone has no object-store endpoint and Swift uses tempauth, so these
+    prove Keystone login and error translation, not a Keystone-authenticated upload."""
+
+    async def test_a_catalog_without_object_store_is_store_unavailable(
+        self, keystone_environ: dict[str, str]
+    ) -> None:
+        store = SwiftStore.from_url("swift://images", keystone_environ)
+        assert store.config.auth_version == "3"
+        with pytest.raises(StoreUnavailable, match="endpoint for object-store service not found"):
+            await store.put(new_id(), chunked(b"data"))
+        await store.aclose()
+
+    async def test_a_wrong_password_is_store_unavailable(
+        self, keystone_environ: dict[str, str]
+    ) -> None:
+        environ = {**keystone_environ, "OSIMAGE_SWIFT_KEY": "wrong"}
+        store = SwiftStore.from_url("swift://images", environ)
+        with pytest.raises(StoreUnavailable, match=r"keystone auth at .* failed: .*401"):
+            await store.put(new_id(), chunked(b"data"))
+        await store.aclose()
+
+    async def test_a_keystone_token_goes_to_the_given_storage_url(
+        self, keystone_environ: dict[str, str], swift_aio: dict[str, str], account: SwiftAccount
+    ) -> None:
+        # tempauth does not know Keystone tokens: a 401 from Swift proves the token was sent.
+        environ = {**keystone_environ, "OSIMAGE_SWIFT_STORAGE_URL": account.url}
+        store = SwiftStore.from_url("swift://images", environ)
+        with pytest.raises(StoreUnavailable, match="swift answered 401"):
+            await store.put(new_id(), chunked(b"data"))
+        await store.aclose()
