@@ -9,10 +9,19 @@ from typing import Any
 import pytest
 
 from tests.e2e.api_client import REQUEST_ID, Api, meta
+from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
 
 MISSING = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.fixture(scope="module", params=["noauth", "tokens"])
+def api(request: pytest.FixtureRequest, server: Server, tokens_server: Server) -> Api:
+    """This module runs in both auth modes: noauth, and tokens as alice."""
+    if request.param == "noauth":
+        return Api(server.url)
+    return Api(tokens_server.url, "alice-token")
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +247,8 @@ def test_header_lines_up_to_16k_are_accepted(api: Api) -> None:
 
 
 def _raw_exchange(api: Api, head: str, body: bytes, *, wait_for_continue: bool) -> bytes:
+    if api.token:
+        head = head.replace("\r\n", f"\r\nX-Auth-Token: {api.token}\r\n", 1)
     with socket.create_connection((api.host, api.port), timeout=30) as sock:
         sock.sendall(head.encode())
         if wait_for_continue:
