@@ -600,3 +600,36 @@ def test_response_header_values_are_raw_utf8_on_the_wire(server: Server) -> None
         sock.sendall(request.encode())
         head = _read_head(sock)
     assert "x-image-meta-name: naïve ✓\r\n".encode() in head
+
+
+# -- discovery and processes -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ["/v1", "/"])
+def test_keystoneauth_discovers_v1(server: Server, endpoint: str) -> None:
+    from keystoneauth1 import adapter, session
+    from keystoneauth1.noauth import NoAuth
+
+    api = adapter.Adapter(
+        session.Session(auth=NoAuth()),
+        endpoint_override=server.url + endpoint,
+        service_type="image",
+        min_version="1.0",
+        max_version="1.latest",
+    )
+    data = api.get_endpoint_data()
+    assert data is not None
+    assert data.url == f"{server.url}/v1/"
+    assert data.api_version is not None
+    assert data.api_version[0] == 1
+
+
+def test_several_workers_share_one_catalogue(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--workers", "2")
+    try:
+        made = {create(srv, *meta(name=f"w{i}", is_public=True)).image["id"] for i in range(6)}
+        for _ in range(4):  # requests land on either worker; each sees every image
+            listed = {i["id"] for i in call(srv, "GET", "/v1/images").json["images"]}
+            assert made <= listed
+    finally:
+        srv.stop()
