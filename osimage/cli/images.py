@@ -281,6 +281,13 @@ def create_image(
             created = proxy.wait_for_status(created, "active", failures=["killed"], wait=None)
         print_record(image_record(created, human_readable), fmt, columns)
         return
+    if "disk_format" not in fields:
+        from osimage.image.v1._proxy import guess_disk_format
+
+        guessed = guess_disk_format(file) if file != "-" else None
+        if guessed is None:
+            raise UserError("--disk-format is needed (raw, qcow2, iso, vmdk, vhd, vdi, ...)")
+        fields["disk_format"] = guessed
     with ExitStack() as stack:
         source = _Source(file, stack, progress)
         name = fields.pop("name", None)

@@ -227,6 +227,10 @@ def test_upload_from_stdin_only_when_asked(local: Cli) -> None:
     )  # fmt: skip
     assert created["size"] == len(data)
     assert local.ok("image", "download", name, "--file", "-").stdout == data
+    qcow = local.home / "guest.qcow2"
+    qcow.write_bytes(b"QFI\xfb" + bytes(60))
+    guessed = local.json("image", "create", "--file", str(qcow))  # formats from the extension
+    assert (guessed["disk_format"], guessed["container_format"]) == ("qcow2", "bare")
     reserved = local.json("image", "create", "--name", unique(), input=b"ignored")
     assert reserved["status"] == "queued"
     assert reserved["size"] == 0

@@ -71,6 +71,9 @@ def test_user_errors_are_one_line_with_exit_code_1(home: Path, server: Server, t
     assert "No such command" in cli.fails("imag")
     assert "KEY=VALUE" in cli.fails("image", "create", "--property", "novalue")
     assert "nothing to update" in cli.fails("image", "update", "whatever")
+    blob = tmp_path / "disk.bin"
+    blob.write_bytes(b"data")
+    assert "--disk-format is needed" in cli.fails("image", "create", "--file", str(blob))
     missing = tmp_path / "missing.raw"
     assert str(missing) in cli.fails("image", "create", "--file", str(missing))
     name = f"twin-{uuid.uuid4().hex[:8]}"

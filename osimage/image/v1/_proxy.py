@@ -93,12 +93,12 @@ def file_hashes(path: str | os.PathLike[str]) -> tuple[str, str]:
     return hasher.md5.hexdigest(), hasher.sha256.hexdigest()
 
 
-def _guess_disk_format(filename: str | None) -> str:
-    if filename:
-        extension = os.path.splitext(filename)[1].lower()
-        if extension in _EXTENSION_FORMATS:
-            return _EXTENSION_FORMATS[extension]
-    return "qcow2"
+def guess_disk_format(filename: str | os.PathLike[str] | None) -> str | None:
+    """The disk format a file name's extension suggests (``.qcow2``, ``.iso``, ...), or None."""
+    if filename is None:
+        return None
+    extension = os.path.splitext(os.fspath(filename))[1].lower()
+    return _EXTENSION_FORMATS.get(extension)
 
 
 class Proxy:
@@ -241,7 +241,7 @@ class Proxy:
 
     def create_image(
         self,
-        name: str,
+        name: str | None,
         filename: str | os.PathLike[str] | None = None,
         data: Any = None,
         disk_format: str | None = None,
@@ -286,17 +286,11 @@ class Proxy:
         has_data = filename is not None or data is not None
         if has_data and ("location" in fields or "copy_from" in fields):
             raise exceptions.InvalidRequest("pass data or a location/copy_from, not both")
-        if has_data or not ("location" in fields or "copy_from" in fields):
-            fields["disk_format"] = disk_format or (
-                _guess_disk_format(os.fspath(filename)) if filename else None
-            )
-        else:
-            fields["disk_format"] = disk_format
-        if has_data:
-            fields["disk_format"] = fields["disk_format"] or "qcow2"
+        fields["disk_format"] = disk_format
+        fields["container_format"] = container_format
+        if has_data:  # v1 needs both formats to activate; default as openstacksdk does
+            fields["disk_format"] = disk_format or guess_disk_format(filename) or "qcow2"
             fields["container_format"] = container_format or "bare"
-        else:
-            fields["container_format"] = container_format
 
         if has_data and not (md5 and sha256) and (not allow_duplicates or validate_checksum):
             known = self._hash_before(filename, data)
@@ -312,7 +306,7 @@ class Proxy:
                     "validate_checksum needs data that can be read twice (a file or bytes)"
                 )
 
-        if not allow_duplicates and md5 and sha256:
+        if not allow_duplicates and name and md5 and sha256:
             for existing in self.images(name=name):
                 props = existing.properties or {}
                 if (
@@ -322,7 +316,8 @@ class Proxy:
                 ):
                     return existing
 
-        properties[OBJECT_KEY] = f"{container}/{name}"
+        if name:
+            properties[OBJECT_KEY] = f"{container}/{name}"
         if md5:
             properties[MD5_KEY] = md5
         if sha256:
