@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import httpx
 import pytest
 from botocore.config import Config
 
-from osimage.server.stores.base import StoreConfigError, StoreUnavailable
+from osimage.server.stores.base import CHUNK_SIZE, StoreConfigError, StoreUnavailable
 from osimage.server.stores.s3 import MIN_PART_SIZE, S3Store
-from tests.stores.contract import Leftovers, StoreContract, chunked, md5, new_id, payload, read
+from tests.keystone.proxy import TcpProxy
+from tests.stores.contract import Leftovers, MiB, StoreContract, chunked, md5, new_id, payload, read
 
 PART = MIN_PART_SIZE  # the smallest S3 allows, so that several parts stay cheap
 REGION = "us-east-1"
@@ -190,6 +193,33 @@ class TestS3Specifics:
         s3.create_multipart_upload(Bucket=bucket, Key=new_id())
         assert await store.sweep() == []
         await store.aclose()
+
+    async def test_a_download_that_breaks_off_resumes_where_it_stopped(
+        self, swift_aio: dict[str, str], bucket: str
+    ) -> None:
+        data = payload(24 * MiB, seed=32)
+        writer = S3Store.from_url(store_url(swift_aio, bucket), environ_of(swift_aio))
+        blob = await writer.put(new_id(), chunked(data, sizes=(CHUNK_SIZE,)))
+        await writer.aclose()
+        target = urlsplit(swift_aio["S3_ENDPOINT_URL"])
+        proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80, (b"Range: bytes=",))
+        proxy.start()
+        through = {**swift_aio, "S3_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}
+        reader = S3Store.from_url(store_url(through, bucket), environ_of(swift_aio))
+        digest, seen, cut = hashlib.md5(usedforsecurity=False), 0, False
+        try:
+            async for chunk in reader.get(blob.location):
+                digest.update(chunk)
+                seen += len(chunk)
+                if seen >= MiB and not cut:
+                    proxy.cut()  # the open connection drops mid-body
+                    proxy.restore()
+                    cut = True
+        finally:
+            await reader.aclose()
+            proxy.close()
+        assert (digest.hexdigest(), seen) == (md5(data), len(data))
+        assert proxy.count(b"Range: bytes=") == 1
 
     async def test_wrong_secret_is_store_unavailable(
         self, swift_aio: dict[str, str], bucket: str
