@@ -9,7 +9,7 @@ that reads ``os.environ``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -95,17 +95,27 @@ class CloudConfig:
             url = self.auth.get("endpoint")
         return versioned_endpoint(url) if url else None
 
-    def describe_auth(self) -> str:
-        """One line naming the credentials in use and their sources, never a secret."""
-        parts = [f"auth_type {self.auth_type} ({self.origins.get('auth_type', 'default')})"]
+    def describe_auth(self, argument_label: Callable[[str], str] | None = None) -> str:
+        """One line naming the credentials in use and their sources, never a secret.
+
+        `argument_label(key)` names the source of a value given as an argument (the CLI
+        passes its option names); by default it is ``argument``.
+        """
+
+        def origin(key: str, default: str = "unknown") -> str:
+            found = self.origins.get(key, default)
+            if found == "argument" and argument_label is not None:
+                return argument_label(key)
+            return found
+
+        parts = [f"auth_type {self.auth_type} ({origin('auth_type', 'default')})"]
         if self.cloud:
-            parts.append(f"cloud '{self.cloud}' ({self.origins.get('cloud', 'argument')})")
+            parts.append(f"cloud '{self.cloud}' ({origin('cloud', 'argument')})")
         for key in sorted(self.auth):
-            origin = self.origins.get(key, "unknown")
             if key in _SECRETS:
-                parts.append(f"{key} from {origin}")
+                parts.append(f"{key} from {origin(key)}")
             else:
-                parts.append(f"{key} {self.auth[key]} from {origin}")
+                parts.append(f"{key} {self.auth[key]} from {origin(key)}")
         return ", ".join(parts)
 
 
