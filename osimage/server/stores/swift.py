@@ -158,7 +158,7 @@ def _count(name: str, text: str | None, default: int, minimum: int = 1) -> int:
 
 @dataclass(frozen=True)
 class _Limits:
-    max_file_size: int
+    segment_size: int
     max_segments: int
 
 
@@ -307,7 +307,7 @@ class SwiftStore:
         image_id = check_image_id(image_id)
         limits = await self._prepare()
         upload = uuid.uuid4().hex
-        segmenter = _Segmenter(chunks, min(self.config.segment_size, limits.max_file_size))
+        segmenter = _Segmenter(chunks, limits.segment_size)
         manifest: list[dict[str, Any]] = []
         written: list[str] = []  # segment names, the one in flight included
         finishing = False
@@ -433,6 +433,7 @@ class SwiftStore:
         return self._limits
 
     async def _read_limits(self) -> _Limits:
+        """Segment size within the cluster's object and SLO segment limits (from /info)."""
         url, _ = await self._auth.get()
         parts = urlsplit(url)
         try:
@@ -442,17 +443,18 @@ class SwiftStore:
             info = {}
         swift = info.get("swift", {}) if isinstance(info, dict) else {}
         slo = info.get("slo", {}) if isinstance(info, dict) else {}
-        limits = _Limits(
-            max_file_size=int(swift.get("max_file_size", 5 * 1024**3)),
-            max_segments=int(slo.get("max_manifest_segments", 1000)),
-        )
-        if self.config.segment_size > limits.max_file_size:
+        largest = int(swift.get("max_file_size", 5 * 1024**3))
+        smallest = int(slo.get("min_segment_size", 1024**2))
+        size = max(min(self.config.segment_size, largest), smallest)
+        if size != self.config.segment_size:
             log.warning(
-                "swift segment_size %d exceeds the cluster's max_file_size; using %d",
+                "swift segment_size %d is outside the cluster's limits (%d..%d); using %d",
                 self.config.segment_size,
-                limits.max_file_size,
+                smallest,
+                largest,
+                size,
             )
-        return limits
+        return _Limits(segment_size=size, max_segments=int(slo.get("max_manifest_segments", 1000)))
 
     def _url(self, storage_url: str, container: str, name: str | None) -> str:
         url = f"{storage_url.rstrip('/')}/{quote(container, safe='')}"
