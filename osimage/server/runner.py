@@ -30,6 +30,9 @@ def run(settings: Settings) -> None:
         "log_level": settings.log_level,
         "lifespan": "on",
         "server_header": False,
+        # in-flight requests get this long at shutdown; then they are cancelled, and an
+        # upload cancelled that way still ends `killed` with its partial data removed
+        "timeout_graceful_shutdown": 10,
     }
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]

@@ -6,6 +6,8 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
+import anyio
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -50,16 +52,31 @@ async def reply_stream(
     chunks: AsyncIterator[bytes],
     *,
     headers: HeaderList,
+    receive: Receive,
     first: bytes = b"",
 ) -> None:
-    """Stream `first` then `chunks` as the body; the caller sets Content-Length."""
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers(headers)})
-    if first:
-        await send({"type": "http.response.body", "body": first, "more_body": True})
-    async for chunk in chunks:
-        if chunk:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
+    """Stream `first` then `chunks` as the body; the caller sets Content-Length.
+
+    A client that goes away stops the stream (the server would otherwise read the
+    whole blob for nobody).
+    """
+    async with anyio.create_task_group() as tasks:
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(watch)
+        start = {"type": "http.response.start", "status": status, "headers": raw_headers(headers)}
+        await send(start)
+        if first:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+        async for chunk in chunks:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        tasks.cancel_scope.cancel()
 
 
 def header(scope: Scope, name: str) -> str | None:

@@ -116,7 +116,9 @@ async def item(call: Call, image_id: str) -> None:
             ("content-type", "application/octet-stream"),
             ("content-length", str(row.size or 0)),
         ]
-        await reply_stream(call.send, 200, chunks, headers=headers, first=first)
+        await reply_stream(
+            call.send, 200, chunks, headers=headers, receive=call.receive, first=first
+        )
     elif call.method == "PUT":
         row = await service.update(context, image_id, _change(call))
         await reply_json(call.send, 200, {"image": render.detail(row)}, headers=render.etag(row))
