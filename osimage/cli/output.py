@@ -90,6 +90,19 @@ def _console() -> Any:
     return Console(width=100_000, no_color=True, highlight=False)
 
 
+def _print_unshrunk(table: Any) -> None:
+    """Print a list table at its natural width, wider than the terminal if need be: a row
+    that wraps still reads better than columns squeezed to nothing."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = _console()
+    needed = Measurement.get(console, console.options.update_width(100_000), table).maximum
+    if needed > console.width:
+        console = Console(width=needed, force_terminal=console.is_terminal)
+    console.print(table)
+
+
 def _box() -> Any:
     from rich import box
 
@@ -120,10 +133,12 @@ def print_list(
     else:
         from rich.table import Table
 
-        table = Table(*(_title(c) for c in shown), box=_box())
+        table = Table(box=_box())
+        for column in shown:
+            table.add_column(_title(column), no_wrap=True)
         for record in records:
             table.add_row(*(_text(v) for v in record.values()))
-        _console().print(table)
+        _print_unshrunk(table)
 
 
 def print_record(record: Mapping[str, Any], fmt: str, chosen: Sequence[str]) -> None:
@@ -148,7 +163,9 @@ def print_record(record: Mapping[str, Any], fmt: str, chosen: Sequence[str]) -> 
         return
     from rich.table import Table
 
-    table = Table("Field", "Value", box=_box())
+    table = Table(box=_box())
+    table.add_column("Field", no_wrap=True)
+    table.add_column("Value", overflow="fold")
     for key, value in flat.items():
         table.add_row(key, _text(value))
     _console().print(table)
