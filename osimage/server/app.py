@@ -30,6 +30,7 @@ from osimage.server.errors import ApiError, HeaderTooLarge, render
 from osimage.server.errors import Unauthorized as NotAuthenticated
 from osimage.server.service import ImageService, Limits, sweep
 from osimage.server.settings import Settings
+from osimage.server.sharing import Sharing
 from osimage.server.stores.registry import open_store
 
 log = logging.getLogger("osimage.server")
@@ -67,6 +68,7 @@ class App:
         self.settings = settings
         self.prepared = prepared
         self._service: ImageService | None = None
+        self._sharing: Sharing | None = None
         self._authenticator: Authenticator | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -109,6 +111,7 @@ class App:
         self._service = ImageService(
             engine, store, limits=_limits(settings), source_policy=policy, tasks=tasks
         )
+        self._sharing = Sharing(self._service)
         self._authenticator = authenticator
 
     def _request_id(self, scope: Scope) -> str:
@@ -185,7 +188,7 @@ class App:
         await self._v1(scope, receive, send, rest)
 
     async def _v1(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
-        if self._service is None or self._authenticator is None:
+        if self._service is None or self._sharing is None or self._authenticator is None:
             raise ApiError("The service is not running.")
         headers = {
             bytes(name).decode("latin-1").lower(): bytes(value).decode("latin-1")
@@ -195,7 +198,7 @@ class App:
             context = await self._authenticator.authenticate(headers)
         except Unauthorized as error:
             raise NotAuthenticated(str(error)) from None
-        await dispatch(Call(scope, receive, send, context, self._service), rest)
+        await dispatch(Call(scope, receive, send, context, self._service, self._sharing), rest)
 
 
 async def _send_error(scope: Scope, send: Send, error: ApiError) -> None:

@@ -22,7 +22,7 @@ from osimage import wire
 from osimage.server import sources
 from osimage.server.auth import Context
 from osimage.server.db import catalog
-from osimage.server.db.catalog import ImageRow, MemberRow, Scope
+from osimage.server.db.catalog import ImageRow, Scope
 from osimage.server.db.engine import reading, writing
 from osimage.server.errors import (
     ApiError,
@@ -33,7 +33,6 @@ from osimage.server.errors import (
     PreconditionFailed,
     ServiceUnavailable,
     TooLarge,
-    Unauthorized,
 )
 from osimage.server.queries import parse_list_query
 from osimage.server.stores.base import BlobNotFound, BlobStore, StoreFull, StoreUnavailable
@@ -82,7 +81,8 @@ class Change:
     data: Upload | None = None
 
 
-def _over(count: int, quota: int) -> bool:
+def over_quota(count: int, quota: int) -> bool:
+    """Whether `count` exceeds `quota` (a negative quota is unlimited)."""
     return quota >= 0 and count > quota
 
 
@@ -175,13 +175,13 @@ class ImageService:
             member = await catalog.membership(conn, row.id, ctx.owner_id)
         return member is not None and not member.deleted
 
-    def _is_owner(self, ctx: Context, row: ImageRow) -> bool:
+    def is_owner(self, ctx: Context, row: ImageRow) -> bool:
         return row.owner is not None and ctx.owner_id is not None and row.owner == ctx.owner_id
 
     def _check_modify(self, ctx: Context, row: ImageRow) -> None:
         """Only admins and the owner change an image. Others who can see it get 403 for a
         public image (as queens), 404 otherwise: it is not visible *for modification*."""
-        if ctx.is_admin or self._is_owner(ctx, row):
+        if ctx.is_admin or self.is_owner(ctx, row):
             return
         if row.is_public:
             raise Forbidden(f"You are not permitted to modify image {row.id}.")
@@ -255,7 +255,7 @@ class ImageService:
         """POST /images: reserve, upload, register a location, or start a copy."""
         fields = self._normalise(ctx, change)
         self._check_cap(fields, change)
-        if _over(len(change.properties), self.limits.property_quota):
+        if over_quota(len(change.properties), self.limits.property_quota):
             raise TooLarge(self._quota_message(len(change.properties)))
         self._check_sources(fields, change)
         if "store" in fields and fields["store"] != self.store.scheme:
@@ -348,7 +348,7 @@ class ImageService:
             )
         purge = change.purge and change.data is None
         keys = set(change.properties) if purge else set(row.properties) | set(change.properties)
-        if _over(len(keys), self.limits.property_quota):
+        if over_quota(len(keys), self.limits.property_quota):
             raise TooLarge(self._quota_message(len(keys)))
         if change.data is not None or location is not None:
             _require_formats(fields, row)
@@ -564,82 +564,6 @@ class ImageService:
         if row is None or not await self._visible(ctx, row):
             raise BadRequest("Invalid marker. Image could not be found.")
         return row
-
-    # -- members ---------------------------------------------------------------------------
-
-    async def _member_target(self, ctx: Context, image_id: str, *, share: bool) -> ImageRow:
-        if share and not ctx.is_admin and ctx.owner_id is None:
-            raise Unauthorized("No authenticated user")
-        row = await self.get(ctx, image_id)
-        if row.deleted:
-            raise NotFound(f"Image with identifier {image_id} has been deleted.")
-        if share and not await self._can_share(ctx, row):
-            raise NotFound(f"You are not permitted to share image {image_id}.")
-        return row
-
-    async def _can_share(self, ctx: Context, row: ImageRow) -> bool:
-        if ctx.is_admin or self._is_owner(ctx, row):
-            return True
-        if ctx.owner_id is None:
-            return False
-        async with reading(self.engine) as conn:
-            own = await catalog.membership(conn, row.id, ctx.owner_id)
-        return own is not None and not own.deleted and own.can_share
-
-    async def members(self, ctx: Context, image_id: str) -> list[MemberRow]:
-        row = await self._member_target(ctx, image_id, share=False)
-        async with reading(self.engine) as conn:
-            found = await catalog.members_of(conn, image_id)
-        if ctx.is_admin or self._is_owner(ctx, row):
-            return found
-        return [item for item in found if item.member == ctx.owner_id]
-
-    async def add_member(
-        self, ctx: Context, image_id: str, member: str, can_share: bool | None
-    ) -> None:
-        if len(member) > MAX_ID_TEXT or not member.isprintable():
-            raise BadRequest(f"Invalid member id {member[:64]!r}")
-        await self._member_target(ctx, image_id, share=True)
-        async with writing(self.engine) as conn:
-            count = len(await catalog.members_of(conn, image_id))
-            if _over(count + 1, self.limits.member_quota):
-                raise TooLarge(self._member_quota_message(count + 1))
-            await catalog.put_member(conn, image_id, member, can_share)
-
-    async def replace_members(
-        self, ctx: Context, image_id: str, entries: list[tuple[str, bool | None]]
-    ) -> None:
-        await self._member_target(ctx, image_id, share=True)
-        wanted = dict(entries)
-        if _over(len(wanted), self.limits.member_quota):
-            raise TooLarge(self._member_quota_message(len(wanted)))
-        async with writing(self.engine) as conn:
-            for current in await catalog.members_of(conn, image_id):
-                if current.member not in wanted:
-                    await catalog.remove_member(conn, image_id, current.member)
-            for member, can_share in wanted.items():
-                await catalog.put_member(conn, image_id, member, can_share)
-
-    async def remove_member(self, ctx: Context, image_id: str, member: str) -> None:
-        await self._member_target(ctx, image_id, share=True)
-        async with writing(self.engine) as conn:
-            if not await catalog.remove_member(conn, image_id, member):
-                raise NotFound("Membership could not be found.")
-
-    def _member_quota_message(self, attempted: int) -> str:
-        return (
-            "The limit has been exceeded on the number of allowed image members for this "
-            f"image. Attempted: {attempted}, Maximum: {self.limits.member_quota}"
-        )
-
-    async def shared_images(self, ctx: Context, member: str) -> list[MemberRow]:
-        """Memberships of `member`: all for admins; else on the caller's images, or its own."""
-        async with reading(self.engine) as conn:
-            if ctx.is_admin or member == ctx.owner_id:
-                return await catalog.shared_with(conn, member, owner=None, everything=True)
-            if ctx.owner_id is None:
-                return []
-            return await catalog.shared_with(conn, member, owner=ctx.owner_id, everything=False)
 
 
 async def sweep(engine: AsyncEngine, store: BlobStore) -> list[str]:

@@ -22,6 +22,7 @@ from osimage.server.errors import (
     TooLarge,
 )
 from osimage.server.service import Change, ImageService, Limits, Upload, sweep
+from osimage.server.sharing import Sharing
 from osimage.server.sources import SourcePolicy
 from osimage.server.stores.filesystem import FilesystemStore
 
@@ -229,13 +230,13 @@ async def test_isolation_of_private_images(service: ImageService) -> None:
         service.download(BOB, image_id),
         service.update(BOB, image_id, Change(fields={"name": "mine"})),
         service.delete(BOB, image_id),
-        service.members(BOB, image_id),
+        Sharing(service).members(BOB, image_id),
     ):
         with pytest.raises(NotFound):
             await attempt
     listed = await service.list_images(BOB, {"is_public": "none"}, detail=True)
     assert image_id not in [row.id for row in listed]
-    await service.add_member(ALICE, image_id, "p-bob", None)
+    await Sharing(service).add_member(ALICE, image_id, "p-bob", None)
     assert (await service.get(BOB, image_id)).name == "secret"
     listed = await service.list_images(BOB, {}, detail=False)
     assert image_id in [row.id for row in listed]

@@ -12,6 +12,7 @@ from osimage.server.api.http import Receive, Scope, Send, header
 from osimage.server.auth import Context
 from osimage.server.errors import BadRequest, TooLarge
 from osimage.server.service import ImageService
+from osimage.server.sharing import Sharing
 
 MAX_JSON_BODY = 1024 * 1024
 
@@ -30,6 +31,7 @@ class Call:
     send: Send
     context: Context
     service: ImageService
+    sharing: Sharing
 
     @property
     def method(self) -> str:

@@ -12,12 +12,12 @@ from osimage.server.errors import BadRequest, MethodNotAllowed
 async def collection(call: Call, image_id: str) -> None:
     """/v1/images/{id}/members."""
     if call.method == "GET":
-        found = await call.service.members(call.context, image_id)
+        found = await call.sharing.members(call.context, image_id)
         members = [{"member_id": m.member, "can_share": m.can_share} for m in found]
         await reply_json(call.send, 200, {"members": members})
     elif call.method == "PUT":
         entries = _memberships(await call.json())
-        await call.service.replace_members(call.context, image_id, entries)
+        await call.sharing.replace_members(call.context, image_id, entries)
         await reply(call.send, 204)
     else:
         raise MethodNotAllowed(headers={"allow": "GET, PUT"})
@@ -26,10 +26,10 @@ async def collection(call: Call, image_id: str) -> None:
 async def item(call: Call, image_id: str, member: str) -> None:
     """/v1/images/{id}/members/{member}."""
     if call.method == "PUT":
-        await call.service.add_member(call.context, image_id, member, _can_share(await call.json()))
+        await call.sharing.add_member(call.context, image_id, member, _can_share(await call.json()))
         await reply(call.send, 204)
     elif call.method == "DELETE":
-        await call.service.remove_member(call.context, image_id, member)
+        await call.sharing.remove_member(call.context, image_id, member)
         await reply(call.send, 204)
     elif call.method == "GET":
         raise MethodNotAllowed("Reading a single membership is not part of the v1 API.")
@@ -39,7 +39,7 @@ async def item(call: Call, image_id: str, member: str) -> None:
 
 async def shared(call: Call, member: str) -> None:
     """/v1/shared-images/{member}: any method lists the member's memberships."""
-    found = await call.service.shared_images(call.context, member)
+    found = await call.sharing.shared_images(call.context, member)
     entries = [{"image_id": m.image_id, "can_share": m.can_share} for m in found]
     await reply_json(call.send, 200, {"shared_images": entries}, head=call.method == "HEAD")
 

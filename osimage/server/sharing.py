@@ -1,0 +1,95 @@
+"""Image memberships (§9.7): who an image is shared with, and who may change that."""
+
+from __future__ import annotations
+
+from osimage.server.auth import Context
+from osimage.server.db import catalog
+from osimage.server.db.catalog import ImageRow, MemberRow
+from osimage.server.db.engine import reading, writing
+from osimage.server.errors import BadRequest, NotFound, TooLarge, Unauthorized
+from osimage.server.service import MAX_ID_TEXT, ImageService, over_quota
+
+
+class Sharing:
+    """Membership operations, checked against the caller's `Context`.
+
+    Sharers (who may change members) are admins, the owner, and members whose own
+    membership has `can_share`; anyone else gets 404, a project-less caller 401.
+    """
+
+    def __init__(self, images: ImageService) -> None:
+        self.images = images
+
+    async def _member_target(self, ctx: Context, image_id: str, *, share: bool) -> ImageRow:
+        if share and not ctx.is_admin and ctx.owner_id is None:
+            raise Unauthorized("No authenticated user")
+        row = await self.images.get(ctx, image_id)
+        if row.deleted:
+            raise NotFound(f"Image with identifier {image_id} has been deleted.")
+        if share and not await self._can_share(ctx, row):
+            raise NotFound(f"You are not permitted to share image {image_id}.")
+        return row
+
+    async def _can_share(self, ctx: Context, row: ImageRow) -> bool:
+        if ctx.is_admin or self.images.is_owner(ctx, row):
+            return True
+        if ctx.owner_id is None:
+            return False
+        async with reading(self.images.engine) as conn:
+            own = await catalog.membership(conn, row.id, ctx.owner_id)
+        return own is not None and not own.deleted and own.can_share
+
+    async def members(self, ctx: Context, image_id: str) -> list[MemberRow]:
+        row = await self._member_target(ctx, image_id, share=False)
+        async with reading(self.images.engine) as conn:
+            found = await catalog.members_of(conn, image_id)
+        if ctx.is_admin or self.images.is_owner(ctx, row):
+            return found
+        return [item for item in found if item.member == ctx.owner_id]
+
+    async def add_member(
+        self, ctx: Context, image_id: str, member: str, can_share: bool | None
+    ) -> None:
+        if len(member) > MAX_ID_TEXT or not member.isprintable():
+            raise BadRequest(f"Invalid member id {member[:64]!r}")
+        await self._member_target(ctx, image_id, share=True)
+        async with writing(self.images.engine) as conn:
+            count = len(await catalog.members_of(conn, image_id))
+            if over_quota(count + 1, self.images.limits.member_quota):
+                raise TooLarge(self._member_quota_message(count + 1))
+            await catalog.put_member(conn, image_id, member, can_share)
+
+    async def replace_members(
+        self, ctx: Context, image_id: str, entries: list[tuple[str, bool | None]]
+    ) -> None:
+        await self._member_target(ctx, image_id, share=True)
+        wanted = dict(entries)
+        if over_quota(len(wanted), self.images.limits.member_quota):
+            raise TooLarge(self._member_quota_message(len(wanted)))
+        async with writing(self.images.engine) as conn:
+            for current in await catalog.members_of(conn, image_id):
+                if current.member not in wanted:
+                    await catalog.remove_member(conn, image_id, current.member)
+            for member, can_share in wanted.items():
+                await catalog.put_member(conn, image_id, member, can_share)
+
+    async def remove_member(self, ctx: Context, image_id: str, member: str) -> None:
+        await self._member_target(ctx, image_id, share=True)
+        async with writing(self.images.engine) as conn:
+            if not await catalog.remove_member(conn, image_id, member):
+                raise NotFound("Membership could not be found.")
+
+    def _member_quota_message(self, attempted: int) -> str:
+        return (
+            "The limit has been exceeded on the number of allowed image members for this "
+            f"image. Attempted: {attempted}, Maximum: {self.images.limits.member_quota}"
+        )
+
+    async def shared_images(self, ctx: Context, member: str) -> list[MemberRow]:
+        """Memberships of `member`: all for admins; else on the caller's images, or its own."""
+        async with reading(self.images.engine) as conn:
+            if ctx.is_admin or member == ctx.owner_id:
+                return await catalog.shared_with(conn, member, owner=None, everything=True)
+            if ctx.owner_id is None:
+                return []
+            return await catalog.shared_with(conn, member, owner=ctx.owner_id, everything=False)
