@@ -7,6 +7,7 @@ client commands. `main` turns every user error into one line on stderr and exit 
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("osimage: interrupted", err=True)
         sys.exit(130)
-    except BrokenPipeError:
+    except BrokenPipeError:  # e.g. `osimage image download x | head`: the reader left
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush cannot fail again
         sys.exit(1)
     except Exception as exc:  # every other failure becomes one readable line
         if state.debug:
