@@ -198,11 +198,12 @@ class Metadata:
     properties: dict[str, str | None] = field(default_factory=dict)
 
 
-def header_text(raw: str | bytes) -> str:
-    """The text a header carried: UTF-8 bytes (given as bytes or latin-1 str), percent-decoded."""
+def header_text(raw: str | bytes, *, percent: bool = True) -> str:
+    """The text a header carried: UTF-8 bytes (given as bytes or latin-1 str), percent-decoded
+    unless ``percent=False`` (for answers from a server that writes raw UTF-8)."""
     data = raw if isinstance(raw, bytes) else raw.encode("latin-1", errors="replace")
     text = data.decode("utf-8")  # UnicodeDecodeError is a ValueError: callers report it
-    if text.isascii() and _ESCAPE.search(text):
+    if percent and text.isascii() and _ESCAPE.search(text):
         try:
             return unquote(text, errors="strict")
         except UnicodeDecodeError:
@@ -210,9 +211,9 @@ def header_text(raw: str | bytes) -> str:
     return text
 
 
-def canonical_name(raw_name: str | bytes) -> str:
+def canonical_name(raw_name: str | bytes, *, percent: bool = True) -> str:
     """Lower-case a header name and undo percent-encoding (python-glanceclient quotes names)."""
-    return header_text(raw_name).strip().lower()
+    return header_text(raw_name, percent=percent).strip().lower()
 
 
 def property_key(header: str) -> str | None:
@@ -229,9 +230,9 @@ def field_name(header: str) -> str | None:
     return None
 
 
-def _decode_value(header: str, name: str, raw: str | bytes) -> Any:
+def _decode_value(header: str, name: str, raw: str | bytes, percent: bool) -> Any:
     try:
-        text = header_text(raw)
+        text = header_text(raw, percent=percent)
     except UnicodeDecodeError:
         raise WireError(header, f"{header}: value is not valid UTF-8") from None
     if text.strip() == "" and name != "name":
@@ -244,16 +245,20 @@ def _decode_value(header: str, name: str, raw: str | bytes) -> Any:
         raise WireError(header, f"{header}: {exc}") from None
 
 
-def decode(headers: Iterable[tuple[str | bytes, str | bytes]]) -> Metadata:
+def decode(
+    headers: Iterable[tuple[str | bytes, str | bytes]], *, percent: bool = True
+) -> Metadata:
     """Decode the ``x-image-meta-*`` headers among `headers`; ignore all others.
 
     Raises `WireError` naming the header for an unknown field or a malformed value.
-    An empty value decodes to None (for properties too).
+    An empty value decodes to None (for properties too). ``percent=False`` reads values
+    as raw UTF-8 only, as a server writes them (`encode` without ``percent``): a value
+    that really is ``a%20b`` then stays ``a%20b``.
     """
     meta = Metadata()
     for raw_name, raw_value in headers:
         try:
-            header = canonical_name(raw_name)
+            header = canonical_name(raw_name, percent=percent)
         except UnicodeDecodeError:
             continue  # not a header we own
         key = property_key(header)
@@ -261,7 +266,7 @@ def decode(headers: Iterable[tuple[str | bytes, str | bytes]]) -> Metadata:
             if not key:
                 raise WireError(header, f"Bad header: {header}")
             try:
-                text = header_text(raw_value)
+                text = header_text(raw_value, percent=percent)
             except UnicodeDecodeError:
                 raise WireError(header, f"{header}: value is not valid UTF-8") from None
             meta.properties[key] = text if text != "" else None
@@ -271,7 +276,7 @@ def decode(headers: Iterable[tuple[str | bytes, str | bytes]]) -> Metadata:
             continue
         if name not in FIELDS:
             raise WireError(header, f"Bad header: {header}")
-        meta.fields[name] = _decode_value(header, name, raw_value)
+        meta.fields[name] = _decode_value(header, name, raw_value, percent)
     return meta
 
 
