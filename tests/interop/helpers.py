@@ -115,6 +115,6 @@ def head_metadata(url: str, image_id: str, token: str | None) -> wire.Metadata:
         resp = conn.getresponse()
         resp.read()
         assert resp.status == 200, (resp.status, resp.reason)
-        return wire.decode(resp.getheaders())
+        return wire.decode(resp.getheaders(), percent=False)  # the server writes raw UTF-8
     finally:
         conn.close()
