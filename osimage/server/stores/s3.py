@@ -44,6 +44,8 @@ log = logging.getLogger("osimage.server.stores.s3")
 DEFAULT_PART_SIZE: Final = 8 * 1024**2
 MIN_PART_SIZE: Final = 5 * 1024**2
 """S3's smallest part but the last."""
+MAX_PARTS: Final = 10000
+"""S3's most parts in one upload (some look-alikes allow fewer, and say so when refusing)."""
 DEFAULT_SWEEP_AFTER: Final = 86400
 ENV_PREFIX: Final = "OSIMAGE_S3_"
 CLEANUP_TIMEOUT: Final = 60.0
@@ -357,6 +359,11 @@ class S3Store:
     async def _upload_part(
         self, key: str, upload_id: str, number: int, data: bytearray
     ) -> dict[str, Any]:
+        if number > MAX_PARTS:
+            raise StoreFull(
+                f"image exceeds {MAX_PARTS} s3 parts of {self.config.part_size} bytes; "
+                "raise part_size"
+            )
         response = await self._call(
             "upload_part",
             Bucket=self.config.bucket,
