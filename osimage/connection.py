@@ -453,11 +453,16 @@ class Connection:
         fixed = self.config.fixed_endpoint
         if fixed is not None:
             return fixed
-        found = self.session.get_endpoint(
-            service_type="image",
-            interface=self.config.interface,
-            region_name=self.config.region_name,
-        )
+        from keystoneauth1.exceptions import EndpointNotFound
+
+        try:
+            found = self.session.get_endpoint(
+                service_type="image",
+                interface=self.config.interface,
+                region_name=self.config.region_name,
+            )
+        except EndpointNotFound:
+            found = None
         if not found:
             region = f" in region {self.config.region_name}" if self.config.region_name else ""
             raise ConfigException(

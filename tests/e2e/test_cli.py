@@ -337,3 +337,27 @@ def test_progress_bars_on_request(local: Cli, payload: Path, tmp_path: Path) -> 
     assert quiet.stderr == b""  # not a terminal: no bar unless asked
     loud = local.ok("image", "download", name, "--file", str(tmp_path / "o"), "--progress")
     assert f"download {name}".encode() in loud.stderr
+
+
+def test_keystone_settings_from_os_variables(home: Path, tokens_server: Server) -> None:
+    from tests.e2e.test_proxy import fake_keystone
+
+    with fake_keystone(tokens_server.url) as auth_url:
+        env = {
+            "OS_AUTH_URL": auth_url, "OS_USERNAME": "alice", "OS_PASSWORD": "good",
+            "OS_PROJECT_NAME": "alice", "OS_USER_DOMAIN_NAME": "Default",
+            "OS_PROJECT_DOMAIN_NAME": "Default", "OS_IDENTITY_API_VERSION": "3",
+            "OS_REGION_NAME": "R2", "OS_INTERFACE": "internal",
+        }  # fmt: skip
+        cli = Cli(home, extra_env=env)
+        created = cli.json("image", "create", "--name", unique())
+        assert created["owner"] == "p-alice"
+        cli.ok("member", "add", created["id"], "p-alice")
+        shared = cli.json("image", "shared")  # the member defaults to the token's project
+        assert {"image_id": created["id"], "member_id": "p-alice", "can_share": False} in shared
+        refused = Cli(home, extra_env={**env, "OS_PASSWORD": "bad"}).fails("image", "list")
+        assert f"keystone at {auth_url} refused the credentials" in refused
+        assert "password from OS_PASSWORD" in refused
+        assert "bad" not in refused  # the password itself is never shown
+        lost = Cli(home, extra_env={**env, "OS_REGION_NAME": "R9"}).fails("image", "list")
+        assert "no internal image endpoint in region R9" in lost

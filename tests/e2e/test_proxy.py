@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
+import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from osimage import exceptions
-from osimage.connection import Connection
+from osimage.connection import ConfigException, Connection
 from osimage.image.v1._proxy import MD5_KEY, OBJECT_KEY, SHA256_KEY
 from osimage.image.v1.image import Image
 from tests.support.server import Server, start_server
@@ -368,3 +370,108 @@ def test_wrong_token_is_an_http_401(tokens_server):
     with conn, pytest.raises(exceptions.HttpException) as caught:
         list(conn.image.images())
     assert caught.value.status_code == 401
+
+
+# ---- keystone and the service catalog -----------------------------------------------
+
+
+class FakeKeystone(http.server.BaseHTTPRequestHandler):
+    """Just enough Keystone v3 to issue a token and a catalog: POST /v3/auth/tokens.
+
+    The password `good` yields the token `alice-token` (which the tokens server knows)
+    for project p-alice; the catalog lists image endpoints per region and interface,
+    only one of which (region R2, internal) is the real server.
+    """
+
+    image_url = ""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        body = json.loads(self.rfile.read(length))
+        password = body["auth"]["identity"]["password"]["user"]["password"]
+        if self.path != "/v3/auth/tokens" or password != "good":
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": {"code": 401, "message": "bad password"}}')
+            return
+        dead = "http://127.0.0.1:9"
+        endpoints = [
+            {"id": "1", "interface": "public", "region_id": "R2", "region": "R2", "url": dead},
+            {"id": "2", "interface": "internal", "region_id": "R1", "region": "R1", "url": dead},
+            {"id": "3", "interface": "internal", "region_id": "R2", "region": "R2",
+             "url": self.image_url},
+        ]  # fmt: skip
+        domain = {"id": "default", "name": "Default"}
+        token = {
+            "methods": ["password"],
+            "expires_at": "2099-01-01T00:00:00.000000Z",
+            "issued_at": "2020-01-01T00:00:00.000000Z",
+            "user": {"id": "u-alice", "name": "alice", "domain": domain},
+            "project": {"id": "p-alice", "name": "alice", "domain": domain},
+            "roles": [{"id": "r1", "name": "member"}],
+            "catalog": [{"id": "c1", "type": "image", "name": "glance", "endpoints": endpoints}],
+        }
+        data = json.dumps({"token": token}).encode()
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Subject-Token", "alice-token")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def fake_keystone(image_url: str) -> Iterator[str]:
+    """Run a FakeKeystone whose catalog points at `image_url`; yield its v3 auth URL."""
+    handler = type("Keystone", (FakeKeystone,), {"image_url": image_url})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v3"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def keystone_url(tokens_server: Server) -> Iterator[str]:
+    with fake_keystone(tokens_server.url) as url:
+        yield url
+
+
+def keystone_settings(url: str, password: str = "good") -> dict[str, str]:
+    return {
+        "auth_url": url,
+        "username": "alice",
+        "password": password,
+        "project_name": "alice",
+        "user_domain_name": "Default",
+        "project_domain_name": "Default",
+        "identity_api_version": "3",
+    }
+
+
+def test_the_image_endpoint_comes_from_the_catalog(keystone_url, tokens_server):
+    settings = keystone_settings(keystone_url)
+    conn = Connection(region_name="R2", interface="internal", environ={}, **settings)
+    with conn:
+        assert conn.config.auth_type == "v3password"
+        assert conn.image_endpoint == tokens_server.endpoint
+        image = conn.image.create_image(unique(), data=b"via keystone", disk_format="raw")
+        assert image.owner == "p-alice"
+        conn.image.add_member(image, "p-carol")
+        with as_user(tokens_server, "carol") as carol:
+            assert image.id in {s.image_id for s in carol.image.shared_images("p-carol")}
+        assert conn.image.shared_images() == []  # default member: the token's project
+
+
+def test_a_catalog_without_the_endpoint_says_what_to_set(keystone_url):
+    settings = keystone_settings(keystone_url)
+    conn = Connection(region_name="R9", interface="internal", environ={}, **settings)
+    with conn, pytest.raises(ConfigException, match="OS_IMAGE_ENDPOINT_OVERRIDE"):
+        _ = conn.image
