@@ -234,6 +234,8 @@ def _env_layer(environ: Mapping[str, str]) -> _Layer:
         if not variable.startswith("OS_") or variable in _ENV_IGNORED or value == "":
             continue
         key = _ENV_ALIASES.get(variable, variable[3:].lower())
+        if key.endswith("_api_version") and key not in _TOP_LEVEL:
+            continue  # OS_COMPUTE_API_VERSION & co. belong to other clients
         layer.put(key, value, variable)
     return layer
 

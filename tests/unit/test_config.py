@@ -59,6 +59,14 @@ def test_os_variables_give_a_bare_endpoint_and_token(home, cwd):
     assert config.origins["auth_type"] == "inferred"
 
 
+def test_other_clients_variables_are_ignored(home, cwd):
+    env = {"OS_IMAGE_API_VERSION": "1", "OS_COMPUTE_API_VERSION": "2.1", "OS_CLOUD_NAME": "x"}
+    config = resolve(home, cwd, env)
+    assert config.auth_type == "none"
+    assert dict(config.auth) == {"endpoint": LOCAL_ENDPOINT}
+    assert config.origins["auth_type"] == "default"
+
+
 def test_glanceclient_variable_names_are_understood(home, cwd):
     env = {"OS_AUTH_TOKEN": "tok", "OS_IMAGE_URL": "http://127.0.0.1:1/v1/"}
     config = resolve(home, cwd, env, auth_type="admin_token")
