@@ -535,6 +535,10 @@ def test_tenant_isolation_basics(tokens_server: Server) -> None:
     assert (put.status, put.image["owner"]) == (200, "p-alice")
     assert call(srv, "GET", path).status == 401
     assert call(srv, "GET", path, as_user("wrong-token")).status == 401
+    # the server is shared: leave p-bob with no memberships from this test
+    assert call(srv, "DELETE", path, as_user("alice-token")).status == 200
+    shared = call(srv, "GET", "/v1/shared-images/p-bob", as_user("bob-token"))
+    assert made.image["id"] not in {s["image_id"] for s in shared.json["shared_images"]}
 
 
 def test_request_ids_in_tokens_mode(tokens_server: Server) -> None:
