@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.interop.helpers import Target, md5, payload, unique
+from tests.interop.helpers import Sources, Target, md5, payload, poll, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +50,9 @@ class Run:
         return {row["Property"]: row["Value"] for row in self.rows()}
 
 
-def glance(target: Target, *args: str, tty_out: bool = False, check: bool = True) -> Run:
+def glance(
+    target: Target, *args: str, tty_out: bool = False, check: bool = True, stdin: Path | None = None
+) -> Run:
     cmd = [
         GLANCE, "--os-image-api-version", "1",
         "--os-image-url", target.server.url, "--os-auth-token", target.token, *args,
@@ -62,9 +64,10 @@ def glance(target: Target, *args: str, tty_out: bool = False, check: bool = True
         if tty_out:
             run = _on_terminal(cmd, master, slave, env)
         else:
-            done = subprocess.run(
-                cmd, stdin=slave, capture_output=True, env=env, timeout=120, check=False
-            )
+            with stdin.open("rb") if stdin else open(slave, closefd=False) as feed:
+                done = subprocess.run(
+                    cmd, stdin=feed, capture_output=True, env=env, timeout=120, check=False
+                )
             run = Run(done.returncode, done.stdout.decode(), done.stderr.decode())
     finally:
         os.close(master)
@@ -235,3 +238,27 @@ def test_non_ascii_name(target: Target) -> None:
     assert (created.fields()["name"], created.fields()["Property 'note'"]) == (name, "välue")
     rows = glance(target, "image-list", "--name", name).rows()
     assert [r["Name"] for r in rows] == [name]
+
+
+def test_image_create_from_stdin_location_and_copy_from(
+    target: Target, gc: Any, sources: Sources, tmp_path: Path
+) -> None:
+    data = payload(50_000, "cli-sources")
+    piped = tmp_path / "piped.raw"
+    piped.write_bytes(data)
+    name = unique("cli-stdin")
+    from_stdin = glance(target, "image-create", "--name", name, *FORMATS, stdin=piped).fields()
+    assert (from_stdin["status"], from_stdin["checksum"]) == ("active", md5(data))
+
+    url = sources.add(unique("cli-src"), data)
+    located = glance(target, "image-create", "--name", unique("cli-loc"), *FORMATS,
+                     "--location", url).fields()  # fmt: skip
+    assert (located["status"], located["size"]) == ("active", str(len(data)))
+    copied = glance(target, "image-create", "--name", unique("cli-copy"), *FORMATS,
+                    "--copy-from", url).fields()  # fmt: skip
+    done = poll(
+        lambda: gc.images.get(copied["id"]), lambda i: i.status in {"active", "killed"}, "copy"
+    )
+    assert (done.status, done.checksum) == ("active", md5(data))
+    for image_id in (from_stdin["id"], located["id"], copied["id"]):
+        assert b"".join(gc.images.data(image_id, do_checksum=False)) == data

@@ -360,3 +360,79 @@ def test_versioned_endpoint_form(target: Target) -> None:
     client = glanceclient.Client(endpoint=f"{target.server.url}/v1", token=target.token)
     image = client.images.create(name=unique("v1-url"), **FORMATS)
     assert client.images.get(image.id).status == "queued"
+
+
+# ---- the rest of the v1 library surface --------------------------------------------------
+
+
+def test_versions_list(gc: Any) -> None:
+    versions = gc.versions.list()
+    assert {v["id"] for v in versions} >= {"v1.0", "v1.1"}
+    assert all(v["links"][0]["href"].endswith("/v1/") for v in versions)
+
+
+def test_find_and_image_resource_methods(gc: Any, target: Target) -> None:
+    name = unique("find")
+    data = payload(3_000, name)
+    gc.images.create(name=name, data=io.BytesIO(data), is_public=target.admin, **FORMATS)
+    found = gc.images.find(name=name)  # lists, then matches on the client side
+    assert (found.name, found.checksum) == (name, md5(data))
+    assert b"".join(found.data()) == data
+    found.update(min_disk=4)
+    assert gc.images.get(found.id).min_disk == 4
+    found.delete()
+    with pytest.raises(exc.HTTPNotFound):
+        gc.images.data(found.id)
+
+
+def test_request_ids_are_returned(gc: Any) -> None:
+    ids: list[str] = []
+    image = gc.images.create(name=unique("req-id"), return_req_id=ids, **FORMATS)
+    gc.images.get(image.id, return_req_id=ids)
+    gc.images.delete(image.id, return_req_id=ids)
+    assert len(ids) == 3
+    assert all(i.startswith("req-") for i in ids)
+    assert len(set(ids)) == 3
+
+
+def test_list_by_owner_is_filtered_on_the_client(gc: Any, target: Target) -> None:
+    """`owner=` makes glanceclient send is_public=None (all images, for admins; ignored
+    for others) and drop other owners locally; `owner=''` keeps ownerless images."""
+    name = unique("owner")
+    image = gc.images.create(name=name, **FORMATS)
+    mine = list(gc.images.list(owner=target.project or "", filters={"name": name}))
+    assert [i.id for i in mine] == [image.id]
+    assert list(gc.images.list(owner="p-nobody", filters={"name": name})) == []
+
+
+def test_changes_since_lists_deleted_images(gc: Any, target: Target) -> None:
+    name = unique("since")
+    image = gc.images.create(name=name, **FORMATS)
+    gc.images.delete(image.id)
+    assert list(gc.images.list(filters={"name": name}, **target.list_kwargs)) == []
+    since = {"name": name, "changes-since": "2000-01-01T00:00:00"}
+    [gone] = gc.images.list(filters=since, **target.list_kwargs)
+    assert (gone.id, gone.status, gone.deleted) == (image.id, "deleted", True)
+
+
+def test_is_public_filter_for_admins(noauth_source_server: Server) -> None:
+    admin = Target("noauth", noauth_source_server, "any-token", None, admin=True).glance()
+    name = unique("visibility")
+    public = admin.images.create(name=name, is_public=True, **FORMATS)
+    private = admin.images.create(name=name, is_public=False, **FORMATS)
+
+    def listed(**kwargs: Any) -> set[str]:
+        return {i.id for i in admin.images.list(filters={"name": name}, **kwargs)}
+
+    assert listed() == {public.id}  # an admin without a project: public images
+    assert listed(is_public=True) == {public.id}
+    assert listed(is_public=False) == {private.id}
+    assert listed(is_public=None) == {public.id, private.id}
+
+
+def test_member_get_is_not_in_v1(gc: Any) -> None:
+    """`image_members.get` reads one membership, which v1 does not offer (405)."""
+    image = gc.images.create(name=unique("member-get"), **FORMATS)
+    gc.image_members.create(image, "p-bob")
+    with pytest.raises(exc.HTTPMethodNotAllowed):
+        gc.image_members.get(image, "p-bob")
