@@ -46,9 +46,13 @@ def bar(description: str, total: int | None, enabled: bool) -> Iterator[Any]:
 
 
 def chunks(source: BinaryIO | IO[bytes], advance: Any) -> Iterator[bytes]:
-    """Read `source` in chunks, reporting each to `advance` (which may be None)."""
+    """Read `source` in chunks, reporting each to `advance` (which may be None).
+
+    ``read1`` forwards what a pipe has without waiting for a full chunk.
+    """
+    read = getattr(source, "read1", source.read)
     while True:
-        chunk = source.read(CHUNK_SIZE)
+        chunk = read(CHUNK_SIZE)
         if not chunk:
             return
         if advance is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import uuid
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli import Cli, clean_env, write_clouds
+from tests.e2e.test_cli import OSIMAGE, Cli, clean_env, write_clouds
 from tests.support.server import Server, free_port
 
 pytestmark = pytest.mark.e2e
@@ -123,3 +124,27 @@ def test_the_cli_imports_neither_the_server_nor_openstacksdk(home: Path, server:
         timeout=60,
     )
     assert done.stdout.decode().splitlines()[-1] == "[]"
+
+
+def test_ctrl_c_during_an_upload_deletes_the_reserved_image(home: Path, server: Server) -> None:
+    from osimage.connection import Connection
+
+    name = f"interrupted-{uuid.uuid4().hex[:8]}"
+    cli = Cli(home, extra_env={"OS_IMAGE_URL": server.url})
+    proc = subprocess.Popen(
+        [str(OSIMAGE), "image", "create", "--name", name, "--disk-format", "raw",
+         "--container-format", "bare", "--file", "-"],
+        env=cli.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    with Connection(endpoint=server.url, environ={}) as conn:
+        every = {"name": name, "changes_since": "2000-01-01T00:00:00"}
+        while not [i for i in conn.image.images(**every) if i.status == "saving"]:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            proc.stdin.write(b"x" * 65536)  # keep the upload going until the server sees it
+            proc.stdin.flush()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert err.decode().strip() == "osimage: interrupted"
+        assert [i.status for i in conn.image.images(**every)] == ["deleted"]
