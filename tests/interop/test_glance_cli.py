@@ -172,6 +172,9 @@ def test_image_list_with_filters(target: Target, listed_images: str) -> None:
     assert names("--disk-format", "raw", "--size-min", "20") == ["c"]
     assert names("--name", f"{tag}-b") == ["b"]
     assert names("--property-filter", "n=a", "--size-max", "20") == ["a"]
+    since = ("--changes-since", "2000-01-01T00:00:00", "--is-public", "True")
+    assert names("--container-format", "bare", "--status", "active", *since) == ["a", "b", "c"]
+    assert names("--owner", target.project or "", "--all-tenants") == ["a", "b", "c"]
     assert names("--sort-key", "size", "--sort-dir", "desc", "--page-size", "1") == [
         "c", "b", "a",
     ]  # fmt: skip

@@ -436,3 +436,18 @@ def test_member_get_is_not_in_v1(gc: Any) -> None:
     gc.image_members.create(image, "p-bob")
     with pytest.raises(exc.HTTPMethodNotAllowed):
         gc.image_members.get(image, "p-bob")
+
+
+def test_create_with_store_checksum_and_owner(gc: Any, target: Target) -> None:
+    data = payload(2_000, "store")
+    owner = {"owner": "p-other"} if target.admin else {}
+    image = gc.images.create(
+        name=unique("store"), data=io.BytesIO(data), store="file", checksum=md5(data),
+        **owner, **FORMATS,
+    )  # fmt: skip
+    assert (image.status, image.checksum) == ("active", md5(data))
+    assert image.owner == ("p-other" if target.admin else target.project)
+    with pytest.raises(exc.HTTPBadRequest):  # the server verifies a declared checksum
+        gc.images.create(
+            name=unique("bad-sum"), data=io.BytesIO(data), checksum="0" * 32, **FORMATS
+        )
