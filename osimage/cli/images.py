@@ -132,10 +132,6 @@ class _Source:
         return bars.chunks(self.handle, self.advance)
 
 
-def _require_image(state: CliState, name_or_id: str) -> Image:
-    return state.find_image(name_or_id)
-
-
 @click.group()
 def image() -> None:
     """List, show, create, update, delete and download images."""
@@ -233,7 +229,7 @@ def show_image(
 ) -> None:
     """Show an image's metadata (IMAGE is an id or a name)."""
     state = _state(ctx)
-    found = _require_image(state, image_ref)
+    found = state.find_image(image_ref)
     if found.status is None or found.created_at is None:
         found = state.proxy.get_image(found)
     print_record(image_record(found, human_readable), fmt, columns)
@@ -333,7 +329,7 @@ def update_image(
     fields = _fields(options)
     if not fields and not properties and not purge_props and file is None:
         raise UserError("nothing to update: give at least one option (see --help)")
-    found = _require_image(state, image_ref)
+    found = state.find_image(image_ref)
     assert found.id is not None
     proxy = state.proxy
     updated = found
@@ -364,7 +360,7 @@ def delete_image(ctx: click.Context, image_refs: tuple[str, ...]) -> None:
     failed = 0
     for ref in image_refs:
         try:
-            found = _require_image(state, ref)
+            found = state.find_image(ref)
             state.proxy.delete_image(found, ignore_missing=False)
         except Exception as exc:
             if state.debug or len(image_refs) == 1:
@@ -403,7 +399,7 @@ def download_image(
     to_stdout = file in (None, "-")
     if to_stdout and sys.stdout.isatty():
         raise UserError("refusing to write image data to a terminal: pass --file PATH or redirect")
-    found = _require_image(state, image_ref)
+    found = state.find_image(image_ref)
     if found.status not in (None, "active"):
         raise UserError(f"image {found.id} is {found.status}: only active images have data")
     with ExitStack() as stack:

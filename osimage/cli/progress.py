@@ -58,26 +58,3 @@ def chunks(source: BinaryIO | IO[bytes], advance: Any) -> Iterator[bytes]:
         if advance is not None:
             advance(len(chunk))
         yield chunk
-
-
-class CountingWriter:
-    """A binary file wrapper that reports every write to `advance`."""
-
-    def __init__(self, target: BinaryIO | IO[bytes], advance: Any) -> None:
-        self._target = target
-        self._advance = advance
-
-    def write(self, data: bytes) -> int:
-        written = self._target.write(data)
-        if self._advance is not None:
-            self._advance(len(data))
-        return written if written is not None else len(data)
-
-    def seekable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        return 0
-
-    def flush(self) -> None:
-        self._target.flush()

@@ -231,6 +231,10 @@ def test_upload_from_stdin_only_when_asked(local: Cli) -> None:
     qcow.write_bytes(b"QFI\xfb" + bytes(60))
     guessed = local.json("image", "create", "--file", str(qcow))  # formats from the extension
     assert (guessed["disk_format"], guessed["container_format"]) == ("qcow2", "bare")
+    empty = local.home / "empty.raw"
+    empty.write_bytes(b"")
+    nothing = local.json("image", "create", "--file", str(empty))
+    assert (nothing["status"], nothing["size"]) == ("active", 0)
     reserved = local.json("image", "create", "--name", unique(), input=b"ignored")
     assert reserved["status"] == "queued"
     assert reserved["size"] == 0

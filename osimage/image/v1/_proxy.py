@@ -330,8 +330,10 @@ class Proxy:
                 image = self.wait_for_status(image, "active", failures=["killed"], wait=timeout)
             return image
 
-        size = os.path.getsize(filename) if filename is not None else None
-        if isinstance(data, bytes | bytearray | memoryview):
+        size = fields.get("size")  # declared by the caller, or known here
+        if filename is not None:
+            size = os.path.getsize(filename)
+        elif isinstance(data, bytes | bytearray | memoryview):
             size = len(data)
         if size == 0:
             fields["size"] = 0  # v1 activates a zero-size image without an upload
