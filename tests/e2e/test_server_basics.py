@@ -458,6 +458,34 @@ def test_error_shape_follows_accept(server: Server) -> None:
     assert call(server, "HEAD", path).body == b""
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("POST", "/v1/images", [("x-image-meta-size", "-1")], 400),
+        ("GET", "/v1/images?limit=x", [], 400),
+        ("GET", "/v1/images/detail?sort_dir=up", [], 400),
+        ("GET", f"/v1/images/{uuid.uuid4()}", [], 404),
+        ("PUT", f"/v1/images/{uuid.uuid4()}", [], 404),
+        ("DELETE", f"/v1/images/{uuid.uuid4()}", [], 404),
+        ("GET", f"/v1/images/{uuid.uuid4()}/members", [], 404),
+        ("PUT", f"/v1/images/{uuid.uuid4()}/members/m", [], 404),
+        ("DELETE", "/v1/images", [], 405),
+        ("GET", "/v1/images/x/members/m", [], 405),
+        ("GET", "/v1/nowhere", [], 404),
+        ("BREW", "/v1/nowhere", [], 501),
+    ],
+)
+def test_every_route_errs_in_one_shape(
+    server: Server, method: str, path: str, headers: list[tuple[str, str]], status: int
+) -> None:
+    reply = call(server, method, path, [*headers, ("Accept", "application/json")])
+    assert reply.status == status
+    assert reply.header("content-type") == "application/json"
+    assert set(reply.json) == {"message", "code", "title"}
+    assert reply.json["code"] == f"{status} {reply.json['title']}"
+    assert (reply.header(wire.REQUEST_ID_HEADER) or "").startswith("req-")
+
+
 # -- members ---------------------------------------------------------------------------
 
 
