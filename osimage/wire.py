@@ -39,14 +39,31 @@ TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%f"
 TRUE_WORDS: Final = frozenset({"1", "t", "true", "on", "y", "yes"})
 
 DISK_FORMATS: Final = (
-    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+    "ami",
+    "ari",
+    "aki",
+    "vhd",
+    "vhdx",
+    "vmdk",
+    "raw",
+    "qcow2",
+    "vdi",
+    "iso",
+    "ploop",
 )
 CONTAINER_FORMATS: Final = ("ami", "ari", "aki", "bare", "ovf", "ova", "docker")
 AMAZON_FORMATS: Final = frozenset({"aki", "ari", "ami"})
 
 STATUSES: Final = (
-    "queued", "saving", "active", "killed", "deleted", "pending_delete",
-    "deactivated", "uploading", "importing",
+    "queued",
+    "saving",
+    "active",
+    "killed",
+    "deleted",
+    "pending_delete",
+    "deactivated",
+    "uploading",
+    "importing",
 )
 
 
@@ -137,7 +154,9 @@ def _name(value: str) -> str:
 
 def _checksum(value: str) -> str:
     if len(value) > MAX_CHECKSUM_LENGTH:
-        raise ValueError(f"Invalid checksum {value!r}: can't exceed {MAX_CHECKSUM_LENGTH} characters")
+        raise ValueError(
+            f"Invalid checksum {value!r}: can't exceed {MAX_CHECKSUM_LENGTH} characters"
+        )
     return value
 
 
@@ -177,9 +196,23 @@ FIELDS: Final[Mapping[str, Kind[Any]]] = {
 """Every field a request may carry as ``x-image-meta-<field>``; anything else is a bad header."""
 
 EMITTED: Final = (
-    "id", "name", "status", "size", "virtual_size", "checksum", "disk_format",
-    "container_format", "min_disk", "min_ram", "owner", "is_public", "protected",
-    "deleted", "created_at", "updated_at", "deleted_at",
+    "id",
+    "name",
+    "status",
+    "size",
+    "virtual_size",
+    "checksum",
+    "disk_format",
+    "container_format",
+    "min_disk",
+    "min_ram",
+    "owner",
+    "is_public",
+    "protected",
+    "deleted",
+    "created_at",
+    "updated_at",
+    "deleted_at",
 )
 """The fields a server emits as headers (HEAD/GET) and, with ``properties``, in JSON details."""
 
@@ -219,14 +252,14 @@ def canonical_name(raw_name: str | bytes, *, percent: bool = True) -> str:
 def property_key(header: str) -> str | None:
     """The property key a canonical header name sets, or None if it is not a property header."""
     if header.startswith(PROPERTY_PREFIX):
-        return header[len(PROPERTY_PREFIX):].replace("-", "_")
+        return header[len(PROPERTY_PREFIX) :].replace("-", "_")
     return None
 
 
 def field_name(header: str) -> str | None:
     """The core field a canonical header name sets (``disk-format`` spelling too), or None."""
     if header.startswith(PREFIX) and not header.startswith(PROPERTY_PREFIX):
-        return header[len(PREFIX):].replace("-", "_")
+        return header[len(PREFIX) :].replace("-", "_")
     return None
 
 
@@ -245,9 +278,7 @@ def _decode_value(header: str, name: str, raw: str | bytes, percent: bool) -> An
         raise WireError(header, f"{header}: {exc}") from None
 
 
-def decode(
-    headers: Iterable[tuple[str | bytes, str | bytes]], *, percent: bool = True
-) -> Metadata:
+def decode(headers: Iterable[tuple[str | bytes, str | bytes]], *, percent: bool = True) -> Metadata:
     """Decode the ``x-image-meta-*`` headers among `headers`; ignore all others.
 
     Raises `WireError` naming the header for an unknown field or a malformed value.
@@ -288,7 +319,7 @@ def _quote(text: str) -> str:
 
 def encode(
     fields: Mapping[str, Any],
-    properties: Mapping[str, str | None] = {},  # noqa: B006 - never mutated
+    properties: Mapping[str, str | None] | None = None,
     *,
     percent: bool = False,
 ) -> list[tuple[str, str]]:
@@ -307,7 +338,7 @@ def encode(
             raise WireError(PREFIX + name, f"Bad header: {PREFIX}{name}")
         text = kind.render(value)
         out.append((PREFIX + name, _quote(text) if percent else text))
-    for key, prop in properties.items():
+    for key, prop in (properties or {}).items():
         if prop is None:
             continue
         name = PROPERTY_PREFIX + (_quote(key) if percent else key)
