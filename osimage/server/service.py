@@ -251,6 +251,14 @@ class ImageService:
             )
         return declared if declared is not None else (probed or 0)
 
+    async def _copy_size(self, url: str, declared: int | None) -> int:
+        """The size a copy will have: the source's, if it says (§12), else the declared one."""
+        size = await self._probe(url) or declared or 0
+        if size > self.limits.image_size_cap:
+            cap = self.limits.image_size_cap
+            raise BadRequest(f"Denying attempt to upload image larger than {cap} bytes.")
+        return size
+
     async def create(self, ctx: Context, change: Change) -> ImageRow:
         """POST /images: reserve, upload, register a location, or start a copy."""
         fields = self._normalise(ctx, change)
@@ -270,7 +278,7 @@ class ImageService:
             size = await self._located_size(location, size)
             status = "active"
         elif change.copy_from is not None:
-            size = await self._probe(change.copy_from) or size
+            size = await self._copy_size(change.copy_from, size)
         elif size == 0 and change.data is None:
             status = "active"
         when = catalog.now()
@@ -359,7 +367,7 @@ class ImageService:
             values["size"] = await self._located_size(location, fields.get("size"))
             values.update(location=location, location_is_external=True)
         elif change.copy_from is not None:
-            values["size"] = await self._probe(change.copy_from) or fields.get("size") or 0
+            values["size"] = await self._copy_size(change.copy_from, fields.get("size"))
         for name in ("is_public", "protected"):
             if name in values:
                 values[name] = bool(values[name])

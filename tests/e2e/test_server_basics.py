@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import json
 import socket
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -632,6 +633,42 @@ def test_response_header_values_are_raw_utf8_on_the_wire(server: Server) -> None
         sock.sendall(request.encode())
         head = _read_head(sock)
     assert "x-image-meta-name: naïve ✓\r\n".encode() in head
+
+
+# -- copy-from -------------------------------------------------------------------------
+
+
+def test_copy_from_another_server_and_the_size_cap(server: Server, tmp_path: Path) -> None:
+    source = create(server, *meta(name="origin", is_public=True), *FORMATS, data=FIVE_KIB)
+    url = f"{server.url}/v1/images/{source.image['id']}"
+    small = start_server(
+        tmp_path, "--allow-source-network", "127.0.0.1/32", "--image-size-cap", "5000"
+    )
+    try:
+        refused = create(small, *FORMATS, (wire.COPY_FROM_HEADER, url))
+        assert refused.status == 400  # the source says 5120 bytes: over the cap
+        assert b"larger than 5000 bytes" in refused.body
+        assert call(small, "GET", "/v1/images?is_public=none").body == b'{"images": []}'
+    finally:
+        small.stop()
+    roomy = start_server(tmp_path / "roomy", "--allow-source-network", "127.0.0.1/32")
+    try:
+        copy = create(roomy, *FORMATS, (wire.COPY_FROM_HEADER, url))
+        assert copy.status == 201
+        assert (copy.image["status"], copy.image["size"]) == ("queued", 5120)
+        path = f"/v1/images/{copy.image['id']}"
+        status = ""
+        for _ in range(600):
+            status = call(roomy, "HEAD", path).header("x-image-meta-status") or ""
+            if status in ("active", "killed"):
+                break
+            time.sleep(0.05)
+        assert status == "active"
+        got = call(roomy, "GET", path)
+        assert got.body == FIVE_KIB
+        assert got.header("etag") == FIVE_KIB_MD5
+    finally:
+        roomy.stop()
 
 
 # -- discovery and processes -----------------------------------------------------------
