@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import signal
 import socket
 import time
 from pathlib import Path
@@ -164,3 +165,30 @@ def test_client_vanishing_mid_upload_kills_the_image_and_leaves_nothing(server: 
     assert _status(server, image_id) == "killed"
     assert not (images_dir / image_id).exists()
     assert f".{image_id}.partial" not in _partials(images_dir)
+
+
+def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path) -> None:
+    server = start_server(tmp_path)
+    try:
+        image_id = _reserve(server, "graceful")
+        sock = _start_streaming(server, image_id)
+        with sock:
+            for _ in range(8):
+                _send_chunk(sock)
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            for _ in range(8):
+                _send_chunk(sock)
+            sock.sendall(b"0\r\n\r\n")
+            answer = sock.makefile("rb").readline()
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        # uvicorn re-raises the signal after its clean shutdown
+        assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in server.log()
+        server.start()
+        status, headers, body = _request(server, "GET", f"/v1/images/{image_id}")
+        assert status == 200
+        assert headers["x-image-meta-status"] == "active"
+        assert body == CHUNK * 16
+    finally:
+        server.stop()
