@@ -26,7 +26,7 @@ from osimage.server.api.versions import (
 )
 from osimage.server.auth import Authenticator, Unauthorized, open_authenticator
 from osimage.server.db.engine import migrate, open_engine
-from osimage.server.errors import ApiError, HeaderTooLarge, render
+from osimage.server.errors import ApiError, HeaderTooLarge, ServiceUnavailable, render
 from osimage.server.errors import Unauthorized as NotAuthenticated
 from osimage.server.service import ImageService, Limits, sweep
 from osimage.server.settings import Settings
@@ -189,7 +189,7 @@ class App:
 
     async def _v1(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
         if self._service is None or self._sharing is None or self._authenticator is None:
-            raise ApiError("The service is not running.")
+            raise ServiceUnavailable("The service is not running.")
         headers = {
             bytes(name).decode("latin-1").lower(): bytes(value).decode("latin-1")
             for name, value in scope.get("headers", ())
