@@ -82,7 +82,11 @@ class App:
         async with AsyncExitStack() as stack:
             try:
                 await self._open(stack)
-            except BaseException as exc:
+            except ValueError as exc:  # a setting that cannot work: say which, no traceback
+                log.error("cannot start: %s", exc)
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            except Exception as exc:
                 log.exception("startup failed")
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
@@ -113,6 +117,10 @@ class App:
         )
         self._sharing = Sharing(self._service)
         self._authenticator = authenticator
+        stack.callback(self._forget)
+
+    def _forget(self) -> None:
+        self._service = self._sharing = self._authenticator = None
 
     def _request_id(self, scope: Scope) -> str:
         supplied = header(scope, "x-openstack-request-id")
