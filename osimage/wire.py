@@ -219,6 +219,8 @@ EMITTED: Final = (
 DETAIL_KEYS: Final = (*EMITTED, "properties")
 SUMMARY_KEYS: Final = ("id", "name", "size", "disk_format", "container_format", "checksum")
 
+_TOKEN_SAFE = "!#$&'*+-.^_`|~"  # RFC 9110 token characters but '%', our escape
+_TOKEN = re.compile(r"[0-9A-Za-z!#$&'*+.^_`|~-]+")
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _SAFE_ASCII = re.compile(r"[\x21-\x24\x26-\x7e]([\x20-\x24\x26-\x7e]*[\x21-\x24\x26-\x7e])?")
 
@@ -244,9 +246,13 @@ def header_text(raw: str | bytes, *, percent: bool = True) -> str:
     return text
 
 
-def canonical_name(raw_name: str | bytes, *, percent: bool = True) -> str:
-    """Lower-case a header name and undo percent-encoding (python-glanceclient quotes names)."""
-    return header_text(raw_name, percent=percent).strip().lower()
+def canonical_name(raw_name: str | bytes) -> str:
+    """Lower-case a header name and undo its percent-encoding.
+
+    Names are always percent-decoded: python-glanceclient quotes them, and `encode`
+    escapes every property key that is not plain token text (non-ASCII, ``%``...).
+    """
+    return header_text(raw_name).strip().lower()
 
 
 def property_key(header: str) -> str | None:
@@ -289,7 +295,7 @@ def decode(headers: Iterable[tuple[str | bytes, str | bytes]], *, percent: bool 
     meta = Metadata()
     for raw_name, raw_value in headers:
         try:
-            header = canonical_name(raw_name, percent=percent)
+            header = canonical_name(raw_name)
         except UnicodeDecodeError:
             continue  # not a header we own
         key = property_key(header)
@@ -311,6 +317,13 @@ def decode(headers: Iterable[tuple[str | bytes, str | bytes]], *, percent: bool 
     return meta
 
 
+def _name_part(key: str) -> str:
+    """A property key as header-name text: kept when it is plain token text, else escaped."""
+    if _TOKEN.fullmatch(key):
+        return key
+    return quote(key, safe=_TOKEN_SAFE)
+
+
 def _quote(text: str) -> str:
     if _SAFE_ASCII.fullmatch(text):
         return text
@@ -327,7 +340,9 @@ def encode(
 
     With ``percent=False`` values are raw text (write them as UTF-8 bytes); with
     ``percent=True`` every value that is not plain printable ASCII without ``%`` is
-    percent-encoded, so the result is pure ASCII.
+    percent-encoded, so the result is pure ASCII. Header names are always legal HTTP
+    tokens: a property key with other characters (non-ASCII, space, ``%``) is
+    percent-encoded in the name in both modes, and `decode` undoes it.
     """
     out: list[tuple[str, str]] = []
     for name, value in fields.items():
@@ -341,7 +356,7 @@ def encode(
     for key, prop in (properties or {}).items():
         if prop is None:
             continue
-        name = PROPERTY_PREFIX + (_quote(key) if percent else key)
+        name = PROPERTY_PREFIX + _name_part(key)
         out.append((name, _quote(prop) if percent else prop))
     return out
 

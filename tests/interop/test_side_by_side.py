@@ -176,12 +176,6 @@ def test_members(target: Target, gc: Any, sdk: Any, reserved: dict[str, str]) ->
     assert members() == {c: {"p-carol": False} for c in reserved}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SDK bug: Image.fetch/data decode HEAD/GET headers with wire.decode's default "
-    "percent=True, so a value that really is 'a%20b' reads back as 'a b'; fix: "
-    "wire.decode(..., percent=False) in osimage/image/v1/image.py (reported)",
-)
 def test_sdk_reads_back_literal_percent_escapes(target: Target, gc: Any, sdk: Any) -> None:
     made = gc.images.create(name=unique("a%20b"), properties={"note": "100% a%20b"})
     assert (gc.images.get(made.id).name, gc.images.get(made.id).properties) == (

@@ -222,7 +222,7 @@ class Image(resource.Resource):
     @classmethod
     def _header_values(cls, response: requests.Response) -> dict[str, Any]:
         try:
-            meta = wire.decode(response.headers.items())
+            meta = wire.decode(response.headers.items(), percent=False)
         except wire.WireError as exc:
             raise exceptions.InvalidResponse(exc.message) from exc
         declared = cls._declared()
@@ -420,7 +420,7 @@ class ImageData:
         self.response = response
         self.chunk_size = chunk_size
         try:
-            meta = wire.decode(response.headers.items())
+            meta = wire.decode(response.headers.items(), percent=False)
         except wire.WireError as exc:
             response.close()
             raise exceptions.InvalidResponse(exc.message) from exc
