@@ -93,13 +93,13 @@ def _partials(images_dir: Path) -> list[str]:
     return sorted(p.name for p in images_dir.iterdir() if p.name.endswith(".partial"))
 
 
-def _stream_until_partial_grows(server: Server, sock: socket.socket, images_dir: Path) -> None:
-    """Keep sending until the server has written part of the body to a partial file."""
+def _stream_until_partial_grows(sock: socket.socket, images_dir: Path, image_id: str) -> None:
+    """Keep sending until the server has written part of the body to the image's partial file."""
+    partial = images_dir / f".{image_id}.partial"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         _send_chunk(sock)
-        partials = [images_dir / name for name in _partials(images_dir)]
-        if partials and partials[0].stat().st_size > len(CHUNK):
+        if partial.exists() and partial.stat().st_size > len(CHUNK):
             return
         time.sleep(0.01)
     raise AssertionError("the server never started writing the upload")
@@ -121,7 +121,7 @@ def test_sigkill_mid_upload_then_restart_kills_the_image_and_removes_partial_dat
         doomed = _reserve(server, "doomed")
         sock = _start_streaming(server, doomed)
         try:
-            _stream_until_partial_grows(server, sock, images_dir)
+            _stream_until_partial_grows(sock, images_dir, doomed)
             assert _status(server, doomed) == "saving"
             server.kill()
         finally:
@@ -156,7 +156,7 @@ def test_client_vanishing_mid_upload_kills_the_image_and_leaves_nothing(server: 
     image_id = _reserve(server, "abandoned")
     sock = _start_streaming(server, image_id)
     try:
-        _stream_until_partial_grows(server, sock, images_dir)
+        _stream_until_partial_grows(sock, images_dir, image_id)
     finally:
         sock.close()
     deadline = time.monotonic() + 30
