@@ -1,0 +1,53 @@
+"""The load baseline: bare Starlette on uvicorn answering a constant, run like `osimage serve`.
+
+Same uvicorn settings as osimage's runner (one process, no access log, no server
+header); the routes have the shapes the benchmark requests, and answer fixed bytes.
+
+    .venv/bin/python -m bench._bare_app PORT
+"""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+BODY = b'{"images": []}'
+
+
+async def image(request: Request) -> Response:
+    return Response(b"", headers={"x-constant": "1"}, media_type="application/octet-stream")
+
+
+async def detail(request: Request) -> Response:
+    return Response(BODY, media_type="application/json")
+
+
+async def versions(request: Request) -> Response:
+    return Response(b'{"versions": []}', media_type="application/json")
+
+
+app = Starlette(
+    routes=[
+        Route("/versions", versions),
+        Route("/v1/images/detail", detail),
+        Route("/v1/images/{image_id}", image, methods=["GET", "HEAD"]),
+    ]
+)
+
+
+if __name__ == "__main__":
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        log_config=None,
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+        server_header=False,
+    )

@@ -1,0 +1,274 @@
+"""What every benchmark shares: figures with targets, RSS sampling, seeding a catalogue, output.
+
+A benchmark module measures, builds `Figure`s (a value, the same run's baseline, and the
+target the ratio is judged by), prints them with `print_table`, and writes them as JSON
+with `write_figures` when run with ``--json PATH`` (which is how ``python -m bench``
+collects them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.support.server import Server
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+@dataclass
+class Figure:
+    """One measured figure, judged by `ratio` (or by `value` when there is no baseline).
+
+    `higher_is_better` says which side of `target` passes; `met` is None when a figure
+    is informational (no target).
+    """
+
+    section: str
+    name: str
+    value: float
+    unit: str
+    baseline: str = ""
+    baseline_value: float | None = None
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def judged(
+    section: str,
+    name: str,
+    value: float,
+    unit: str,
+    *,
+    baseline: str = "",
+    baseline_value: float | None = None,
+    ratio: float | None = None,
+    limit: float | None = None,
+    higher_is_better: bool = True,
+    target: str = "",
+    note: str = "",
+    detail: dict[str, Any] | None = None,
+) -> Figure:
+    """A figure whose `ratio` (or, without one, `value`) is compared with `limit`."""
+    measured = ratio if ratio is not None else value
+    met: bool | None = None
+    if limit is not None:
+        met = measured >= limit if higher_is_better else measured <= limit
+    return Figure(
+        section, name, value, unit, baseline, baseline_value, ratio, target, met, note,
+        detail or {},
+    )  # fmt: skip
+
+
+def add_json_argument(parser: Any) -> None:
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+
+
+def write_figures(path: Path | None, figures: list[Figure]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([asdict(f) for f in figures], indent=2))
+
+
+def read_figures(path: Path) -> list[Figure]:
+    return [Figure(**record) for record in json.loads(path.read_text())]
+
+
+def _number(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{text} {unit}".rstrip()
+
+
+def verdict(figure: Figure) -> str:
+    return {True: "met", False: "MISSED", None: "-"}[figure.met]
+
+
+def table_rows(figures: list[Figure]) -> list[list[str]]:
+    rows = []
+    for f in figures:
+        base = f"{f.baseline}: {_number(f.baseline_value, f.unit)}" if f.baseline else ""
+        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else ""
+        rows.append(
+            [f.section, f.name, _number(f.value, f.unit), base, ratio, f.target, verdict(f)]
+        )
+    return rows
+
+
+HEADER = ["section", "figure", "value", "baseline (same run)", "ratio", "target", "verdict"]
+
+
+def print_table(figures: list[Figure], title: str = "") -> None:
+    rows = [HEADER, *table_rows(figures)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    if title:
+        print(f"\n{title}")
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    for f in figures:
+        if f.note:
+            print(f"  * {f.section} / {f.name}: {f.note}")
+
+
+def markdown_table(figures: list[Figure]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for row in table_rows(figures):
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+class PeakRss:
+    """Samples a process's RSS every few milliseconds in a thread; `growth` is peak - start."""
+
+    def __init__(self, pid: int, interval: float = 0.005) -> None:
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.start_rss = self.process.memory_info().rss
+        self.peak = self.start_rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start_rss
+
+
+@contextmanager
+def timer() -> Iterator[list[float]]:
+    """``with timer() as t: ...`` then ``t[0]`` is the elapsed seconds."""
+    box: list[float] = []
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box.append(time.perf_counter() - start)
+
+
+def database_path(server: Server) -> Path:
+    return server.data_dir / "osimage.db"
+
+
+def seed_catalogue(server: Server, count: int, *, properties: int = 2) -> list[str]:
+    """Stop `server`, insert `count` public active images straight into its SQLite
+    database through the server's own table definitions, restart it; return the ids.
+
+    Used instead of `count` API calls to keep the run short; the server must have started
+    once (so its migrations ran). Images get `properties` custom properties each and
+    distinct creation times; they have no data (the listing never reads it).
+    """
+    from sqlalchemy import create_engine, insert
+
+    from osimage.server.db.tables import image_properties, images
+
+    server.stop()
+    engine = create_engine(f"sqlite:///{database_path(server)}")
+    start = datetime(2025, 1, 1)
+    ids = [str(uuid.UUID(int=(n + 1) * 7919 + 1, version=4)) for n in range(count)]
+    batch = 5000
+    with engine.begin() as conn:
+        for first in range(0, count, batch):
+            rows = []
+            props = []
+            for n in range(first, min(first + batch, count)):
+                when = start + timedelta(seconds=n)
+                digest = hashlib.md5(str(n).encode(), usedforsecurity=False).hexdigest()
+                rows.append(
+                    {
+                        "id": ids[n], "name": f"bench-{n:06d}", "status": "active",
+                        "size": 1024 * (n % 97 + 1), "virtual_size": None,
+                        "checksum": digest, "sha256": None, "disk_format": "qcow2",
+                        "container_format": "bare", "min_disk": 0, "min_ram": 0,
+                        "owner": "p-bench", "is_public": True, "protected": False,
+                        "deleted": False, "created_at": when, "updated_at": when,
+                        "deleted_at": None, "location": None, "location_is_external": False,
+                    }
+                )  # fmt: skip
+                props += [
+                    {"image_id": ids[n], "key": f"bench_key_{k}", "value": f"value-{n}-{k}"}
+                    for k in range(properties)
+                ]
+            conn.execute(insert(images), rows)
+            if props:
+                conn.execute(insert(image_properties), props)
+    engine.dispose()
+    server.start(timeout=120)
+    return ids
+
+
+def run_module(module: str, args: list[str], json_path: Path, log: Path) -> tuple[int, float]:
+    """Run ``python -m bench.<module>`` with ``--json``; tee its output into `log`."""
+    start = time.perf_counter()
+    with log.open("ab") as out:
+        out.write(f"\n===== bench.{module} {' '.join(args)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"bench.{module}", *args, "--json", str(json_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+            out.write(line)
+        code = proc.wait()
+    return code, time.perf_counter() - start

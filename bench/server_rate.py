@@ -1,0 +1,146 @@
+"""Server request rate and latency under concurrent load, against bare Starlette on uvicorn.
+
+One ``osimage serve`` holds ``--images`` public images (10,000 by default, seeded into its
+database). A closed-loop load generator (`wrk` when installed, else an asyncio
+generator in its own process, which HEAD always uses: see `bench._loadgen`) drives
+``HEAD /v1/images/{id}`` and ``GET /v1/images/detail?limit=25`` over ``--connections``
+keep-alive connections; the same generator drives a bare Starlette app on uvicorn that
+answers a constant (`bench._bare_app`). Rounds alternate between the two; each one's
+best round counts.
+Target: osimage at least 50% of the baseline's rate.
+
+    .venv/bin/python -m bench server_rate [--images 10000] [--seconds 5] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench._loadgen import Load, load, wrk_available
+from bench._support import (
+    Figure,
+    add_json_argument,
+    judged,
+    print_table,
+    seed_catalogue,
+    write_figures,
+)
+from tests.support.server import free_port, start_server
+
+SECTION = "server load"
+TARGET = 0.5
+
+
+def start_bare() -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench._bare_app", str(port)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/versions")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc, port
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("the bare Starlette app did not start")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench server_rate", description=__doc__)
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--python-generator", action="store_true", help="do not use wrk")
+    add_json_argument(parser)
+    args = parser.parse_args(argv)
+    use_wrk = wrk_available() and not args.python_generator
+    if not use_wrk and not args.python_generator:
+        print("wrk is not installed (apt-get install -y wrk): using the asyncio generator")
+
+    with tempfile.TemporaryDirectory(prefix="osimage-bench-") as tmp:
+        server = start_server(Path(tmp) / "rate")
+        bare, bare_port = start_bare()
+        try:
+            ids = seed_catalogue(server, args.images)
+            target = ids[len(ids) // 2]
+            cases = {
+                "HEAD /v1/images/{id}": ("HEAD", f"/v1/images/{target}"),
+                "GET /v1/images/detail?limit=25": ("GET", "/v1/images/detail?limit=25"),
+            }
+            figures: list[Figure] = []
+            for label, (method, path) in cases.items():
+                best: dict[str, Load] = {}
+                ports = {"osimage": server.port, "bare": bare_port}
+                for port in ports.values():  # warm-up
+                    load(port, method, path, seconds=1, connections=args.connections,
+                         use_wrk=use_wrk)  # fmt: skip
+                for _ in range(args.rounds):
+                    for who, port in ports.items():
+                        got = load(port, method, path, seconds=args.seconds,
+                                   connections=args.connections, use_wrk=use_wrk)  # fmt: skip
+                        if got.errors:
+                            raise SystemExit(f"{who} {label}: {got.errors} failed requests")
+                        print(f"{label:32} {who:8} {got.rate:8.0f} req/s  p50 {got.p50_ms:.2f} ms"
+                              f"  p99 {got.p99_ms:.2f} ms", flush=True)  # fmt: skip
+                        if who not in best or got.rate > best[who].rate:
+                            best[who] = got
+                figures += figures_for(label, best["osimage"], best["bare"], args.connections)
+        finally:
+            server.stop()
+            bare.terminate()
+            bare.wait()
+    print_table(figures, f"Load on a catalogue of {args.images} images")
+    write_figures(args.json, figures)
+    return 0
+
+
+def figures_for(label: str, ours: Load, bare: Load, connections: int) -> list[Figure]:
+    how = f"{ours.generator}, {connections} connections, best of rounds"
+    return [
+        judged(
+            SECTION,
+            f"{label}: rate",
+            ours.rate,
+            "req/s",
+            baseline="bare Starlette+uvicorn",
+            baseline_value=bare.rate,
+            ratio=ours.rate / bare.rate,
+            limit=TARGET,
+            target=f">= {TARGET:.0%} of the baseline",
+            note=how,
+        ),
+        judged(
+            SECTION,
+            f"{label}: p50 latency",
+            ours.p50_ms,
+            "ms",
+            baseline="bare Starlette+uvicorn",
+            baseline_value=bare.p50_ms,
+            ratio=ours.p50_ms / bare.p50_ms,
+            target="(reported; ratio = osimage / baseline)",
+        ),
+        judged(
+            SECTION,
+            f"{label}: p99 latency",
+            ours.p99_ms,
+            "ms",
+            baseline="bare Starlette+uvicorn",
+            baseline_value=bare.p99_ms,
+            ratio=ours.p99_ms / bare.p99_ms,
+            target="(reported; ratio = osimage / baseline)",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
