@@ -11,9 +11,11 @@ import http.client
 import json
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.support.server import Server, start_server
@@ -190,5 +192,49 @@ def test_sigterm_lets_an_upload_in_flight_finish(tmp_path: Path) -> None:
         assert status == 200
         assert headers["x-image-meta-status"] == "active"
         assert body == CHUNK * 16
+    finally:
+        server.stop()
+
+
+def test_upload_and_download_stream_without_holding_the_image(tmp_path: Path) -> None:
+    """Invariant 1: a server holding the whole image would grow by its size; this one does not."""
+    size = 96 * 2**20
+    server = start_server(tmp_path)
+    try:
+        assert server.proc is not None
+        proc = psutil.Process(server.proc.pid)
+        baseline = proc.memory_info().rss
+        peak = baseline
+        done = threading.Event()
+
+        def watch() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, proc.memory_info().rss)
+                done.wait(0.02)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            image_id = _reserve(server, "big")
+            sock = _start_streaming(server, image_id)
+            with sock:
+                block = b"m" * 2**20
+                for _ in range(size // len(block)):
+                    sock.sendall(f"{len(block):x}\r\n".encode() + block + b"\r\n")
+                sock.sendall(b"0\r\n\r\n")
+                assert sock.makefile("rb").readline().startswith(b"HTTP/1.1 200 ")
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+            conn.request("GET", f"/v1/images/{image_id}")
+            resp = conn.getresponse()
+            received = 0
+            while chunk := resp.read(2**20):
+                received += len(chunk)
+            conn.close()
+        finally:
+            done.set()
+            watcher.join()
+        assert received == size
+        assert peak - baseline < size // 3, f"server grew by {(peak - baseline) >> 20} MiB"
     finally:
         server.stop()
