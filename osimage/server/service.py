@@ -321,7 +321,7 @@ class ImageService:
         try:
             return str(uuid.UUID(given))
         except ValueError:
-            raise BadRequest(f"Invalid value for x-image-meta-id: {given!r}") from None
+            raise BadRequest(f"Invalid value for {wire.PREFIX}id: {given!r}") from None
 
     def _quota_message(self, attempted: int) -> str:
         return (
