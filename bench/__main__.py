@@ -1,4 +1,5 @@
-"""Run a benchmark by module name: ``python -m bench sdk_import [args...]``; no name lists them."""
+"""``python -m bench [all] [--quick] ...`` runs everything (see `bench.run_all`);
+``python -m bench NAME [args...]`` runs one benchmark module."""
 
 from __future__ import annotations
 
@@ -10,13 +11,23 @@ import bench
 
 
 def main() -> None:
-    names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name != "__main__")
-    if len(sys.argv) < 2 or sys.argv[1] not in names:
-        print("usage: python -m bench NAME [args...]; benchmarks:", ", ".join(names))
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_")
+    )
+    args = sys.argv[1:]
+    if not args or args[0] == "all" or args[0].startswith("-"):
+        from bench.run_all import main as run_all
+
+        rest = args[1:] if args and args[0] == "all" else args
+        if rest[:1] in (["-h"], ["--help"]):
+            print("one benchmark: python -m bench NAME [args...]; benchmarks:", ", ".join(names))
+        raise SystemExit(run_all(rest))
+    if args[0] not in names:
+        print("usage: python -m bench [all] [--quick] | python -m bench NAME [args...]")
+        print("benchmarks:", ", ".join(names))
         raise SystemExit(2)
-    name = sys.argv[1]
-    sys.argv = [f"bench.{name}", *sys.argv[2:]]
-    runpy.run_module(f"bench.{name}", run_name="__main__", alter_sys=True)
+    sys.argv = [f"bench.{args[0]}", *args[1:]]
+    runpy.run_module(f"bench.{args[0]}", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":

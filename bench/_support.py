@@ -108,7 +108,7 @@ def table_rows(figures: list[Figure]) -> list[list[str]]:
     rows = []
     for f in figures:
         base = f"{f.baseline}: {_number(f.baseline_value, f.unit)}" if f.baseline else ""
-        ratio = f"{f.ratio:.2f}x" if f.ratio is not None else ""
+        ratio = f"{f.ratio:.3g}x" if f.ratio is not None else ""
         rows.append(
             [f.section, f.name, _number(f.value, f.unit), base, ratio, f.target, verdict(f)]
         )
