@@ -118,6 +118,11 @@ def test_a_malformed_metadata_header_is_an_invalid_response(foreign):
         Image.existing(id=IMAGE_ID).fetch(ad)
 
 
+def raw_utf8(text: str) -> str:
+    """`text` as http.server sends a header value: its UTF-8 bytes, one char per byte."""
+    return text.encode("utf-8").decode("latin-1")
+
+
 def test_head_values_are_typed(foreign):
     state, ad = foreign
     state.routes[("HEAD", f"/v1/images/{IMAGE_ID}")] = (
@@ -127,7 +132,7 @@ def test_head_values_are_typed(foreign):
             ("x-image-meta-size", "5"),
             ("X-Image-Meta-Is_Public", "True"),
             ("x-image-meta-protected", "False"),
-            ("x-image-meta-name", "caf%C3%A9"),
+            ("x-image-meta-name", raw_utf8("café")),
             ("x-image-meta-property-Distro", "ubuntu"),
         ],
         b"",
@@ -139,6 +144,32 @@ def test_head_values_are_typed(foreign):
     assert image.name == "café"
     assert image.properties == {"distro": "ubuntu"}
     assert image.min_ram is None  # absent from the answer means null, not "keep mine"
+
+
+def test_head_values_are_raw_utf8_and_names_are_percent_decoded(foreign):
+    # Values: raw UTF-8, as our server writes them; a literal escape is text, not an escape.
+    # Names: always percent-decoded, since the server escapes keys that are not token text.
+    state, ad = foreign
+    state.routes[("HEAD", f"/v1/images/{IMAGE_ID}")] = (
+        200,
+        [
+            ("x-image-meta-id", IMAGE_ID),
+            ("x-image-meta-name", "caf%C3%A9"),
+            ("x-image-meta-property-note", "a%20b"),
+            ("x-image-meta-property-city", raw_utf8("Zürich")),
+            ("x-image-meta-property-os%20type", "linux"),
+            ("x-image-meta-property-caf%C3%A9", "open"),
+        ],
+        b"",
+    )
+    image = Image.existing(id=IMAGE_ID).fetch(ad)
+    assert image.name == "caf%C3%A9"
+    assert image.properties == {
+        "note": "a%20b",
+        "city": "Zürich",
+        "os type": "linux",
+        "café": "open",
+    }
 
 
 @pytest.mark.parametrize(
