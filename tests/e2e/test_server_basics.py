@@ -429,6 +429,8 @@ def test_protected_image_cannot_be_deleted(server: Server) -> None:
         ("POST", "/v1/images/x/members", "GET, PUT"),
         ("POST", "/v1/images/x/members/m", "GET, PUT, DELETE"),
         ("GET", "/v1/images/x/members/m", None),
+        ("PUT", "/v1/images/x/file", "GET"),
+        ("HEAD", "/v1/images/x/file", "GET"),
     ],
 )
 def test_method_not_allowed(server: Server, method: str, path: str, allow: str | None) -> None:
@@ -568,6 +570,29 @@ def test_tenant_isolation_basics(tokens_server: Server) -> None:
     assert call(srv, "DELETE", path, as_user("alice-token")).status == 200
     shared = call(srv, "GET", "/v1/shared-images/p-bob", as_user("bob-token"))
     assert made.image["id"] not in {s["image_id"] for s in shared.json["shared_images"]}
+
+
+def test_the_file_alias_is_the_v1_download(tokens_server: Server) -> None:
+    """GET /v1/images/{id}/file (for openstacksdk) answers exactly as GET /v1/images/{id}."""
+    srv = tokens_server
+    made = create(srv, *as_user("alice-token", *meta(name="via-file")), *FORMATS, data=FIVE_KIB)
+    path = f"/v1/images/{made.image['id']}"
+    plain = call(srv, "GET", path, as_user("alice-token"))
+    alias = call(srv, "GET", f"{path}/file", as_user("alice-token"))
+    assert (alias.status, alias.body) == (200, FIVE_KIB)
+    varying = {"date", wire.REQUEST_ID_HEADER}
+    assert sorted((k.lower(), v) for k, v in alias.headers if k.lower() not in varying) == sorted(
+        (k.lower(), v) for k, v in plain.headers if k.lower() not in varying
+    )
+    assert alias.header("x-image-meta-checksum") == FIVE_KIB_MD5
+    # the same authorization: invisible to bob until shared, 401 without a token
+    assert call(srv, "GET", f"{path}/file", as_user("bob-token")).status == 404
+    assert call(srv, "GET", f"{path}/file").status == 401
+    assert call(srv, "PUT", f"{path}/members/p-bob", as_user("alice-token")).status == 204
+    assert call(srv, "GET", f"{path}/file", as_user("bob-token")).body == FIVE_KIB
+    assert call(srv, "DELETE", path, as_user("alice-token")).status == 200
+    assert call(srv, "GET", f"{path}/file", as_user("alice-token")).status == 404
+    assert call(srv, "GET", f"{path}/file", as_user("admin-token")).status == 404
 
 
 def test_request_ids_in_tokens_mode(tokens_server: Server) -> None:

@@ -1,4 +1,4 @@
-"""Handlers for /v1/images, /v1/images/detail and /v1/images/{id}."""
+"""Handlers for /v1/images, /v1/images/detail, /v1/images/{id} and its /file alias."""
 
 from __future__ import annotations
 
@@ -109,16 +109,7 @@ async def item(call: Call, image_id: str) -> None:
         headers = [*render.headers(row), ("content-length", str(length))]
         await reply(call.send, 200, headers=headers, head=True)
     elif call.method == "GET":
-        row, chunks = await service.download(context, image_id)
-        first = await anext(chunks, b"")  # store errors become answers before any byte is sent
-        headers = [
-            *render.headers(row),
-            ("content-type", "application/octet-stream"),
-            ("content-length", str(row.size or 0)),
-        ]
-        await reply_stream(
-            call.send, 200, chunks, headers=headers, receive=call.receive, first=first
-        )
+        await _download(call, image_id)
     elif call.method == "PUT":
         row = await service.update(context, image_id, _change(call))
         await reply_json(call.send, 200, {"image": render.detail(row)}, headers=render.etag(row))
@@ -127,3 +118,26 @@ async def item(call: Call, image_id: str) -> None:
         await reply(call.send, 200)
     else:
         _not_allowed("GET, HEAD, PUT, DELETE")
+
+
+async def data(call: Call, image_id: str) -> None:
+    """/v1/images/{id}/file: an osimage extension, the v1 download under v2's URL.
+
+    openstacksdk's v1 proxy downloads from here; real v1 has no such route (404), and
+    no v1 client asks for it, so answering changes nothing for them.
+    """
+    if call.method == "GET":
+        await _download(call, image_id)
+    else:
+        _not_allowed("GET")
+
+
+async def _download(call: Call, image_id: str) -> None:
+    row, chunks = await call.service.download(call.context, image_id)
+    first = await anext(chunks, b"")  # store errors become answers before any byte is sent
+    headers = [
+        *render.headers(row),
+        ("content-type", "application/octet-stream"),
+        ("content-length", str(row.size or 0)),
+    ]
+    await reply_stream(call.send, 200, chunks, headers=headers, receive=call.receive, first=first)

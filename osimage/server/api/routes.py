@@ -21,6 +21,8 @@ async def dispatch(call: Call, rest: str) -> None:
             await images.detail(call)
         case ["images", image_id] if image_id:
             await images.item(call, image_id)
+        case ["images", image_id, "file"] if image_id:
+            await images.data(call, image_id)
         case ["images", image_id, "members"] if image_id:
             await members.collection(call, image_id)
         case ["images", image_id, "members", member] if image_id and member:
