@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -20,8 +20,21 @@ if TYPE_CHECKING:
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
+class _Record:
+    """Dict-style read access for the dataclasses below, as openstacksdk resources offer."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+
 @dataclass(frozen=True)
-class Member:
+class Member(_Record):
     """One project an image is shared with; `can_share` lets it share the image further."""
 
     member_id: str
@@ -32,18 +45,9 @@ class Member:
     def id(self) -> str:
         return self.member_id
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.to_dict().get(key, default)
-
 
 @dataclass(frozen=True)
-class SharedImage:
+class SharedImage(_Record):
     """An image shared with `member_id`, as ``GET /v1/shared-images/{member}`` lists it."""
 
     image_id: str
@@ -53,15 +57,6 @@ class SharedImage:
     @property
     def id(self) -> str:
         return self.image_id
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.to_dict().get(key, default)
 
 
 def _path(image_id: str, member_id: str | None = None) -> str:
