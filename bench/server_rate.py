@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,22 @@ def start_bare() -> tuple[subprocess.Popen[bytes], int]:
     raise SystemExit("the bare Starlette app did not start")
 
 
+def profile(
+    proc: subprocess.Popen[bytes] | None, svg: Path, seconds: float
+) -> subprocess.Popen[bytes]:
+    """py-spy (pip install py-spy) sampling the server while it is under load."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if proc is None or not Path(spy).exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    svg.parent.mkdir(parents=True, exist_ok=True)
+    duration = str(max(1, int(seconds) - 1))
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(proc.pid), "--duration", duration, "--nonblocking",
+         "--output", str(svg)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench server_rate", description=__doc__)
     parser.add_argument("--images", type=int, default=10_000)
@@ -61,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--python-generator", action="store_true", help="do not use wrk")
+    parser.add_argument(
+        "--profile", type=Path, help="record py-spy flame graphs of the server into this dir"
+    )
     add_json_argument(parser)
     args = parser.parse_args(argv)
     use_wrk = wrk_available() and not args.python_generator
@@ -84,10 +104,15 @@ def main(argv: list[str] | None = None) -> int:
                 for port in ports.values():  # warm-up
                     load(port, method, path, seconds=1, connections=args.connections,
                          use_wrk=use_wrk)  # fmt: skip
-                for _ in range(args.rounds):
+                for round_ in range(args.rounds):
                     for who, port in ports.items():
+                        spy = None
+                        if args.profile and who == "osimage" and round_ == args.rounds - 1:
+                            spy = profile(server.proc, args.profile / f"{method}.svg", args.seconds)
                         got = load(port, method, path, seconds=args.seconds,
                                    connections=args.connections, use_wrk=use_wrk)  # fmt: skip
+                        if spy is not None:
+                            spy.wait()
                         if got.errors:
                             raise SystemExit(f"{who} {label}: {got.errors} failed requests")
                         print(f"{label:32} {who:8} {got.rate:8.0f} req/s  p50 {got.p50_ms:.2f} ms"

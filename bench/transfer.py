@@ -61,6 +61,15 @@ def write_source(path: Path, size: int) -> str:
     return md5.hexdigest()
 
 
+def store_env(store: str | None) -> dict[str, str]:
+    """OSIMAGE_SWIFT_* from swift-aio's ST_* exports, when only those are set."""
+    if not store or not store.startswith("swift://") or "OSIMAGE_SWIFT_AUTH_URL" in os.environ:
+        return {}
+    names = {"ST_AUTH": "OSIMAGE_SWIFT_AUTH_URL", "ST_USER": "OSIMAGE_SWIFT_USER",
+             "ST_KEY": "OSIMAGE_SWIFT_KEY"}  # fmt: skip
+    return {ours: os.environ[theirs] for theirs, ours in names.items() if theirs in os.environ}
+
+
 def machine_limit(source: Path, target: Path) -> float:
     """Seconds to read `source`, md5+sha256 it and write+fsync the bytes to `target`."""
     md5 = hashlib.md5(usedforsecurity=False)
@@ -130,7 +139,7 @@ def measure(base: Path, size: int, store: str | None, *, two_pass: bool) -> list
     limit = machine_limit(source, base / "copy.raw")
     print(f"machine limit: {size / MIB / limit:.0f} MiB/s", flush=True)
 
-    server = start_server(base / "srv", *(["--store", store] if store else []))
+    server = start_server(base / "srv", *(["--store", store] if store else []), **store_env(store))
     transfers: list[Transfer] = []
     checksums_match = True
     try:
