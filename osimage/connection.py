@@ -409,6 +409,41 @@ def _anonymous_plugin(endpoint: str | None) -> BaseAuthPlugin:
     return Anonymous(endpoint=endpoint)
 
 
+def _image_adapter(session: Session, config: CloudConfig, endpoint: str) -> Adapter:
+    """An Adapter on the image endpoint that never resends a streamed body.
+
+    keystoneauth1 answers a 401 by logging in again and resending the request. A body
+    that is a file or an iterator has been used up by then, so the resend would carry
+    no data (and v1 would make an empty image of it). Such a request is sent only once:
+    first a small authenticated GET makes sure the token is still accepted (renewing a
+    revoked one), and should the upload itself still get a 401, the token is dropped so
+    that the next request logs in again, and the 401 reaches the caller.
+    """
+    import requests
+    from keystoneauth1.adapter import Adapter
+    from keystoneauth1.identity.base import BaseIdentityPlugin
+
+    class ImageAdapter(Adapter):
+        def request(self, url: str, method: str, **kwargs: Any) -> requests.Response:
+            data = kwargs.get("data")
+            if data is None or isinstance(data, bytes | bytearray | memoryview | str):
+                return super().request(url, method, **kwargs)
+            if isinstance(self.session.auth, BaseIdentityPlugin):  # it can log in again
+                super().request("/images", "GET", params={"limit": 1}, raise_exc=False).close()
+            response = super().request(url, method, **{**kwargs, "allow_reauth": False})
+            if response.status_code == requests.codes.unauthorized:
+                self.session.invalidate()
+            return response
+
+    return ImageAdapter(
+        session,
+        service_type="image",
+        interface=config.interface,
+        region_name=config.region_name,
+        endpoint_override=endpoint,
+    )
+
+
 def build_session(config: CloudConfig) -> Session:
     """A keystoneauth1 session authenticating as `config` says (no request is sent yet)."""
     from keystoneauth1.session import Session
@@ -476,15 +511,7 @@ class Connection:
     @cached_property
     def adapter(self) -> Adapter:
         """The keystoneauth1 Adapter that resources use as their ``session``."""
-        from keystoneauth1.adapter import Adapter
-
-        return Adapter(
-            self.session,
-            service_type="image",
-            interface=self.config.interface,
-            region_name=self.config.region_name,
-            endpoint_override=self.image_endpoint,
-        )
+        return _image_adapter(self.session, self.config, self.image_endpoint)
 
     @cached_property
     def image(self) -> Proxy:
