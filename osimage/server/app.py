@@ -1,8 +1,8 @@
 """`create_app(settings)`: the one composition root of the service.
 
 The app is raw ASGI. Its lifespan opens the database, the blob store and the
-authenticator (and closes them); every HTTP request gets a request id, one log line,
-and errors rendered by `osimage.server.errors`.
+authenticator (and closes them), and runs the scrubber with delayed delete; every HTTP
+request gets a request id, one log line, and errors rendered by `osimage.server.errors`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from osimage.server.auth import Authenticator, Unauthorized, open_authenticator
 from osimage.server.db.engine import migrate, open_engine
 from osimage.server.errors import ApiError, HeaderTooLarge, ServiceUnavailable, render
 from osimage.server.errors import Unauthorized as NotAuthenticated
-from osimage.server.service import ImageService, Limits, sweep
+from osimage.server.service import ImageService, Limits, scrub, sweep
 from osimage.server.settings import Settings
 from osimage.server.sharing import Sharing
 from osimage.server.stores.registry import open_store
@@ -40,12 +40,18 @@ MAX_REQUEST_ID_LENGTH = 64
 
 
 async def prepare(settings: Settings) -> None:
-    """Bring the database to the current schema and sweep what a crash left behind."""
+    """Bring the database to the current schema and sweep what a crash left behind.
+
+    Without delayed delete, images still `pending_delete` from a run with it are
+    scrubbed here; with it, the scrubber of each process does that.
+    """
     engine = open_engine(settings.database)
     store = open_store(settings.store)
     try:
         await migrate(engine)
         await sweep(engine, store)
+        if not settings.delayed_delete:
+            await scrub(engine, store)
     finally:
         await store.aclose()
         await engine.dispose()
@@ -58,6 +64,7 @@ def _limits(settings: Settings) -> Limits:
         member_quota=settings.member_quota,
         api_limit_max=settings.api_limit_max,
         limit_param_default=settings.limit_param_default,
+        user_storage_quota=settings.user_storage_quota,
     )
 
 
@@ -113,8 +120,15 @@ class App:
         stack.callback(tasks.cancel_scope.cancel)  # background copies stop (and clean up) first
         policy = sources.SourcePolicy(allowed_networks=settings.allow_source_network)
         self._service = ImageService(
-            engine, store, limits=_limits(settings), source_policy=policy, tasks=tasks
+            engine,
+            store,
+            limits=_limits(settings),
+            source_policy=policy,
+            tasks=tasks,
+            delayed_delete=settings.delayed_delete,
         )
+        if settings.delayed_delete:
+            tasks.start_soon(self._service.scrub_forever, settings.scrub_interval)
         self._sharing = Sharing(self._service)
         self._authenticator = authenticator
         stack.callback(self._forget)

@@ -1,5 +1,7 @@
 """The image lifecycle and authorization (§8-§11): queued -> saving -> active | killed.
 
+Also the storage quota (§11.3) and delayed delete: `pending_delete`, then the scrubber.
+
 Knows no HTTP framework: it takes decoded requests and a `Context`, raises `ApiError`s,
 and changes status only through conditional UPDATEs, so two writers cannot both win.
 """
@@ -13,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from anyio import CancelScope
 from anyio.abc import TaskGroup
 from sqlalchemy.exc import IntegrityError
@@ -60,6 +63,7 @@ class Limits:
     member_quota: int = 128
     api_limit_max: int = 1000
     limit_param_default: int = 25
+    user_storage_quota: int = 0  # bytes per project; 0: unlimited
 
 
 @dataclass
@@ -140,6 +144,14 @@ def _store_error(error: BaseException) -> BaseException:
     return error
 
 
+def _over_storage_quota(size: int | None, room: int) -> TooLarge:
+    data = "The size of the data" if size is None else f"The size of the data {size}"
+    return TooLarge(
+        "Denying attempt to upload image because it exceeds the quota: "
+        f"{data} will exceed the limit. {max(room, 0)} bytes remaining."
+    )
+
+
 class ImageService:
     """Every image operation, each checked against the caller's `Context`."""
 
@@ -151,12 +163,14 @@ class ImageService:
         limits: Limits,
         source_policy: sources.SourcePolicy,
         tasks: TaskGroup,
+        delayed_delete: bool = False,
     ) -> None:
         self.engine = engine
         self.store = store
         self.limits = limits
         self.source_policy = source_policy
         self.tasks = tasks
+        self.delayed_delete = delayed_delete
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -310,9 +324,9 @@ class ImageService:
         except IntegrityError:
             raise Conflict(f"An image with identifier {image_id} already exists") from None
         if change.data is not None:
-            await self._upload(image_id, change.data)
+            await self._upload(image_id, change.data, ctx.owner_id)
         elif change.copy_from is not None:
-            self.tasks.start_soon(self._copy, image_id, change.copy_from)
+            self.tasks.start_soon(self._copy, image_id, change.copy_from, ctx.owner_id)
         return await self._reload(image_id)
 
     def _new_id(self, given: str | None) -> str:
@@ -337,7 +351,7 @@ class ImageService:
             raise BadRequest(f"Store for scheme {fields['store']} not found")
         self._check_sources(fields, change)
         row = await self.get(ctx, image_id)
-        if row.deleted:
+        if row.deleted and row.status != "pending_delete":
             raise Forbidden("Forbidden to update deleted image.")
         self._check_modify(ctx, row)
         if not ctx.is_admin and row.status in ("active", "deactivated"):
@@ -374,15 +388,19 @@ class ImageService:
         async with writing(self.engine) as conn:
             if location is not None:
                 saved = await catalog.transition(conn, image_id, "queued", "active", **values)
+            elif row.status == "pending_delete":  # admins only: others cannot see it
+                saved = await catalog.update_image(
+                    conn, image_id, values, status="pending_delete", deleted=True
+                )
             else:
                 saved = await catalog.update_image(conn, image_id, values)
             if not saved:
                 raise Conflict("Image operation conflicts")
             await catalog.set_properties(conn, image_id, change.properties, purge=purge)
         if change.data is not None:
-            await self._upload(image_id, change.data)
+            await self._upload(image_id, change.data, ctx.owner_id)
         elif change.copy_from is not None:
-            self.tasks.start_soon(self._copy, image_id, change.copy_from)
+            self.tasks.start_soon(self._copy, image_id, change.copy_from, ctx.owner_id)
         return await self._reload(image_id)
 
     async def _reload(self, image_id: str) -> ImageRow:
@@ -405,8 +423,11 @@ class ImageService:
             except Exception:
                 log.exception("could not remove blob %s", location)
 
-    async def _store(self, image_id: str, chunks: AsyncIterator[bytes]) -> tuple[Any, str, str]:
-        """Store `chunks`, counting size and digests as they pass; enforce the size cap."""
+    async def _store(
+        self, image_id: str, chunks: AsyncIterator[bytes], room: int | None = None
+    ) -> tuple[Any, str, str]:
+        """Store `chunks`, counting size and digests as they pass; enforce the size cap and
+        the `room` left in the uploader's storage quota (None: unlimited)."""
         cap = self.limits.image_size_cap
         md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
         seen = 0
@@ -417,6 +438,8 @@ class ImageService:
                 seen += len(chunk)
                 if seen > cap:
                     raise TooLarge(f"Denying attempt to upload image larger than {cap} bytes.")
+                if room is not None and seen > room:
+                    raise _over_storage_quota(None, room)
                 md5.update(chunk)
                 sha256.update(chunk)
                 yield chunk
@@ -424,34 +447,58 @@ class ImageService:
         blob = await self.store.put(image_id, counted())
         return blob, md5.hexdigest(), sha256.hexdigest()
 
-    async def _upload(self, image_id: str, data: Upload) -> None:
+    async def _room(self, owner: str | None, image_id: str, declared: int | None) -> int | None:
+        """What `owner` may still store, checked against a `declared` size (None: unknown);
+        None when there is no storage quota. Raises TooLarge if it cannot fit."""
+        quota = self.limits.user_storage_quota
+        if quota <= 0:
+            return None
+        async with reading(self.engine) as conn:
+            room = quota - await catalog.storage_usage(conn, owner, exclude=image_id)
+        fits = room > 0 if declared is None else declared <= room
+        if not fits:
+            raise _over_storage_quota(declared, room)
+        return room
+
+    async def _upload(self, image_id: str, data: Upload, owner: str | None) -> None:
         """queued -> saving -> active, or killed with no data left behind."""
         async with writing(self.engine) as conn:
             if not await catalog.transition(conn, image_id, "queued", "saving"):
                 raise Conflict("Cannot upload to an unqueued image")
         try:
-            blob, checksum, sha256 = await self._store(image_id, data.chunks)
+            declared = data.length
+            if declared is None and self.limits.user_storage_quota > 0:
+                declared = (await self._reload(image_id)).size or None
+            room = await self._room(owner, image_id, declared)
+            blob, checksum, sha256 = await self._store(image_id, data.chunks, room)
         except BaseException as error:
             await self._kill(image_id)
             mapped = _store_error(error)
             if mapped is error:
                 raise
             raise mapped from error
-        await self._activate(image_id, blob, checksum, sha256)
+        await self._activate(image_id, blob, checksum, sha256, owner)
 
-    async def _activate(self, image_id: str, blob: Any, checksum: str, sha256: str) -> None:
+    async def _activate(
+        self, image_id: str, blob: Any, checksum: str, sha256: str, owner: str | None
+    ) -> None:
+        quota = self.limits.user_storage_quota
         try:
             row = await self._reload(image_id)
-            for name, expected, actual in (
-                ("size", row.size, blob.size),
-                ("checksum", row.checksum, checksum),
-            ):
-                if expected and expected != actual:
-                    raise BadRequest(
-                        f"Supplied {name} ({expected}) and {name} generated from uploaded "
-                        f"image ({actual}) did not match. Setting image status to 'killed'."
-                    )
             async with writing(self.engine) as conn:
+                if quota > 0:  # again, now the size is known, in the activating transaction
+                    used = await catalog.storage_usage(conn, owner, exclude=image_id)
+                    if used + blob.size > quota:
+                        raise _over_storage_quota(blob.size, quota - used)
+                for name, expected, actual in (
+                    ("size", row.size, blob.size),
+                    ("checksum", row.checksum, checksum),
+                ):
+                    if expected and expected != actual:
+                        raise BadRequest(
+                            f"Supplied {name} ({expected}) and {name} generated from uploaded "
+                            f"image ({actual}) did not match. Setting image status to 'killed'."
+                        )
                 activated = await catalog.transition(
                     conn,
                     image_id,
@@ -473,18 +520,20 @@ class ImageService:
             await self._kill(image_id)
             raise
 
-    async def _copy(self, image_id: str, url: str) -> None:
+    async def _copy(self, image_id: str, url: str, owner: str | None) -> None:
         """Background copy-from: queued -> saving -> active, or killed."""
         async with writing(self.engine) as conn:
             if not await catalog.transition(conn, image_id, "queued", "saving"):
                 return
         try:
+            declared = (await self._reload(image_id)).size or None
+            room = await self._room(owner, image_id, declared)
             async with sources.open_source(url, self.source_policy) as source:
-                blob, checksum, sha256 = await self._store(image_id, source.chunks())
+                blob, checksum, sha256 = await self._store(image_id, source.chunks(), room)
             # the copy's own size wins over a declared one (§12)
             async with writing(self.engine) as conn:
                 await catalog.update_image(conn, image_id, {"size": blob.size}, status="saving")
-            await self._activate(image_id, blob, checksum, sha256)
+            await self._activate(image_id, blob, checksum, sha256, owner)
         except Exception as error:
             await self._kill(image_id)
             reason = error.message if isinstance(error, ApiError | sources.SourceError) else error
@@ -524,23 +573,40 @@ class ImageService:
     # -- delete ----------------------------------------------------------------------------
 
     async def delete(self, ctx: Context, image_id: str) -> None:
-        """Soft-delete the image and remove its stored data."""
+        """Soft-delete the image and remove its stored data, at once or (with delayed
+        delete) by the scrubber, the image waiting in `pending_delete` until then."""
         for _ in range(5):  # a concurrent status change makes the conditional delete retry
             row = await self.get(ctx, image_id)
-            if row.deleted or row.status == "deleted":
+            pending = row.status == "pending_delete"
+            if row.status == "deleted" or (row.deleted and not pending):
                 raise NotFound(f"Image {image_id} not found.")
             self._check_modify(ctx, row)
             if row.protected:
                 raise Forbidden("Image is protected")
-            if row.status == "pending_delete":
+            if pending:
                 raise Forbidden("Forbidden to delete a pending_delete image.")
+            stored = bool(row.location) and not row.location_is_external
+            delay = self.delayed_delete and stored
             async with writing(self.engine) as conn:
                 done = await catalog.soft_delete(conn, image_id, from_status=row.status)
+                if done and delay:  # the same transaction: never seen as `deleted`
+                    await catalog.update_image(
+                        conn, image_id, {"status": "pending_delete"}, status="deleted", deleted=True
+                    )
             if done:
-                if row.location and not row.location_is_external:
-                    await self._discard(row.location)
+                if stored and not delay:
+                    await self._discard(row.location or "")
                 return
         raise Conflict("Image operation conflicts")
+
+    async def scrub_forever(self, interval: float) -> None:
+        """Scrub now, then every `interval` seconds until cancelled (at shutdown)."""
+        while True:
+            try:
+                await scrub(self.engine, self.store)
+            except Exception:
+                log.exception("scrubber run failed")
+            await anyio.sleep(interval)
 
     # -- lists -----------------------------------------------------------------------------
 
@@ -591,3 +657,29 @@ async def sweep(engine: AsyncEngine, store: BlobStore) -> list[str]:
             len(removed),
         )
     return [image_id for image_id, _ in stranded]
+
+
+async def scrub(engine: AsyncEngine, store: BlobStore) -> int:
+    """Remove the data of `pending_delete` images, which then become `deleted`.
+
+    Returns how many were scrubbed. Safe to run in several processes at once: a
+    missing blob is no error, and each status change is conditional.
+    """
+    async with reading(engine) as conn:
+        pending = await catalog.image_ids_in_status(conn, "pending_delete")
+    scrubbed = 0
+    for image_id, location in pending:
+        if location and store.owns(location):
+            try:
+                await store.delete(location)
+            except Exception as error:  # kept pending: the next run tries again
+                log.warning("scrubber could not remove the data of %s: %s", image_id, error)
+                continue
+        async with writing(engine) as conn:
+            if await catalog.update_image(
+                conn, image_id, {"status": "deleted"}, status="pending_delete", deleted=True
+            ):
+                scrubbed += 1
+    if scrubbed:
+        log.info("scrubber: %d image(s) deleted", scrubbed)
+    return scrubbed

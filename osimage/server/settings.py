@@ -58,6 +58,26 @@ def _quota(value: str) -> int:
     return int(value)  # negative means unlimited
 
 
+def _positive_seconds(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+    return number
+
+
+_STORAGE_UNITS: Final = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+
+
+def _storage_size(value: str) -> int:
+    """Bytes from ``<digits>[B|KB|MB|GB|TB]`` (binary multiples, as Glance reads them)."""
+    text = value.strip()
+    digits = text.rstrip("BKMGT")
+    unit = text[len(digits) :]
+    if not digits.isdigit() or unit not in _STORAGE_UNITS:
+        raise ValueError(f"expected a size such as 500, 500B, 10MB or 2TB, got {value!r}")
+    return int(digits) * _STORAGE_UNITS[unit]
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value.lower() not in options:
@@ -149,6 +169,27 @@ SETTINGS: Final = (
         "property_quota", "128", "Most custom properties per image (negative: unlimited).", _quota
     ),
     Setting("member_quota", "128", "Most members per image (negative: unlimited).", _quota),
+    Setting(
+        "user_storage_quota",
+        "0",
+        "Most image data one project may store: bytes, or a number with a B, KB, MB, GB "
+        "or TB suffix (1 KB = 1024 B). 0: unlimited.",
+        _storage_size,
+    ),
+    Setting(
+        "delayed_delete",
+        "false",
+        "DELETE moves an image with stored data to pending_delete; the scrubber removes "
+        "the data later.",
+        _flag,
+        flag=True,
+    ),
+    Setting(
+        "scrub_interval",
+        "300",
+        "Seconds between runs of the scrubber, which deletes the data of pending_delete images.",
+        _positive_seconds,
+    ),
     Setting("api_limit_max", "1000", "Largest page a list call returns.", _positive),
     Setting("limit_param_default", "25", "Page size of a list call without limit.", _positive),
     Setting("workers", "1", "Number of server processes.", _positive),
@@ -197,6 +238,9 @@ class Settings:
     image_size_cap: int = 1099511627776
     property_quota: int = 128
     member_quota: int = 128
+    user_storage_quota: int = 0
+    delayed_delete: bool = False
+    scrub_interval: float = 300.0
     api_limit_max: int = 1000
     limit_param_default: int = 25
     workers: int = 1

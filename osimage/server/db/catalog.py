@@ -230,6 +230,25 @@ async def image_ids_in_status(conn: AsyncConnection, status: str) -> list[tuple[
     return [(image_id, location) for image_id, location in rows]
 
 
+async def storage_usage(conn: AsyncConnection, owner: str | None, *, exclude: str) -> int:
+    """Bytes of stored data held by `owner`'s images (None: ownerless ones), but `exclude`.
+
+    Counts data this service stores (not external locations) of images not `killed` or
+    `deleted`: a `pending_delete` image's data counts until the scrubber removes it.
+    """
+    owned = images.c.owner.is_(None) if owner is None else images.c.owner == owner
+    result = await conn.execute(
+        select(func.coalesce(func.sum(images.c.size), 0)).where(
+            owned,
+            images.c.id != exclude,
+            images.c.status.not_in(("killed", "deleted")),
+            images.c.location.is_not(None),
+            images.c.location_is_external == false(),
+        )
+    )
+    return int(result.scalar_one())
+
+
 def _sort_expression(key: str) -> ColumnElement[Any]:
     column = images.c[key]
     if key in ("name", "container_format", "disk_format"):
