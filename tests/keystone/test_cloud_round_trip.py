@@ -205,6 +205,18 @@ def test_sdk_round_trip_through_the_catalog(keystone, server, region, cloud_env,
         with pytest.raises(exceptions.NotFoundException):
             bob.image.delete_image(image.id, ignore_missing=False)
 
+        # ...and bob's private image stays his
+        secret_name = unique("cloud-sdk-bob")
+        secret = bob.image.create_image(
+            secret_name, data=b"bob's", disk_format="raw", container_format="bare"
+        )
+        assert secret.id is not None
+        assert secret.id not in [i.id for i in alice.image.images()]
+        assert alice.image.find_image(secret_name) is None
+        with pytest.raises(exceptions.NotFoundException):
+            alice.image.download_image(secret.id)
+        bob.image.delete_image(secret, ignore_missing=False)
+
         alice.image.delete_image(image, ignore_missing=False)
         assert name not in [i.name for i in alice.image.images()]
         with pytest.raises(exceptions.NotFoundException):
@@ -241,6 +253,23 @@ def osimage(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedP
     return done
 
 
+def refused(env: dict[str, str], cwd: Path, *args: str) -> str:
+    """Run a command that must fail; return its error line."""
+    done = subprocess.run(
+        [str(OSIMAGE), *args], env=env, cwd=cwd, capture_output=True, timeout=300, check=False
+    )
+    err = done.stderr.decode(errors="replace")
+    assert done.returncode == 1, (args, err)
+    assert done.stdout == b""
+    assert err.startswith("osimage: error: "), err
+    return err
+
+
+def listed_ids(env: dict[str, str], cwd: Path) -> list[str]:
+    rows = json.loads(osimage(env, cwd, "image", "list", "-f", "json").stdout)
+    return [row["id"] for row in rows]
+
+
 def test_cli_round_trip_with_os_cloud(keystone, server, region, clouds_file, tmp_path):
     alice_env = cli_env(tmp_path, OS_CLOUD="alice", OS_CLIENT_CONFIG_FILE=str(clouds_file))
     bob_env = {**alice_env, "OS_CLOUD": "bob"}
@@ -258,26 +287,29 @@ def test_cli_round_trip_with_os_cloud(keystone, server, region, clouds_file, tmp
     assert created["owner"] == project_id(keystone, "alice")
     assert created["size"] == len(DATA)
 
-    listed = json.loads(osimage(alice_env, tmp_path, "image", "list", "-f", "json").stdout)
-    assert created["id"] in [row["ID"] if "ID" in row else row["id"] for row in listed]
+    assert name in osimage(alice_env, tmp_path, "image", "list").stdout.decode()  # the table
+    assert created["id"] in listed_ids(alice_env, tmp_path)
     target = tmp_path / "back.raw"
     osimage(alice_env, tmp_path, "image", "download", created["id"], "--file", str(target))
     assert target.read_bytes() == DATA
 
-    # bob's image list does not show it, and bob cannot download or delete it
-    bob_list = json.loads(osimage(bob_env, tmp_path, "image", "list", "-f", "json").stdout)
-    assert created["id"] not in json.dumps(bob_list)
-    for command in (("download", created["id"], "--file", "-"), ("delete", created["id"])):
-        refused = subprocess.run(
-            [str(OSIMAGE), "image", *command], env=bob_env, cwd=tmp_path, capture_output=True,
-            timeout=300, check=False,
-        )  # fmt: skip
-        assert refused.returncode == 1, refused.stderr
-        assert refused.stdout == b""
+    # bob's private image: alice cannot list, show or download it
+    secret = json.loads(
+        osimage(bob_env, tmp_path, "image", "create", "--name", unique("cloud-cli-bob"),
+                "-f", "json").stdout
+    )  # fmt: skip
+    assert secret["owner"] == project_id(keystone, "bob")
+    assert secret["id"] not in listed_ids(alice_env, tmp_path)
+    assert secret["id"] in refused(alice_env, tmp_path, "image", "show", secret["id"])
+    refused(alice_env, tmp_path, "image", "download", secret["id"], "--file", "-")
+    # ...and bob cannot see, download or delete alice's
+    assert created["id"] not in listed_ids(bob_env, tmp_path)
+    refused(bob_env, tmp_path, "image", "download", created["id"], "--file", "-")
+    refused(bob_env, tmp_path, "image", "delete", created["id"])
+    osimage(bob_env, tmp_path, "image", "delete", secret["id"])
 
     osimage(alice_env, tmp_path, "image", "delete", created["id"])
-    listed = json.loads(osimage(alice_env, tmp_path, "image", "list", "-f", "json").stdout)
-    assert created["id"] not in json.dumps(listed)
+    assert created["id"] not in listed_ids(alice_env, tmp_path)
 
 
 def test_cli_with_os_variables_only(keystone, server, region, shared_clouds, tmp_path):
@@ -299,6 +331,7 @@ def test_cli_with_os_variables_only(keystone, server, region, shared_clouds, tmp
         osimage(env, tmp_path, "image", "create", "--name", name, "-f", "json").stdout
     )
     assert created["owner"] == project_id(keystone, "alice")
+    assert created["id"] in listed_ids(env, tmp_path)
     osimage(env, tmp_path, "image", "delete", created["id"])
 
 
