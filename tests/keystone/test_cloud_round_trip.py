@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from osimage import exceptions
-from osimage.connection import Connection
+from osimage.connection import Connection, versioned_endpoint
 from tests.conftest import require_service
 from tests.e2e.api_client import unique
 from tests.keystone.conftest import Keystone, start_keystone_server
@@ -227,9 +227,10 @@ def test_catalog_lookup_honours_interface_and_region(keystone, server, region, c
     with Connection(cloud="alice", interface="internal") as internal:
         assert internal.image_endpoint == region.internal + "/v1"
     # RegionOne's image endpoint is keystone-aio's own, not this test's server
-    with Connection(
-        cloud="alice", region_name=os.environ.get("KEYSTONE_AIO_REGION", "RegionOne")
-    ) as one:
+    region_one = os.environ.get("KEYSTONE_AIO_REGION", "RegionOne")
+    their_url = os.environ.get("KEYSTONE_AIO_IMAGE_URL", "http://127.0.0.1:9292")
+    with Connection(cloud="alice", region_name=region_one) as one:
+        assert one.image_endpoint == versioned_endpoint(their_url)
         assert urlsplit(one.image_endpoint).port != server.port
     with (
         Connection(cloud="alice", interface="admin") as admin_interface,
