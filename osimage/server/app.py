@@ -28,6 +28,7 @@ from osimage.server.auth import Authenticator, Unauthorized, open_authenticator
 from osimage.server.db.engine import migrate, open_engine
 from osimage.server.errors import ApiError, HeaderTooLarge, ServiceUnavailable, render
 from osimage.server.errors import Unauthorized as NotAuthenticated
+from osimage.server.protections import Protections
 from osimage.server.service import ImageService, Limits, scrub, sweep
 from osimage.server.settings import Settings
 from osimage.server.sharing import Sharing
@@ -119,6 +120,9 @@ class App:
         tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tasks.cancel_scope.cancel)  # background copies stop (and clean up) first
         policy = sources.SourcePolicy(allowed_networks=settings.allow_source_network)
+        protections = None
+        if settings.property_protection_file is not None:
+            protections = Protections.load(settings.property_protection_file)
         self._service = ImageService(
             engine,
             store,
@@ -126,6 +130,7 @@ class App:
             source_policy=policy,
             tasks=tasks,
             delayed_delete=settings.delayed_delete,
+            protections=protections,
         )
         if settings.delayed_delete:
             tasks.start_soon(self._service.scrub_forever, settings.scrub_interval)

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -37,6 +37,7 @@ from osimage.server.errors import (
     ServiceUnavailable,
     TooLarge,
 )
+from osimage.server.protections import Protections
 from osimage.server.queries import parse_list_query
 from osimage.server.stores.base import BlobNotFound, BlobStore, StoreFull, StoreUnavailable
 
@@ -164,6 +165,7 @@ class ImageService:
         source_policy: sources.SourcePolicy,
         tasks: TaskGroup,
         delayed_delete: bool = False,
+        protections: Protections | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -171,6 +173,7 @@ class ImageService:
         self.source_policy = source_policy
         self.tasks = tasks
         self.delayed_delete = delayed_delete
+        self.protections = protections
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -206,6 +209,12 @@ class ImageService:
             return None
         async with reading(self.engine) as conn:
             return await catalog.get_image(conn, image_id)
+
+    def shown(self, ctx: Context, row: ImageRow) -> ImageRow:
+        """`row` as the caller may see it: without properties it may not read (§13.2)."""
+        if self.protections is None:
+            return row
+        return replace(row, properties=self.protections.readable(ctx.roles, row.properties))
 
     async def get(self, ctx: Context, image_id: str) -> ImageRow:
         """The image if the caller may see it; NotFound otherwise (never Forbidden)."""
@@ -279,6 +288,8 @@ class ImageService:
         self._check_cap(fields, change)
         if over_quota(len(change.properties), self.limits.property_quota):
             raise TooLarge(self._quota_message(len(change.properties)))
+        if self.protections is not None:
+            self.protections.check_create(ctx.roles, change.properties)
         self._check_sources(fields, change)
         if "store" in fields and fields["store"] != self.store.scheme:
             raise BadRequest(f"Required store {fields['store']} is invalid")
@@ -369,7 +380,12 @@ class ImageService:
                 "Attempted to update Location field for an image not in queued status."
             )
         purge = change.purge and change.data is None
-        keys = set(change.properties) if purge else set(row.properties) | set(change.properties)
+        properties = change.properties
+        if self.protections is not None:  # may add unreadable keys a purge must keep
+            properties = self.protections.check_update(
+                ctx.roles, row.properties, properties, purge=purge
+            )
+        keys = set(properties) if purge else set(row.properties) | set(properties)
         if over_quota(len(keys), self.limits.property_quota):
             raise TooLarge(self._quota_message(len(keys)))
         if change.data is not None or location is not None:
@@ -396,7 +412,7 @@ class ImageService:
                 saved = await catalog.update_image(conn, image_id, values)
             if not saved:
                 raise Conflict("Image operation conflicts")
-            await catalog.set_properties(conn, image_id, change.properties, purge=purge)
+            await catalog.set_properties(conn, image_id, properties, purge=purge)
         if change.data is not None:
             await self._upload(image_id, change.data, ctx.owner_id)
         elif change.copy_from is not None:

@@ -78,6 +78,10 @@ def _storage_size(value: str) -> int:
     return int(digits) * _STORAGE_UNITS[unit]
 
 
+def _path(value: str) -> Path:
+    return Path(value).expanduser()
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value.lower() not in options:
@@ -190,6 +194,13 @@ SETTINGS: Final = (
         "Seconds between runs of the scrubber, which deletes the data of pending_delete images.",
         _positive_seconds,
     ),
+    Setting(
+        "property_protection_file",
+        None,
+        "INI file of role rules per property key (create, read, update, delete); "
+        "unset: properties are not protected.",
+        _path,
+    ),
     Setting("api_limit_max", "1000", "Largest page a list call returns.", _positive),
     Setting("limit_param_default", "25", "Page size of a list call without limit.", _positive),
     Setting("workers", "1", "Number of server processes.", _positive),
@@ -241,6 +252,7 @@ class Settings:
     user_storage_quota: int = 0
     delayed_delete: bool = False
     scrub_interval: float = 300.0
+    property_protection_file: Path | None = None
     api_limit_max: int = 1000
     limit_param_default: int = 25
     workers: int = 1

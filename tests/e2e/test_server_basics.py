@@ -939,3 +939,150 @@ def test_bad_quota_and_scrub_settings_name_their_source(
 ) -> None:
     with pytest.raises(SettingsError, match=source):
         Settings.load(flags, env)
+
+
+# -- property protections ----------------------------------------------------------------
+
+PROTECTIONS = """
+[^x_owner_]
+create = admin,member
+read = admin,member
+update = admin
+delete = admin
+
+[^x_secret]
+create = admin
+read = admin
+update = admin
+delete = admin
+
+[^x_frozen$]
+create = @
+read = @
+update = !
+delete = !
+
+[.*]
+create = @
+read = @
+update = @
+delete = @
+"""
+
+
+def props(reply: Reply) -> dict[str, str]:
+    """The properties a HEAD answer shows."""
+    prefix = wire.PROPERTY_PREFIX
+    return {k.lower()[len(prefix) :]: v for k, v in reply.headers if k.lower().startswith(prefix)}
+
+
+def test_property_protections(tmp_path: Path) -> None:
+    rules = tmp_path / "protections.conf"
+    rules.write_text(PROTECTIONS)
+    srv = start_server(tmp_path, "--property-protection-file", str(rules), auth="tokens")
+    alice, admin = "alice-token", "admin-token"
+    try:
+        refused = create(
+            srv,
+            *as_user(alice, *meta(name="sneaky")),
+            ("x-image-meta-property-x_secret_key", "s"),
+            ("Accept", "application/json"),
+        )
+        assert refused.status == 403
+        assert refused.json["message"] == "Property 'x_secret_key' is protected"
+        listed = call(srv, "GET", "/v1/images/detail", as_user(alice)).json["images"]
+        assert "sneaky" not in {i["name"] for i in listed}
+
+        made = create(
+            srv,
+            *as_user(admin, *meta(name="guarded", owner="p-alice")),
+            *FORMATS,
+            *wire.encode({}, {"x_secret_key": "s", "x_owner_tag": "t", "x_frozen": "f", "a": "1"}),
+            data=FIVE_KIB,
+        )
+        assert made.status == 201
+        assert set(made.image["properties"]) == {"x_secret_key", "x_owner_tag", "x_frozen", "a"}
+        path = f"/v1/images/{made.image['id']}"
+        seen = {"x_owner_tag": "t", "x_frozen": "f", "a": "1"}
+        # read: what alice may not read is in no answer she gets
+        assert props(call(srv, "HEAD", path, as_user(alice))) == seen
+        assert props(call(srv, "GET", path, as_user(alice))) == seen
+        assert props(call(srv, "GET", f"{path}/file", as_user(alice))) == seen
+        [record] = [
+            i
+            for i in call(srv, "GET", "/v1/images/detail", as_user(alice)).json["images"]
+            if i["id"] == made.image["id"]
+        ]
+        assert record["properties"] == seen
+        assert props(call(srv, "HEAD", path, as_user(admin)))["x_secret_key"] == "s"
+
+        def put(*headers: tuple[str, str]) -> Reply:
+            return call(srv, "PUT", path, as_user(alice, *headers, ("Accept", "application/json")))
+
+        keep = wire.encode({}, seen)
+        no_purge = (wire.PURGE_PROPS_HEADER, "false")
+        # update: needs read, and update unless the value stays the same
+        assert put(*keep).status == 200
+        changed = put(*wire.encode({}, {**seen, "x_owner_tag": "new"}))
+        assert (changed.status, changed.json["message"]) == (
+            403,
+            "Property 'x_owner_tag' is protected",
+        )
+        assert put(*wire.encode({}, {**seen, "x_frozen": "thawed"})).status == 403
+        assert put(no_purge, ("x-image-meta-property-x_secret_key", "s")).status == 403
+        # create: a new key needs create
+        assert put(no_purge, ("x-image-meta-property-x_secret_2", "v")).status == 403
+        assert put(no_purge, ("x-image-meta-property-b", "2")).status == 200
+        # delete (a purge): readable keys need delete; unreadable ones are kept silently
+        assert put(*wire.encode({}, {"x_owner_tag": "t", "a": "1"})).status == 403  # x_frozen
+        purged = put(*wire.encode({}, {"x_owner_tag": "t", "x_frozen": "f"}))
+        assert purged.status == 200
+        assert purged.image["properties"] == {"x_owner_tag": "t", "x_frozen": "f"}
+        assert props(call(srv, "HEAD", path, as_user(admin))) == {
+            "x_owner_tag": "t",
+            "x_frozen": "f",
+            "x_secret_key": "s",
+        }
+        # the rules bind admins too: x_frozen cannot change, whoever asks
+        frozen = call(
+            srv, "PUT", path, as_user(admin, no_purge, *wire.encode({}, {"x_frozen": "x"}))
+        )
+        assert frozen.status == 403
+        admin_put = call(
+            srv, "PUT", path, as_user(admin, no_purge, *wire.encode({}, {"x_owner_tag": "n"}))
+        )
+        assert admin_put.status == 200
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.log()
+
+
+def test_a_key_no_rule_matches_is_protected(tmp_path: Path) -> None:
+    rules = tmp_path / "protections.conf"
+    rules.write_text("[^public_]\ncreate = @\nread = @\nupdate = @\ndelete = @\n")
+    srv = start_server(tmp_path, "--property-protection-file", str(rules))
+    try:
+        assert create(srv, *wire.encode({}, {"public_a": "1"})).status == 201
+        assert create(srv, *wire.encode({}, {"other": "1"})).status == 403
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("[(unclosed]\ncreate = @\nread = @\nupdate = @\ndelete = @\n", "regular expression"),
+        ("[.*]\ncreate = @\nread = @\nupdate = @\n", "needs delete"),
+        ("[.*]\ncreate = @,!\nread = @\nupdate = @\ndelete = @\n", "cannot both"),
+        ("[.*]\ncreate = @\nread = @\nupdate = @\ndelete = @\nlist = @\n", "unknown keys: list"),
+    ],
+)
+def test_a_bad_property_protection_file_stops_startup(
+    tmp_path: Path, text: str, complaint: str
+) -> None:
+    rules = tmp_path / "protections.conf"
+    rules.write_text(text)
+    with pytest.raises(RuntimeError, match="exited early") as failed:
+        start_server(tmp_path, "--property-protection-file", str(rules))
+    assert complaint in str(failed.value)
+    assert "Traceback" not in str(failed.value)

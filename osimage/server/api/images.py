@@ -76,7 +76,9 @@ async def collection(call: Call) -> None:
         rows = await call.service.list_images(call.context, call.query(), detail=False)
         await reply_json(call.send, 200, {"images": [render.summary(row) for row in rows]})
     elif call.method == "POST":
-        row = await call.service.create(call.context, _change(call))
+        row = call.service.shown(
+            call.context, await call.service.create(call.context, _change(call))
+        )
         location = f"{base_url(call.scope)}/v1/images/{row.id}"
         await reply_json(
             call.send,
@@ -92,7 +94,8 @@ async def detail(call: Call) -> None:
     """/v1/images/detail."""
     if call.method == "GET":
         rows = await call.service.list_images(call.context, call.query(), detail=True)
-        await reply_json(call.send, 200, {"images": [render.detail(row) for row in rows]})
+        shown = [call.service.shown(call.context, row) for row in rows]
+        await reply_json(call.send, 200, {"images": [render.detail(row) for row in shown]})
     elif call.method == "HEAD":
         _not_allowed("GET", "This operation is currently not permitted on Glance images details.")
     else:
@@ -103,7 +106,7 @@ async def item(call: Call, image_id: str) -> None:
     """/v1/images/{id}."""
     service, context = call.service, call.context
     if call.method == "HEAD":
-        row = await service.get(context, image_id)
+        row = service.shown(context, await service.get(context, image_id))
         # Content-Length is what a GET would send, so HEAD can size an external source.
         length = row.size or 0 if row.status == "active" and not row.deleted else 0
         headers = [*render.headers(row), ("content-length", str(length))]
@@ -111,7 +114,7 @@ async def item(call: Call, image_id: str) -> None:
     elif call.method == "GET":
         await _download(call, image_id)
     elif call.method == "PUT":
-        row = await service.update(context, image_id, _change(call))
+        row = service.shown(context, await service.update(context, image_id, _change(call)))
         await reply_json(call.send, 200, {"image": render.detail(row)}, headers=render.etag(row))
     elif call.method == "DELETE":
         await service.delete(context, image_id)
@@ -134,6 +137,7 @@ async def data(call: Call, image_id: str) -> None:
 
 async def _download(call: Call, image_id: str) -> None:
     row, chunks = await call.service.download(call.context, image_id)
+    row = call.service.shown(call.context, row)
     first = await anext(chunks, b"")  # store errors become answers before any byte is sent
     headers = [
         *render.headers(row),
