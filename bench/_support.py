@@ -254,14 +254,23 @@ def seed_catalogue(server: Server, count: int, *, properties: int = 2) -> list[s
     return ids
 
 
-def run_module(module: str, args: list[str], json_path: Path, log: Path) -> tuple[int, float]:
-    """Run ``python -m bench.<module>`` with ``--json``; tee its output into `log`."""
+def run_module(
+    module: str, args: list[str], json_path: Path | None, log: Path
+) -> tuple[int, float]:
+    """Run ``python -m bench.<module>`` (with ``--json`` if `json_path`); tee its output
+    into `log`."""
     start = time.perf_counter()
     with log.open("ab") as out:
         out.write(f"\n===== bench.{module} {' '.join(args)}\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            [sys.executable, "-m", f"bench.{module}", *args, "--json", str(json_path)],
+            [
+                sys.executable,
+                "-m",
+                f"bench.{module}",
+                *args,
+                *(["--json", str(json_path)] if json_path else []),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )

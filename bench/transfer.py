@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench._support import (
     GIB,
     MIB,
@@ -58,6 +60,8 @@ def write_source(path: Path, size: int) -> str:
             block[:8] = n.to_bytes(8, "big")
             out.write(block)
             md5.update(block)
+        out.flush()
+        os.fsync(out.fileno())  # so its writeback does not slow the limit measured next
     return md5.hexdigest()
 
 
@@ -95,14 +99,24 @@ class Transfer:
         self.seconds = 0.0
         self.client_growth = 0
         self.server_growth = 0
+        self.client_cpu = 0.0
+        self.server_cpu = 0.0
 
     def run(self, action: Callable[[], Any]) -> Any:
         with PeakRss(os.getpid()) as client, PeakRss(self.server_pid) as server:
+            cpu = _cpu(client.process), _cpu(server.process)
             start = time.perf_counter()
             result = action()
             self.seconds = time.perf_counter() - start
+            self.client_cpu = _cpu(client.process) - cpu[0]
+            self.server_cpu = _cpu(server.process) - cpu[1]
         self.client_growth, self.server_growth = client.growth, server.growth
         return result
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,6 +225,11 @@ def measure(base: Path, size: int, store: str | None, *, two_pass: bool) -> list
                 ratio=speed / rate,
                 limit=SPEED_TARGET,
                 target=f">= {SPEED_TARGET:.0%} of the limit",
+                note=(
+                    f"CPU busy: client {t.client_cpu / t.seconds:.0%}, "
+                    f"server {t.server_cpu / t.seconds:.0%} of one core over {t.seconds:.1f} s"
+                ),
+                detail={"client_cpu_s": t.client_cpu, "server_cpu_s": t.server_cpu},
             )
         )
         for who, growth in (("client", t.client_growth), ("server", t.server_growth)):
