@@ -26,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from tests.support.server import Server
+from tests.support.server import Server, start_server
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -166,8 +166,8 @@ class PeakRss:
     def __init__(self, pid: int, interval: float = 0.005) -> None:
         self.process = psutil.Process(pid)
         self.interval = interval
-        self.start_rss = self.process.memory_info().rss
-        self.peak = self.start_rss
+        self.start_rss: int = self.process.memory_info().rss
+        self.peak: int = self.start_rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -201,6 +201,18 @@ def timer() -> Iterator[list[float]]:
         yield box
     finally:
         box.append(time.perf_counter() - start)
+
+
+def start_bench_server(base: Path, *args: str) -> Server:
+    """A noauth `osimage serve` on SQLite and, unless `args` name a store, files under
+    `base`, whatever backend the test suite is told to use (the benchmarks seed SQLite)."""
+    data = base / "data"
+    chosen = list(args)
+    if "--database" not in chosen:
+        chosen += ["--database", f"sqlite+aiosqlite:///{data / 'osimage.db'}"]
+    if "--store" not in chosen:
+        chosen += ["--store", (data / "images").as_uri()]
+    return start_server(base, *chosen)
 
 
 def database_path(server: Server) -> Path:

@@ -28,9 +28,9 @@ from bench._support import (
     judged,
     print_table,
     seed_catalogue,
+    start_bench_server,
     write_figures,
 )
-from tests.support.server import start_server
 
 SECTION = "find"
 TARGET_NAME = "bench-find-target"
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="osimage-bench-") as tmp:
-        server = start_server(Path(tmp) / "find")
+        server = start_bench_server(Path(tmp) / "find")
         try:
             seed_catalogue(server, args.images - 1)
             target = create_target(server.endpoint)

@@ -29,9 +29,9 @@ from bench._support import (
     judged,
     print_table,
     seed_catalogue,
+    start_bench_server,
     write_figures,
 )
-from tests.support.server import start_server
 
 SECTION = "list all"
 TARGET = 1.5
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="osimage-bench-") as tmp:
-        server = start_server(Path(tmp) / "list")
+        server = start_bench_server(Path(tmp) / "list")
         try:
             seed_catalogue(server, args.images)
             figures = measure(server.endpoint, args.images, args.page_size, args.runs)

@@ -26,9 +26,9 @@ from bench._support import (
     judged,
     print_table,
     seed_catalogue,
+    start_bench_server,
     write_figures,
 )
-from tests.support.server import start_server
 
 SECTION = "page growth"
 TARGET = 1.5
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[int, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="osimage-bench-") as tmp:
         for size in sizes:
-            server = start_server(Path(tmp) / f"n{size}")
+            server = start_bench_server(Path(tmp) / f"n{size}")
             try:
                 start = time.perf_counter()
                 ids = seed_catalogue(server, size)

@@ -30,9 +30,10 @@ from bench._support import (
     judged,
     print_table,
     seed_catalogue,
+    start_bench_server,
     write_figures,
 )
-from tests.support.server import free_port, start_server
+from tests.support.server import free_port
 
 SECTION = "server load"
 TARGET = 0.5
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is not installed (apt-get install -y wrk): using the asyncio generator")
 
     with tempfile.TemporaryDirectory(prefix="osimage-bench-") as tmp:
-        server = start_server(Path(tmp) / "rate")
+        server = start_bench_server(Path(tmp) / "rate")
         bare, bare_port = start_bare()
         try:
             ids = seed_catalogue(server, args.images)

@@ -41,9 +41,9 @@ from bench._support import (
     add_json_argument,
     judged,
     print_table,
+    start_bench_server,
     write_figures,
 )
-from tests.support.server import start_server
 
 SECTION = "transfer"
 SPEED_TARGET = 0.70
@@ -153,7 +153,8 @@ def measure(base: Path, size: int, store: str | None, *, two_pass: bool) -> list
     limit = machine_limit(source, base / "copy.raw")
     print(f"machine limit: {size / MIB / limit:.0f} MiB/s", flush=True)
 
-    server = start_server(base / "srv", *(["--store", store] if store else []), **store_env(store))
+    os.environ.update(store_env(store))  # the server inherits them
+    server = start_bench_server(base / "srv", *(["--store", store] if store else []))
     transfers: list[Transfer] = []
     checksums_match = True
     try:
