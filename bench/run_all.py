@@ -8,6 +8,7 @@ Markdown) and ``run.log`` (everything printed).
     .venv/bin/python -m bench              # everything (the default run, < 15 min on 2 cores)
     .venv/bin/python -m bench --quick      # smaller catalogues and files, a couple of minutes
     .venv/bin/python -m bench --big        # also 6 GiB through a Swift or S3 store
+    .venv/bin/python -m bench --only big   # only that
     .venv/bin/python -m bench --only transfer,find
 
 ``--big`` needs a store: ``--big-store swift://bench-big`` with the OSIMAGE_SWIFT_*
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     wanted = set(args.only.split(",")) if args.only else None
+    if wanted and "big" in wanted:
+        args.big = True
     plan: list[tuple[str, str, list[str]]] = []  # (label, module, arguments)
     for name, (full, quick) in SUITE.items():
         if wanted is None or name in wanted:
