@@ -3,16 +3,19 @@
 A `Resource` subclass declares its attributes as fields (`Body`, `Header`, or a
 subclass's own kind) that say where a value travels and what type it has. The verbs
 (`create`, `fetch`, `head`, `commit`, `delete`, `list`, `find`) are generic; how values
-become a request and a response becomes values is decided by three hooks a subclass may
-override (`_build_request`, `_values_from`, `_records_from`). The default hooks speak
-JSON under `resource_key`; the v1 `Image` overrides them with the ``x-image-meta`` codec.
+become a request and a response becomes values is decided by hooks a subclass may
+override (`_build_request`, `_values_from`, `_records_from`, `_record_values`). The
+default hooks speak JSON under `resource_key`; the v1 `Image` overrides them with the
+``x-image-meta`` codec.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, Self, TypeVar, overload
 from urllib.parse import quote
@@ -204,7 +207,28 @@ def render_query_value(value: object) -> str:
 # --------------------------------------------------------------------------- state
 
 
-@dataclass
+_IMMUTABLE: Final = frozenset({str, int, bool, float, bytes, type(None)})
+
+
+def _snapshot(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `values` that no later in-place edit of them can reach.
+
+    Immutable values are shared and a dict of immutable values is copied shallowly
+    (what every record of a list holds); anything else is deep-copied.
+    """
+    out = dict(values)
+    for key, value in out.items():
+        kind = type(value)
+        if kind in _IMMUTABLE:
+            continue
+        if kind is dict and all(type(item) in _IMMUTABLE for item in value.values()):
+            out[key] = value.copy()
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass(slots=True)
 class _State:
     """Current values by wire name, and the values last synchronized with the server."""
 
@@ -217,7 +241,7 @@ class _State:
         return {n for n in names if self.values.get(n) != self.synced.get(n)}
 
     def synchronize(self) -> None:
-        self.synced = copy.deepcopy(self.values)
+        self.synced = _snapshot(self.values)
 
 
 @dataclass
@@ -321,8 +345,15 @@ class Resource:
 
     @classmethod
     def _from_server(cls, values: Mapping[str, Any], connection: Any = None) -> Self:
-        resource = cls(_synchronized=True, connection=connection)
-        resource._absorb(values)
+        """A clean resource holding `values` (decoded and typed by a wire hook).
+
+        `list` builds one per record, so this skips ``__init__``, whose work (coercing
+        each value, snapshotting twice) the hook has already done or made moot.
+        """
+        resource = cls.__new__(cls)
+        resource._state = _State(dict(values), _snapshot(values))
+        resource._connection = connection
+        resource._synchronized = True
         return resource
 
     # ----------------------------------------------------------------- reading
@@ -420,17 +451,22 @@ class Resource:
         return values
 
     @classmethod
-    def _records_from(cls, response: requests.Response) -> list[dict[str, Any]]:
-        """The records one list page holds, each as values (default: JSON list)."""
+    def _records_from(cls, response: requests.Response) -> list[Mapping[str, Any]]:
+        """The records one list page holds, not yet checked (default: JSON list).
+
+        `list` reads the next page's marker from the last record's ``id`` before it
+        turns each record into values with `_record_values`, which checks them.
+        """
         body = _json(response)
         if cls.resources_key:
             body = body.get(cls.resources_key) if isinstance(body, dict) else None
         if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
             raise exceptions.InvalidResponse(f"expected a list of {cls.__name__} records")
-        return [cls._record_values(record) for record in body]
+        return body
 
     @classmethod
     def _record_values(cls, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Values one JSON record reports, typed; raises `InvalidResponse` if one is bad."""
         values: dict[str, Any] = {}
         for fld in cls._fields.values():
             if isinstance(fld, Body) and fld.wire_name in record:
@@ -569,30 +605,78 @@ class Resource:
         paginated: bool,
         max_items: int | None,
     ) -> Iterator[Self]:
+        """Yield the resources of each page; read ahead one page from the second on.
+
+        Once the caller has asked for a second page, each page's successor is requested
+        in a worker thread as soon as the page is decoded, so the server works on it
+        while this page's records are checked, built and consumed. A list the caller
+        reads within its first page sends only the requests it needs, and no request
+        goes past a short page or `max_items`. An error in a page is raised when the
+        caller reaches that page, after every resource of the pages before it. Closing
+        the generator early waits for a request in flight and discards its page (an
+        error in it included: the caller never reached it), so no thread outlives it.
+        """
         connection = _connection_of(session)
         if paginated or max_items is not None:
             size = int(query.get("limit", DEFAULT_PAGE_SIZE))
             if max_items is not None:
                 size = min(size, max_items)
             query["limit"] = str(size)
-        yielded = 0
-        while max_items is None or yielded < max_items:
-            response = cls._send(session, "GET", path, params=query)
-            records = cls._records_from(response)
-            for values in records:
-                yield cls._from_server(values, connection)
-                yielded += 1
-                if max_items is not None and yielded >= max_items:
+        if max_items == 0:
+            return
+        requested = int(query["limit"]) if "limit" in query else None
+
+        def fetch(page_query: Mapping[str, str]) -> list[Mapping[str, Any]]:
+            return cls._records_from(cls._send(session, "GET", path, params=page_query))
+
+        def fetch_ahead(page_query: Mapping[str, str], running: threading.Event) -> Any:
+            running.set()
+            return fetch(page_query)
+
+        reader: ThreadPoolExecutor | None = None
+        ahead: Future[list[Mapping[str, Any]]] | None = None
+        try:
+            yielded = 0
+            page = 1
+            records = fetch(query)
+            while True:
+                more = bool(paginated and records) and (
+                    requested is None or requested > SERVER_LIMIT_MAX or len(records) >= requested
+                )
+                if max_items is not None and yielded + len(records) >= max_items:
+                    more = False
+                following: dict[str, str] | None = None
+                if more:
+                    marker = records[-1].get("id")
+                    if isinstance(marker, str) and marker != query.get("marker"):
+                        following = {**query, "marker": marker}
+                    if following is not None and page > 1:
+                        if reader is None:
+                            reader = ThreadPoolExecutor(1, thread_name_prefix="osimage-list")
+                        running = threading.Event()
+                        ahead = reader.submit(fetch_ahead, following, running)
+                        # Let the worker hold the GIL until its request is on the wire,
+                        # rather than wait a switch interval for this thread's CPU work.
+                        running.wait()
+                page_values = [cls._record_values(record) for record in records]
+                for values in page_values:
+                    yield cls._from_server(values, connection)
+                    yielded += 1
+                    if max_items is not None and yielded >= max_items:
+                        return
+                if not more:
                     return
-            requested = int(query["limit"]) if "limit" in query else None
-            if not paginated or not records:
-                return
-            if requested is not None and requested <= SERVER_LIMIT_MAX and len(records) < requested:
-                return
-            marker = records[-1].get("id")
-            if not isinstance(marker, str) or marker == query.get("marker"):
-                raise exceptions.InvalidResponse(f"cannot page past {cls.__name__} {marker!r}")
-            query["marker"] = marker
+                if following is None:
+                    raise exceptions.InvalidResponse(
+                        f"cannot page past {cls.__name__} {records[-1].get('id')!r}"
+                    )
+                query = following
+                page += 1
+                records = fetch(query) if ahead is None else ahead.result()
+                ahead = None
+        finally:
+            if reader is not None:
+                reader.shutdown(wait=True, cancel_futures=True)
 
     @classmethod
     def _could_be_id(cls, name_or_id: str) -> bool:

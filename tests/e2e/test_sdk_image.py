@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from keystoneauth1 import adapter, session, token_endpoint
+from keystoneauth1 import exceptions as ksa_exceptions
 
 from osimage import exceptions, wire
 from osimage.image.v1.image import Image
@@ -452,6 +454,102 @@ def test_list_is_lazy(fresh_server):
     assert len(rec.sent) == 1
 
 
+def readers() -> list[threading.Thread]:
+    """Threads reading list pages ahead that are still alive."""
+    return [t for t in threading.enumerate() if t.name.startswith("osimage-list")]
+
+
+def named_catalogue(ad: adapter.Adapter, count: int) -> list[str]:
+    """Ids of `count` public images named so that ``sort_key=name`` lists them in order."""
+    return [
+        Image.new(is_public=True, name=f"ahead-{n:02}").create(ad).id or "" for n in range(count)
+    ]
+
+
+def test_list_reads_ahead_one_page_and_sends_nothing_past_the_end(fresh_server):
+    ad, rec = make_adapter(fresh_server.endpoint)
+    ids = named_catalogue(ad, 9)
+    by_name = {"limit": 2, "sort_key": "name", "sort_dir": "asc"}
+
+    rec.clear()
+    assert [i.id for i in Image.list(ad, **by_name)] == ids
+    assert len(rec.sent) == 5  # 2 + 2 + 2 + 2 + 1: the short page ends it, nothing after
+    assert [q for s in rec.sent for q in s.query.split("&") if q.startswith("marker=")] == [
+        f"marker={ids[n]}" for n in (1, 3, 5, 7)
+    ]
+    assert readers() == []
+
+    # within page 2, page 3 is read ahead; never page 4
+    rec.clear()
+    pages = Image.list(ad, **by_name)
+    assert [next(pages).id for _ in range(3)] == ids[:3]
+    pages.close()  # waits for the request in flight
+    assert len(rec.sent) == 3
+    assert f"marker={ids[3]}" in rec.sent[2].query
+    assert readers() == []
+
+    # a list read within its first page reads nothing ahead
+    rec.clear()
+    pages = Image.list(ad, **by_name)
+    assert [next(pages).id for _ in range(2)] == ids[:2]
+    pages.close()
+    assert len(rec.sent) == 1
+
+    # max_items stops the reading ahead too
+    rec.clear()
+    assert [i.id for i in Image.list(ad, max_items=6, **by_name)] == ids[:6]
+    assert len(rec.sent) == 3
+    assert readers() == []
+
+
+def stop_after_list_response(number: int, server: Server) -> Any:
+    """A response hook that kills `server` once it has answered that many list requests.
+
+    The next page's request then fails to connect: a real error on a page read ahead,
+    at a known point.
+    """
+    seen = 0
+
+    def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        nonlocal seen
+        if response.request.method == "GET" and "/images/detail" in (response.url or ""):
+            seen += 1
+            if seen == number:
+                response.content  # noqa: B018 - the page is read before the server goes
+                server.kill()
+
+    return hook
+
+
+def test_an_error_on_a_page_read_ahead_is_raised_when_the_caller_reaches_it(fresh_server):
+    ad, rec = make_adapter(fresh_server.endpoint)
+    ids = named_catalogue(ad, 9)
+    ad.session.session.hooks["response"].append(stop_after_list_response(3, fresh_server))
+    rec.clear()
+
+    pages = Image.list(ad, limit=2, sort_key="name", sort_dir="asc")
+    assert [next(pages).id for _ in range(6)] == ids[:6]  # pages 1-3, whole
+    with pytest.raises(ksa_exceptions.ConnectFailure):  # page 4, read ahead, failed
+        next(pages)
+    assert len(rec.sent) == 3
+    with pytest.raises(StopIteration):
+        next(pages)
+    assert readers() == []
+
+
+def test_closing_early_discards_an_error_the_caller_never_reached(fresh_server):
+    ad, rec = make_adapter(fresh_server.endpoint)
+    ids = named_catalogue(ad, 9)
+    ad.session.session.hooks["response"].append(stop_after_list_response(3, fresh_server))
+    rec.clear()
+
+    pages = Image.list(ad, limit=2, sort_key="name", sort_dir="asc")
+    assert [next(pages).id for _ in range(5)] == ids[:5]  # within page 3; page 4 sent
+    pages.close()  # no exception: page 4 failed, but the caller never reached it
+    assert len(rec.sent) == 3
+    assert readers() == []
+
+
 def test_list_filters(fresh_server):
     ad, _ = make_adapter(fresh_server.endpoint)
     Image.new(
@@ -572,6 +670,7 @@ def blob_of(server: Server, image_id: str) -> Path:
     return found[0]
 
 
+@pytest.mark.file_store
 def test_corrupted_data_is_detected(server, sdk, tmp_path: Path):
     ad, _ = sdk
     data = b"good data " * 5000

@@ -48,6 +48,7 @@ class Widget(resource.Resource):
     size = resource.Body("size", int)
     magnitude = resource.Body("size", int)  # an alias of size
     token = resource.Header("token", str, header="x-widget-token")
+    labels = resource.Body("labels", dict)
 
 
 # ------------------------------------------------------------------ fields
@@ -204,6 +205,65 @@ def test_the_caller_dict_is_not_aliased():
     props["a"] = "2"
     assert image.properties == {"a": "1"}
     assert image.dirty() == set()
+
+
+def listed_image() -> Image:
+    """An Image as `list` builds one from a JSON record."""
+    record = {
+        "id": "i",
+        "name": "n",
+        "status": "active",
+        "size": 3,
+        "min_ram": 0,
+        "is_public": True,
+        "protected": False,
+        "properties": {"a": "1", "gone": None},
+    }
+    return Image._from_server(Image._record_values(record))
+
+
+def test_a_listed_resource_is_clean_and_tracks_every_change():
+    image = listed_image()
+    assert image.dirty() == set()
+    assert image._synchronized is True
+    assert image.to_dict() == Image.existing(
+        id="i", name="n", status="active", size=3, min_ram=0, is_public=True,
+        is_protected=False, properties={"a": "1"},
+    ).to_dict()  # fmt: skip
+    assert image.properties is not None
+    image.properties["b"] = "2"  # in place
+    assert image.dirty() == {"properties"}
+    del image.properties["b"]
+    assert image.dirty() == set()
+    image.properties["a"] = "changed"
+    image.name = "m"
+    assert image.dirty() == {"properties", "name"}
+
+
+def test_listed_records_must_hold_string_properties():
+    with pytest.raises(exceptions.InvalidResponse, match="properties"):
+        Image._record_values({"id": "i", "properties": {"a": 1}})
+
+
+def test_nested_mutable_values_are_snapshotted_deeply():
+    widget = Widget._from_server({"labels": {"tags": ["x"]}, "count": 1})
+    assert widget.labels is not None
+    widget.labels["tags"].append("y")
+    assert widget.dirty() == {"labels"}
+
+    made = Widget.existing(labels={"tags": ["x"]})
+    assert made.labels is not None
+    made.labels["tags"].append("y")
+    assert made.dirty() == {"labels"}
+
+
+def test_a_commit_response_snapshots_the_new_values():
+    image = listed_image()
+    image._absorb({"properties": {"a": "2"}})
+    assert image.dirty() == set()
+    assert image.properties is not None
+    image.properties["a"] = "3"
+    assert image.dirty() == {"properties"}
 
 
 # ------------------------------------------------------------------ reading

@@ -71,6 +71,9 @@ class Properties(resource.Field[dict[str, str]]):
         super().__init__("properties", dict, check=_check_properties)
 
 
+_EMITTED_BY_CLASS: Final[dict[type[Image], tuple[str, ...]]] = {}
+
+
 def _could_be_uuid(text: str) -> bool:
     if len(text) > 36:  # v1 answers 404 for longer ids
         return False
@@ -210,6 +213,15 @@ class Image(resource.Resource):
         return {f.wire_name for f in cls._fields.values()}
 
     @classmethod
+    def _emitted(cls) -> tuple[str, ...]:
+        """The emitted fields this class declares, in `wire.EMITTED` order (cached per class)."""
+        found = _EMITTED_BY_CLASS.get(cls)
+        if found is None:
+            declared = cls._declared()
+            found = _EMITTED_BY_CLASS[cls] = tuple(n for n in wire.EMITTED if n in declared)
+        return found
+
+    @classmethod
     def _values_from(cls, verb: str, response: requests.Response) -> dict[str, Any]:
         if verb in ("fetch", "head"):
             return cls._header_values(response)
@@ -238,21 +250,23 @@ class Image(resource.Resource):
             wire.check_json_record(record)
         except wire.WireError as exc:
             raise exceptions.InvalidResponse(exc.message) from exc
-        declared = cls._declared()
-        values: dict[str, Any] = {key: record.get(key) for key in wire.EMITTED if key in declared}
-        props = record.get("properties") or {}
-        if not all(isinstance(v, str | None) for v in props.values()):
+        values: dict[str, Any] = {key: record.get(key) for key in cls._emitted()}
+        props: dict[str, Any] = record.get("properties") or {}
+        if all(type(v) is str for v in props.values()):
+            values["properties"] = dict(props)
+        elif all(isinstance(v, str | None) for v in props.values()):
+            values["properties"] = {k: v for k, v in props.items() if v is not None}
+        else:
             raise exceptions.InvalidResponse(f"properties: expected string values, got {props!r}")
-        values["properties"] = {k: v for k, v in props.items() if v is not None}
         return values
 
     @classmethod
-    def _records_from(cls, response: requests.Response) -> list[dict[str, Any]]:
+    def _records_from(cls, response: requests.Response) -> list[Mapping[str, Any]]:
         body = resource._json(response)
         records = body.get(cls.resources_key) if isinstance(body, dict) else None
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise exceptions.InvalidResponse(f"expected {{'images': [...]}}, got {body!r}")
-        return [cls._record_values(record) for record in records]
+        return records
 
     @classmethod
     def _list_path(cls, base_path: str | None) -> str:
