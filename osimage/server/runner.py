@@ -10,6 +10,7 @@ import anyio
 import uvicorn
 
 from osimage.server.app import create_app, prepare
+from osimage.server.db.engine import DatabaseConfigError, database_url
 from osimage.server.settings import Settings
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -21,6 +22,10 @@ def _configure_logging(level: str) -> None:
 
 def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT; uvicorn stops gracefully on either."""
+    try:
+        database_url(settings.database)  # e.g. a missing extra: one line, exit status 1
+    except DatabaseConfigError as exc:
+        sys.exit(f"osimage serve: {exc}")
     _configure_logging(settings.log_level)
     common: dict[str, object] = {
         "host": settings.host,

@@ -133,8 +133,8 @@ SETTINGS: Final = (
     Setting(
         "database",
         None,
-        "SQLAlchemy URL of the metadata database "
-        "[default: sqlite+aiosqlite:///<data_dir>/osimage.db].",
+        "Metadata database URL: sqlite:///<file> or postgresql://user:password@host/db "
+        "(the postgres extra) [default: sqlite+aiosqlite:///<data_dir>/osimage.db].",
     ),
     Setting("store", None, "Where image data lives, as a URL [default: file://<data_dir>/images]."),
     Setting(
@@ -230,7 +230,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 9292
     data_dir: Path = Path("~/.local/share/osimage")
-    database: str = ""
+    database: str = field(default="", repr=False)  # a URL may carry a password
     store: str = ""
     auth: str = "noauth"
     tokens_file: Path | None = None

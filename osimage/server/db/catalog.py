@@ -1,4 +1,8 @@
-"""Queries on the image tables. Every status change is a conditional UPDATE (see `transition`)."""
+"""Queries on the image tables, the same SQL on SQLite and PostgreSQL.
+
+Every status change is a conditional UPDATE (see `transition`); read-then-write changes
+of an image's properties or members first lock its row (see `lock_image`).
+"""
 
 from __future__ import annotations
 
@@ -168,6 +172,16 @@ async def transition(
     return await update_image(conn, image_id, {"status": target, **values}, status=source)
 
 
+async def lock_image(conn: AsyncConnection, image_id: str) -> None:
+    """Hold the image's row until this transaction ends (PostgreSQL: SELECT ... FOR UPDATE).
+
+    Writers of an image's properties or members take turns here, so under READ COMMITTED
+    each sees what the one before committed: two merges keep both keys, two adds of one
+    member make one row. SQLite needs no lock: its writers already run one at a time.
+    """
+    await conn.execute(select(images.c.id).where(images.c.id == image_id).with_for_update())
+
+
 async def set_properties(
     conn: AsyncConnection,
     image_id: str,
@@ -176,6 +190,7 @@ async def set_properties(
     purge: bool,
 ) -> None:
     """Create or overwrite `properties`; with `purge`, remove every other key."""
+    await lock_image(conn, image_id)
     if purge:
         statement = delete(image_properties).where(image_properties.c.image_id == image_id)
         if properties:
@@ -363,6 +378,7 @@ async def put_member(
     conn: AsyncConnection, image_id: str, member: str, can_share: bool | None
 ) -> None:
     """Add or restore a membership; `can_share` None keeps a previous value (new: False)."""
+    await lock_image(conn, image_id)
     previous = await membership(conn, image_id, member)
     when = now()
     if previous is None:
@@ -388,6 +404,7 @@ async def put_member(
 
 
 async def remove_member(conn: AsyncConnection, image_id: str, member: str) -> bool:
+    await lock_image(conn, image_id)  # image row before member rows, as everywhere
     result = await conn.execute(
         update(image_members)
         .where(

@@ -1,7 +1,12 @@
-"""Open the async engine (SQLite tuned for concurrent use), apply migrations, run transactions."""
+"""Open the async engine (SQLite or PostgreSQL), apply migrations, run transactions.
+
+SQLite is tuned for concurrent use by one host's processes; PostgreSQL (through asyncpg,
+the `postgres` extra) is shared by any number of hosts.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,22 +14,71 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 _WRITE = "osimage_write"
+_MIGRATION_LOCK = 0x05_1A_6E_00  # pg_advisory_xact_lock key: one migrating process at a time
+
+# backend -> (the driver osimage speaks it through, the extra that installs that driver)
+DRIVERS = {"sqlite": ("aiosqlite", "server"), "postgresql": ("asyncpg", "postgres")}
+_ALIASES = {"postgres": "postgresql"}
+
+
+class DatabaseConfigError(ValueError):
+    """A --database URL that cannot work; the message says why, without the password."""
+
+
+def database_url(url: str) -> URL:
+    """Parse `url` and pick osimage's driver: postgres:// and postgresql:// mean asyncpg.
+
+    Raises `DatabaseConfigError` for an unknown database or a driver osimage does not
+    speak, and when the driver's extra is not installed.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise DatabaseConfigError(f"--database: not a database URL: {_masked(url)!r}") from None
+    backend, _, given_driver = parsed.drivername.partition("+")
+    backend = _ALIASES.get(backend, backend)
+    if backend not in DRIVERS:
+        known = ", ".join(f"{name}://" for name in DRIVERS)
+        raise DatabaseConfigError(f"--database: unknown database {backend!r} (known: {known})")
+    driver, extra = DRIVERS[backend]
+    if given_driver and given_driver != driver:
+        raise DatabaseConfigError(
+            f"--database: osimage speaks {backend} through {driver}, not {given_driver}; "
+            f"write {backend}://..."
+        )
+    try:
+        importlib.import_module(driver)
+    except ImportError:
+        raise DatabaseConfigError(
+            f"the {backend} database needs: pip install 'osimage[{extra}]'"
+        ) from None
+    return parsed.set(drivername=f"{backend}+{driver}")
+
+
+def _masked(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.partition(':')[0]}:***@{host}"
 
 
 def open_engine(url: str) -> AsyncEngine:
-    """An engine for `url`. SQLite gets WAL, a busy timeout, and BEGIN IMMEDIATE for writes."""
-    parsed = make_url(url)
+    """An engine for `url` (see `database_url`). SQLite gets WAL, a busy timeout, and
+    BEGIN IMMEDIATE for writes; PostgreSQL runs at READ COMMITTED, its default."""
+    parsed = database_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True)
+        return create_async_engine(parsed, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url)
+    engine = create_async_engine(parsed)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -70,8 +124,14 @@ def _upgrade(connection: Connection) -> None:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Apply every Alembic migration the database lacks."""
+    """Apply every Alembic migration the database lacks.
+
+    Processes starting together on one PostgreSQL take turns (an advisory lock held
+    until commit), so each finds the schema either untouched or complete.
+    """
     async with engine.connect() as conn:
         await conn.execution_options(**{_WRITE: True})
+        if engine.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         await conn.run_sync(_upgrade)
         await conn.commit()
