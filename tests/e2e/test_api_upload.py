@@ -304,6 +304,7 @@ def test_reserved_size_is_enforced_on_a_later_upload(api: Api) -> None:
     assert good.image["size"] == 19
 
 
+@pytest.mark.file_store
 def test_successful_upload_is_stored(api: Api, server: Server) -> None:
     # the positive control for the "nothing stored" checks above
     image = api.upload(DATA)
@@ -312,6 +313,7 @@ def test_successful_upload_is_stored(api: Api, server: Server) -> None:
     wait_until(lambda: stored_files(server, image["id"]) == [], "data removed on delete")
 
 
+@pytest.mark.file_store
 def test_data_removed_behind_the_servers_back(api: Api, server: Server) -> None:
     image = api.upload(DATA)
     files = stored_files(server, image["id"])

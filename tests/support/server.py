@@ -10,8 +10,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.backends import Backend, provision, selected_backend
 
 # Identities for `--auth tokens`: token -> context. Tests refer to them by token.
 TOKENS: dict[str, dict[str, object]] = {
@@ -39,6 +42,7 @@ class Server:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run by close()
 
     @property
     def url(self) -> str:
@@ -53,9 +57,17 @@ class Server:
             self.port = free_port()
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
         cmd = [
-            sys.executable, "-m", "osimage", "serve",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--data-dir", str(self.data_dir), *self.args,
+            sys.executable,
+            "-m",
+            "osimage",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            *self.args,
         ]
         env = {**os.environ, **self.env}
         with self.log_path.open("ab") as log:
@@ -88,6 +100,12 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
 
+    def close(self) -> None:
+        """Stop, then remove what the server was given (its own database, container)."""
+        self.stop()
+        while self.cleanups:
+            self.cleanups.pop()()
+
     def kill(self) -> None:
         """SIGKILL: no cleanup code in the server runs."""
         if self.proc and self.proc.poll() is None:
@@ -105,11 +123,28 @@ def tokens_file(directory: Path) -> Path:
     return path
 
 
-def start_server(base: Path, *args: str, auth: str = "noauth", **env: str) -> Server:
-    """Start a server with its own data dir under `base`; `auth` is noauth or tokens."""
+def start_server(
+    base: Path, *args: str, auth: str = "noauth", backend: Backend | None = None, **env: str
+) -> Server:
+    """Start a server with its own data dir under `base`; `auth` is noauth or tokens.
+
+    `backend` (default: `OSIMAGE_TEST_BACKEND`, see tests.support.backends) gives the
+    server a fresh PostgreSQL database and/or Swift container or S3 bucket unless `args`
+    choose a database or store; `close()` removes them again.
+    """
     base.mkdir(parents=True, exist_ok=True)
     extra = list(args)
     if auth == "tokens":
         extra += ["--auth", "tokens", "--tokens-file", str(tokens_file(base))]
-    server = Server(data_dir=base / "data", args=extra, env=dict(env))
-    return server.start()
+    given = provision(backend or selected_backend(), extra, env)
+    server = Server(
+        data_dir=base / "data",
+        args=extra + given.args,
+        env={**given.env, **env},
+        cleanups=given.cleanups,
+    )
+    try:
+        return server.start()
+    except BaseException:
+        server.close()
+        raise
