@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -29,7 +29,7 @@ _ALIASES = {"postgres": "postgresql"}
 
 
 class DatabaseConfigError(ValueError):
-    """A --database URL that cannot work; the message says why, without the password."""
+    """A --database that cannot work; the message says why, without the password."""
 
 
 def database_url(url: str) -> URL:
@@ -41,7 +41,9 @@ def database_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise DatabaseConfigError(f"--database: not a database URL: {_masked(url)!r}") from None
+        raise DatabaseConfigError(  # the text is not echoed: it may hold a password
+            "--database: not a URL (expected e.g. postgresql://user:password@host/db)"
+        ) from None
     backend, _, given_driver = parsed.drivername.partition("+")
     backend = _ALIASES.get(backend, backend)
     if backend not in DRIVERS:
@@ -60,14 +62,6 @@ def database_url(url: str) -> URL:
             f"the {backend} database needs: pip install 'osimage[{extra}]'"
         ) from None
     return parsed.set(drivername=f"{backend}+{driver}")
-
-
-def _masked(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    return f"{scheme}{sep}{credentials.partition(':')[0]}:***@{host}"
 
 
 def open_engine(url: str) -> AsyncEngine:
@@ -129,6 +123,13 @@ async def migrate(engine: AsyncEngine) -> None:
     Processes starting together on one PostgreSQL take turns (an advisory lock held
     until commit), so each finds the schema either untouched or complete.
     """
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        async with engine.connect():
+            pass
+    except (DBAPIError, OSError) as exc:  # say which database and why, in one line
+        reason = getattr(exc, "orig", None) or exc
+        raise DatabaseConfigError(f"cannot open the database {where}: {reason}") from None
     async with engine.connect() as conn:
         await conn.execution_options(**{_WRITE: True})
         if engine.dialect.name == "postgresql":
