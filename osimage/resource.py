@@ -123,11 +123,12 @@ class Field(Generic[T]):
     def __get__(self, obj: Resource | None, owner: type[Resource]) -> Self | T | None:
         if obj is None:
             return self
-        value: T | None = obj._state.values.get(self.wire_name)
-        return value
+        return obj._state.hand_out(self.wire_name)  # type: ignore[no-any-return]
 
     def __set__(self, obj: Resource, value: T | None) -> None:
-        obj._state.values[self.wire_name] = self.coerce(value, type(obj).__name__)
+        coerced = self.coerce(value, type(obj).__name__)
+        obj._state.snapshot()
+        obj._state.values[self.wire_name] = coerced
 
     def coerce(self, value: object, owner_name: str = "") -> T | None:
         """Return `value` as this field's type, or raise `InvalidRequest` saying why not."""
@@ -228,20 +229,48 @@ def _snapshot(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-@dataclass(slots=True)
 class _State:
-    """Current values by wire name, and the values last synchronized with the server."""
+    """Current values by wire name, and the values last synchronized with the server.
 
-    values: dict[str, Any] = field(default_factory=dict)
-    synced: dict[str, Any] = field(default_factory=dict)
+    The synchronized copy may be deferred (copy on write): a resource built from a
+    list record holds its values once, and copies them only when a value is about to
+    change or a mutable one (``properties``) is handed out, which `hand_out` and
+    `snapshot` take care of. Code that changes `values` calls `snapshot` first.
+    """
+
+    __slots__ = ("_synced", "values")
+
+    def __init__(self, values: dict[str, Any] | None = None, *, deferred: bool = False) -> None:
+        self.values: dict[str, Any] = {} if values is None else values
+        self._synced: dict[str, Any] | None = None if deferred else _snapshot(self.values)
+
+    @property
+    def synced(self) -> dict[str, Any]:
+        """The values as last synchronized with the server."""
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Take the deferred copy now, if it still is deferred; return it."""
+        if self._synced is None:
+            self._synced = _snapshot(self.values)
+        return self._synced
+
+    def hand_out(self, name: str) -> Any:
+        """The value of `name`, for a caller who may change it in place."""
+        value = self.values.get(name)
+        if self._synced is None and type(value) not in _IMMUTABLE:
+            self.snapshot()
+        return value
 
     def dirty(self) -> set[str]:
         """Names whose value differs from the synchronized one (in-place edits count)."""
-        names = self.values.keys() | self.synced.keys()
-        return {n for n in names if self.values.get(n) != self.synced.get(n)}
+        if self._synced is None:
+            return set()
+        names = self.values.keys() | self._synced.keys()
+        return {n for n in names if self.values.get(n) != self._synced.get(n)}
 
     def synchronize(self) -> None:
-        self.synced = _snapshot(self.values)
+        self._synced = _snapshot(self.values)
 
 
 @dataclass
@@ -339,19 +368,19 @@ class Resource:
 
     def _absorb(self, values: Mapping[str, Any]) -> None:
         """Take values the server reported (already decoded and typed) and clear dirty."""
-        self._state.values.update(values)
+        self._state.values.update(values)  # replaced wholesale, so no snapshot first
         self._state.synchronize()
         self._synchronized = True
 
     @classmethod
-    def _from_server(cls, values: Mapping[str, Any], connection: Any = None) -> Self:
-        """A clean resource holding `values` (decoded and typed by a wire hook).
+    def _from_server(cls, values: dict[str, Any], connection: Any = None) -> Self:
+        """A clean resource that takes ownership of `values` (decoded and typed by a hook).
 
         `list` builds one per record, so this skips ``__init__``, whose work (coercing
-        each value, snapshotting twice) the hook has already done or made moot.
+        each value) the hook has done, and defers the synchronized copy until needed.
         """
         resource = cls.__new__(cls)
-        resource._state = _State(dict(values), _snapshot(values))
+        resource._state = _State(values, deferred=True)
         resource._connection = connection
         resource._synchronized = True
         return resource
@@ -385,7 +414,7 @@ class Resource:
         found = self._field_for(key)
         if found is None:
             raise KeyError(key)
-        return self._state.values.get(found.wire_name)
+        return self._state.hand_out(found.wire_name)
 
     def get(self, key: str, default: Any = None) -> Any:
         """The value of attribute `key`, or `default` if unknown or unset."""

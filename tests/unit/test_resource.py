@@ -240,6 +240,26 @@ def test_a_listed_resource_is_clean_and_tracks_every_change():
     assert image.dirty() == {"properties", "name"}
 
 
+def test_a_listed_resource_tracks_edits_through_key_access_and_copies():
+    image = listed_image()
+    image.to_dict()["properties"]["a"] = "copy"  # a copy: no change
+    assert image.dirty() == set()
+    image["properties"]["b"] = "2"
+    assert image.dirty() == {"properties"}
+
+    image = listed_image()
+    image.get("properties")["a"] = "2"
+    assert image.dirty() == {"properties"}
+    assert image._state.synced["properties"] == {"a": "1"}
+
+    image = listed_image()
+    assert (image.name, image.size) == ("n", 3)  # reading changes nothing
+    image.size = 4
+    assert image.dirty() == {"size"}
+    image.size = 3
+    assert image.dirty() == set()
+
+
 def test_listed_records_must_hold_string_properties():
     with pytest.raises(exceptions.InvalidResponse, match="properties"):
         Image._record_values({"id": "i", "properties": {"a": 1}})
