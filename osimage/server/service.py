@@ -8,6 +8,7 @@ and changes status only through conditional UPDATEs, so two writers cannot both 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
@@ -45,6 +46,7 @@ log = logging.getLogger("osimage.service")
 
 _MAX_ID_LENGTH = 36
 MAX_BIGINT = 2**63 - 1
+_BATCH_SIZE = 1024 * 1024  # upload bytes per hash job and per store write
 MAX_ID_TEXT = 255  # owner, property keys, member ids: String(255) columns
 _UPDATABLE = (
     "name", "disk_format", "container_format", "min_disk", "min_ram", "virtual_size",
@@ -84,6 +86,20 @@ class Change:
     copy_from: str | None = None  # "" when the header is present but empty
     purge: bool = True
     data: Upload | None = None
+
+
+async def _batches(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+    """Join chunks into batches of at least `size` bytes (the last may be shorter)."""
+    parts: list[bytes] = []
+    held = 0
+    async for chunk in chunks:
+        parts.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, held = [], 0
+    if held:
+        yield b"".join(parts)
 
 
 def over_quota(count: int, quota: int) -> bool:
@@ -446,21 +462,34 @@ class ImageService:
         the `room` left in the uploader's storage quota (None: unlimited)."""
         cap = self.limits.image_size_cap
         md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-        seen = 0
 
-        async def counted() -> AsyncIterator[bytes]:
-            nonlocal seen
+        async def checked() -> AsyncIterator[bytes]:
+            seen = 0
             async for chunk in chunks:
                 seen += len(chunk)
                 if seen > cap:
                     raise TooLarge(f"Denying attempt to upload image larger than {cap} bytes.")
                 if room is not None and seen > room:
                     raise _over_storage_quota(None, room)
-                md5.update(chunk)
-                sha256.update(chunk)
                 yield chunk
 
-        blob = await self.store.put(image_id, counted())
+        async def digested() -> AsyncIterator[bytes]:
+            # md5 and sha256 of batch N run in two worker threads (hashlib releases the
+            # GIL) while the store writes it and the next batch is received.
+            loop = asyncio.get_running_loop()
+            hashing: list[asyncio.Future[None]] = []
+            async for batch in _batches(checked(), _BATCH_SIZE):
+                for job in hashing:
+                    await job
+                hashing = [
+                    loop.run_in_executor(None, md5.update, batch),
+                    loop.run_in_executor(None, sha256.update, batch),
+                ]
+                yield batch
+            for job in hashing:
+                await job
+
+        blob = await self.store.put(image_id, digested())
         return blob, md5.hexdigest(), sha256.hexdigest()
 
     async def _room(self, owner: str | None, image_id: str, declared: int | None) -> int | None:
