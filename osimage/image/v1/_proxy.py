@@ -7,7 +7,6 @@ Each method is a thin layer over the `Image` verbs and the `member` functions; o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import time
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 from osimage import exceptions
 from osimage.image.v1 import member as _member
-from osimage.image.v1.image import Image
+from osimage.image.v1.image import Digests, Image
 
 if TYPE_CHECKING:
     from keystoneauth1.adapter import Adapter
@@ -55,25 +54,37 @@ class _Hasher:
     """md5 and sha256 of the bytes passing through `chunks`, computed in one pass."""
 
     def __init__(self) -> None:
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.sha256 = hashlib.sha256()
+        self.digests = Digests()
         self.size = 0
         self.source_error: Exception | None = None
 
-    def update(self, chunk: bytes) -> None:
-        self.md5.update(chunk)
-        self.sha256.update(chunk)
-        self.size += len(chunk)
+    def md5(self) -> str:
+        self.digests.wait()
+        return self.digests.md5.hexdigest()
+
+    def sha256(self) -> str:
+        self.digests.wait()
+        assert self.digests.sha256 is not None
+        return self.digests.sha256.hexdigest()
 
     def through(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """Yield `chunks`, hashing them; an error of the source is kept in `source_error`."""
-        try:
-            for chunk in chunks:
-                self.update(chunk)
-                yield chunk
-        except Exception as exc:
-            self.source_error = exc  # requests wraps it into a connection error
-            raise
+        """Yield `chunks`, hashing each in a helper thread while the next is read and
+        sent; an error of the source is kept in `source_error`."""
+        with self.digests:
+            try:
+                for chunk in chunks:
+                    self.digests.put(chunk)
+                    self.size += len(chunk)
+                    yield chunk
+            except Exception as exc:
+                self.source_error = exc  # requests wraps it into a connection error
+                raise
+
+    def hashes(self, chunks: Iterable[bytes]) -> tuple[str, str]:
+        """The md5 and sha256 of all of `chunks`."""
+        for _ in self.through(chunks):
+            pass
+        return self.md5(), self.sha256()
 
 
 def _read_chunks(handle: BinaryIO | io.RawIOBase, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
@@ -86,11 +97,8 @@ def _read_chunks(handle: BinaryIO | io.RawIOBase, chunk_size: int = CHUNK_SIZE) 
 
 def file_hashes(path: str | os.PathLike[str]) -> tuple[str, str]:
     """The md5 and sha256 hex digests of a file, read once in chunks."""
-    hasher = _Hasher()
     with open(path, "rb") as handle:
-        for chunk in _read_chunks(handle):
-            hasher.update(chunk)
-    return hasher.md5.hexdigest(), hasher.sha256.hexdigest()
+        return _Hasher().hashes(_read_chunks(handle))
 
 
 def guess_disk_format(filename: str | os.PathLike[str] | None) -> str | None:
@@ -258,12 +266,15 @@ class Proxy:
     ) -> Image:
         """Create an image and upload its data from `filename` or `data`, streamed.
 
-        Checksums (md5 and sha256) are computed in one pass, before the upload when a
-        file can be re-read, otherwise while uploading; they are recorded as the
-        ``owner_specified.openstack.*`` properties and the md5 is sent so the server
-        verifies the upload. Unless `allow_duplicates`, an active image with the same
-        name and the same checksums is returned instead of uploading again. If the upload
-        fails, the reserved image is deleted and the error re-raised.
+        Checksums (md5 and sha256) are computed while uploading, the md5 the server
+        records is compared with them, and they are recorded as the
+        ``owner_specified.openstack.*`` properties. Unless `allow_duplicates`, an
+        active image with the same name and the same checksums is returned instead of
+        uploading again; only when an active image of that name exists (or with
+        `validate_checksum`) is data that can be read twice (a file, bytes, a seekable
+        file object) hashed before the upload, and that md5 is then also sent for the
+        server to check. If the upload fails, the reserved image is deleted and the
+        error re-raised.
 
         Keywords that are image fields (``is_public``, ``protected``, ``min_disk``,
         ``min_ram``, ``owner``, ``location``, ``copy_from``, ...) set them; other keywords
@@ -292,7 +303,11 @@ class Proxy:
             fields["disk_format"] = disk_format or guess_disk_format(filename) or "qcow2"
             fields["container_format"] = container_format or "bare"
 
-        if has_data and not (md5 and sha256) and (not allow_duplicates or validate_checksum):
+        # Active images of this name, which an upload of the same data is skipped for.
+        twins: list[Image] = []
+        if not allow_duplicates and name and (has_data or (md5 and sha256)):
+            twins = [found for found in self.images(name=name) if found.status == "active"]
+        if has_data and not (md5 and sha256) and (twins or validate_checksum):
             known = self._hash_before(filename, data)
             if known is not None:
                 if validate_checksum and (md5 or known[0], sha256 or known[1]) != known:
@@ -306,14 +321,10 @@ class Proxy:
                     "validate_checksum needs data that can be read twice (a file or bytes)"
                 )
 
-        if not allow_duplicates and name and md5 and sha256:
-            for existing in self.images(name=name):
+        if md5 and sha256:
+            for existing in twins:
                 props = existing.properties or {}
-                if (
-                    existing.status == "active"
-                    and props.get(MD5_KEY) == md5
-                    and props.get(SHA256_KEY) == sha256
-                ):
+                if props.get(MD5_KEY) == md5 and props.get(SHA256_KEY) == sha256:
                     return existing
 
         if name:
@@ -356,17 +367,13 @@ class Proxy:
         if filename is not None:
             return file_hashes(filename)
         if isinstance(data, bytes | bytearray | memoryview):
-            hasher = _Hasher()
-            hasher.update(bytes(data))
-            return hasher.md5.hexdigest(), hasher.sha256.hexdigest()
+            return _Hasher().hashes([bytes(data)])
         seekable = getattr(data, "seekable", None)
         if callable(seekable) and seekable():
             start = data.tell()
-            hasher = _Hasher()
-            for chunk in _read_chunks(data):
-                hasher.update(chunk)
+            known = _Hasher().hashes(_read_chunks(data))
             data.seek(start)
-            return hasher.md5.hexdigest(), hasher.sha256.hexdigest()
+            return known
         return None
 
     def _upload_verified(
@@ -395,7 +402,7 @@ class Proxy:
             if hasher.source_error is not None and hasher.source_error is not exc:
                 raise hasher.source_error from exc  # report the data source's own error
             raise
-        sent_md5 = hasher.md5.hexdigest()
+        sent_md5 = hasher.md5()
         if uploaded.checksum is not None and uploaded.checksum != sent_md5:
             raise exceptions.InvalidResponse(
                 f"image {uploaded.id}: the server recorded checksum {uploaded.checksum}, "
@@ -407,7 +414,7 @@ class Proxy:
         if md5 is None:
             missing[MD5_KEY] = sent_md5
         if sha256 is None:
-            missing[SHA256_KEY] = hasher.sha256.hexdigest()
+            missing[SHA256_KEY] = hasher.sha256()
         if missing:
             uploaded.properties = {**(uploaded.properties or {}), **missing}
             uploaded = uploaded.commit(self.session, purge_props=False)

@@ -11,7 +11,8 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, Self, TypeVar, overload
@@ -444,23 +445,21 @@ class ImageData:
         self.expected_sha256: str | None = sha.strip().lower() if sha else None
         self.size = 0
         self._started = False
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        self._sha256 = hashlib.sha256() if self.expected_sha256 else None
+        self._digests = Digests(sha256=self.expected_sha256 is not None)
 
     def __iter__(self) -> Iterator[bytes]:
         if self._started:
             raise RuntimeError("ImageData can be iterated only once")
         self._started = True
         try:
-            try:
-                for chunk in self.response.iter_content(self.chunk_size):
-                    self.size += len(chunk)
-                    self._md5.update(chunk)
-                    if self._sha256 is not None:
-                        self._sha256.update(chunk)
-                    yield chunk
-            except OSError as exc:  # requests' ChunkedEncodingError/ConnectionError
-                raise exceptions.InvalidResponse(f"image data stream broke off: {exc}") from exc
+            with self._digests:
+                try:
+                    for chunk in self.response.iter_content(self.chunk_size):
+                        self.size += len(chunk)
+                        self._digests.put(chunk)
+                        yield chunk
+                except OSError as exc:  # requests' ChunkedEncodingError/ConnectionError
+                    raise exceptions.InvalidResponse(f"image data stream broke off: {exc}") from exc
             self._verify()
         finally:
             self.close()
@@ -469,11 +468,12 @@ class ImageData:
         problems = []
         if self.expected_size is not None and self.size != self.expected_size:
             problems.append(f"size {self.size} != declared {self.expected_size}")
-        md5 = self._md5.hexdigest()
+        md5 = self._digests.md5.hexdigest()
         if self.expected_md5 is not None and md5 != self.expected_md5.lower():
             problems.append(f"md5 {md5} != declared {self.expected_md5}")
-        if self._sha256 is not None and self._sha256.hexdigest() != self.expected_sha256:
-            problems.append(f"sha256 {self._sha256.hexdigest()} != declared {self.expected_sha256}")
+        sha256 = self._digests.sha256
+        if sha256 is not None and sha256.hexdigest() != self.expected_sha256:
+            problems.append(f"sha256 {sha256.hexdigest()} != declared {self.expected_sha256}")
         if problems:
             raise exceptions.ChecksumMismatch("image data is corrupt: " + "; ".join(problems))
 
@@ -493,6 +493,64 @@ class ImageData:
         self.close()
 
 
+class Relay:
+    """Hands each chunk to `action` in one helper thread, in order, while the caller
+    gets on with the next (hashlib and file writes release the GIL); at most one chunk
+    waits. The first chunk is handled in the caller's thread, so one-chunk data needs
+    no thread. Leaving the `with` block waits for the last chunk and raises its error,
+    unless the block is already raising one."""
+
+    def __init__(self, action: Callable[[bytes], object], name: str) -> None:
+        self._action = action
+        self._name = name
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[object] | None = None
+
+    def put(self, chunk: bytes) -> None:
+        """Queue `chunk` (which must not change afterwards) behind the ones before it."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix=self._name)
+            self._action(chunk)
+            return
+        self.wait()
+        self._pending = self._pool.submit(self._action, chunk)
+
+    def wait(self) -> None:
+        """Block until every chunk given so far is handled; raise the action's error."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if exc is None:
+            self.wait()
+
+
+class Digests(Relay):
+    """md5 (and sha256) of a stream of chunks, hashed in a helper thread (see `Relay`);
+    the digests are complete once the `with` block ends (or after `wait`)."""
+
+    def __init__(self, *, sha256: bool = True) -> None:
+        super().__init__(self._hash, "osimage-digest")
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha256 = hashlib.sha256() if sha256 else None
+
+    def _hash(self, chunk: bytes) -> None:
+        self.md5.update(chunk)
+        if self.sha256 is not None:
+            self.sha256.update(chunk)
+
+
 def _body(data: Data) -> Any:
     """What requests should send: bytes as-is, files and iterables streamed."""
     if isinstance(data, bytes | bytearray | memoryview):
@@ -507,9 +565,9 @@ def _write_path(chunks: ImageData, target: Path) -> None:
     # os.open honours the umask, so the final file gets the usual permissions
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with os.fdopen(fd, "wb") as out, Relay(out.write, "osimage-write") as writer:
             for chunk in chunks:
-                out.write(chunk)
+                writer.put(chunk)
         os.replace(partial, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -520,8 +578,9 @@ def _write_path(chunks: ImageData, target: Path) -> None:
 def _write_file(chunks: ImageData, out: IO[bytes]) -> None:
     start = out.tell() if out.seekable() else None
     try:
-        for chunk in chunks:
-            out.write(chunk)
+        with Relay(out.write, "osimage-write") as writer:
+            for chunk in chunks:
+                writer.put(chunk)
     except BaseException:
         if start is not None:
             out.seek(start)
