@@ -618,6 +618,11 @@ class Resource:
         ``limit`` is the page size (default `DEFAULT_PAGE_SIZE`), `max_items` the most
         resources to yield in all. With ``paginated=False`` one page is fetched. Unknown
         query parameters raise `InvalidRequest` at once, before anything is sent.
+
+        From the second page on, the next page is requested in a worker thread (sharing
+        `session`) while the caller consumes the current one; a caller who stops early
+        should ``close()`` the iterator, which waits for that request. An error in a
+        page is raised when the caller reaches it.
         """
         cls._require("list")
         query = cls._query(params)
@@ -641,9 +646,11 @@ class Resource:
         while this page's records are checked, built and consumed. A list the caller
         reads within its first page sends only the requests it needs, and no request
         goes past a short page or `max_items`. An error in a page is raised when the
-        caller reaches that page, after every resource of the pages before it. Closing
-        the generator early waits for a request in flight and discards its page (an
-        error in it included: the caller never reached it), so no thread outlives it.
+        caller reaches that page, after every resource of the pages before it (a page
+        whose records fail their check raises before any of its resources, though the
+        request for the page after it may have been sent). Closing the generator early
+        waits for a request in flight and discards its page (an error in it included:
+        the caller never reached it), so no thread outlives it.
         """
         connection = _connection_of(session)
         if paginated or max_items is not None:
@@ -658,7 +665,9 @@ class Resource:
         def fetch(page_query: Mapping[str, str]) -> list[Mapping[str, Any]]:
             return cls._records_from(cls._send(session, "GET", path, params=page_query))
 
-        def fetch_ahead(page_query: Mapping[str, str], running: threading.Event) -> Any:
+        def fetch_ahead(
+            page_query: Mapping[str, str], running: threading.Event
+        ) -> list[Mapping[str, Any]]:
             running.set()
             return fetch(page_query)
 

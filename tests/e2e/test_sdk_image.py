@@ -488,6 +488,14 @@ def test_list_reads_ahead_one_page_and_sends_nothing_past_the_end(fresh_server):
     assert f"marker={ids[3]}" in rec.sent[2].query
     assert readers() == []
 
+    # a generator dropped mid-list is closed the same way
+    rec.clear()
+    pages = Image.list(ad, **by_name)
+    assert [next(pages).id for _ in range(5)] == ids[:5]
+    del pages
+    assert len(rec.sent) == 4
+    assert readers() == []
+
     # a list read within its first page reads nothing ahead
     rec.clear()
     pages = Image.list(ad, **by_name)

@@ -141,7 +141,11 @@ class Proxy:
         return found
 
     def images(self, **query: Any) -> Iterator[Image]:
-        """Images matching `query` (name, status, size_min, sort_key, ..., limit), paged lazily."""
+        """Images matching `query` (name, status, size_min, sort_key, ..., limit), paged lazily.
+
+        From the second page on, the next page is read ahead in a worker thread; close
+        the iterator if you stop early (see `Image.list`).
+        """
         return Image.list(self.session, **{**self._list_defaults, **query})
 
     def get_image(self, image: ImageRef) -> Image:
