@@ -26,6 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
+from osimage.server.stores.swift import SEGMENTS_SUFFIX
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 BACKEND_VARIABLE = "OSIMAGE_TEST_BACKEND"
 DATABASES = ("sqlite", "postgres")
@@ -257,7 +259,7 @@ class StoreSpace:
 def store_space(kind: str, **options: str) -> StoreSpace:
     """A new Swift container or S3 bucket on swift-aio (created by the server on first use)."""
     env = swift_aio_env()
-    name = f"osimage-test-{uuid.uuid4().hex[:12]}"
+    name = f"osimage-backend-{uuid.uuid4().hex[:12]}"
     query = "&".join(f"{key}={value}" for key, value in options.items())
     if kind == "swift":
         server_env = {
@@ -300,7 +302,7 @@ def _drop_swift(env: dict[str, str], name: str) -> None:
     )
     storage = auth.headers["x-storage-url"]
     with httpx.Client(headers={"x-auth-token": auth.headers["x-auth-token"]}) as client:
-        for container in (name, f"{name}_segments"):
+        for container in (name, name + SEGMENTS_SUFFIX):
             for entry in list(_swift_listing(client, f"{storage}/{container}")):
                 client.delete(f"{storage}/{container}/{entry}")
             client.delete(f"{storage}/{container}")
