@@ -25,7 +25,7 @@ from osimage.server.api.versions import (
     send_versions,
 )
 from osimage.server.auth import Authenticator, Unauthorized, open_authenticator
-from osimage.server.db.engine import migrate, open_engine
+from osimage.server.db.engine import close_engine, migrate, open_engine
 from osimage.server.errors import ApiError, HeaderTooLarge, ServiceUnavailable, render
 from osimage.server.errors import Unauthorized as NotAuthenticated
 from osimage.server.protections import Protections
@@ -55,7 +55,7 @@ async def prepare(settings: Settings) -> None:
             await scrub(engine, store)
     finally:
         await store.aclose()
-        await engine.dispose()
+        await close_engine(engine)
 
 
 def _limits(settings: Settings) -> Limits:
@@ -107,7 +107,7 @@ class App:
         if not self.prepared:
             await prepare(settings)
         engine = open_engine(settings.database)
-        stack.push_async_callback(engine.dispose)
+        stack.push_async_callback(close_engine, engine)
         store = open_store(settings.store)
         stack.push_async_callback(store.aclose)
         authenticator = open_authenticator(

@@ -14,11 +14,13 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import anyio
 from anyio import CancelScope
 from anyio.abc import TaskGroup
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,8 +28,8 @@ from osimage import wire
 from osimage.server import sources
 from osimage.server.auth import Context
 from osimage.server.db import catalog
-from osimage.server.db.catalog import ImageRow, Scope
-from osimage.server.db.engine import reading, writing
+from osimage.server.db.catalog import ImageRow, ListQuery, Scope
+from osimage.server.db.engine import read, reading, writing
 from osimage.server.errors import (
     ApiError,
     BadRequest,
@@ -193,7 +195,9 @@ class ImageService:
 
     # -- visibility ------------------------------------------------------------------------
 
-    async def _visible(self, ctx: Context, row: ImageRow) -> bool:
+    @staticmethod
+    def _visible(conn: Connection, ctx: Context, row: ImageRow) -> bool:
+        """Whether `ctx` may see `row`; reads its membership through `conn` if needed."""
         if ctx.is_admin:
             return True
         if row.deleted:
@@ -204,9 +208,18 @@ class ImageService:
             return False
         if row.owner == ctx.owner_id:
             return True
-        async with reading(self.engine) as conn:
-            member = await catalog.membership(conn, row.id, ctx.owner_id)
+        member = catalog.find_membership(conn, row.id, ctx.owner_id)
         return member is not None and not member.deleted
+
+    @classmethod
+    def _visible_row(cls, conn: Connection, ctx: Context, image_id: str) -> ImageRow | None:
+        """The image if it exists and `ctx` may see it (synchronous: see `engine.read`)."""
+        if len(image_id) > _MAX_ID_LENGTH:
+            return None
+        row = catalog.fetch_image(conn, image_id)
+        if row is None or not cls._visible(conn, ctx, row):
+            return None
+        return row
 
     def is_owner(self, ctx: Context, row: ImageRow) -> bool:
         return row.owner is not None and ctx.owner_id is not None and row.owner == ctx.owner_id
@@ -223,8 +236,7 @@ class ImageService:
     async def _row(self, image_id: str) -> ImageRow | None:
         if len(image_id) > _MAX_ID_LENGTH:
             return None
-        async with reading(self.engine) as conn:
-            return await catalog.get_image(conn, image_id)
+        return await read(self.engine, partial(catalog.fetch_image, image_id=image_id))
 
     def shown(self, ctx: Context, row: ImageRow) -> ImageRow:
         """`row` as the caller may see it: without properties it may not read (§13.2)."""
@@ -234,8 +246,8 @@ class ImageService:
 
     async def get(self, ctx: Context, image_id: str) -> ImageRow:
         """The image if the caller may see it; NotFound otherwise (never Forbidden)."""
-        row = await self._row(image_id)
-        if row is None or not await self._visible(ctx, row):
+        row = await read(self.engine, partial(self._visible_row, ctx=ctx, image_id=image_id))
+        if row is None:
             raise NotFound(f"Image {image_id} not found.")
         return row
 
@@ -666,10 +678,15 @@ class ImageService:
         )
         query.scope, query.project = self._list_scope(ctx, is_public), ctx.owner_id
         query.with_properties = detail
+        return await read(self.engine, partial(self._page, ctx=ctx, query=query, marker=marker))
+
+    @classmethod
+    def _page(
+        cls, conn: Connection, *, ctx: Context, query: ListQuery, marker: str | None
+    ) -> list[ImageRow]:
         if marker is not None:
-            query.marker = await self._marker(ctx, marker)
-        async with reading(self.engine) as conn:
-            return await catalog.list_images(conn, query)
+            query.marker = cls._marker(conn, ctx, marker)
+        return catalog.list_images(conn, query)
 
     def _list_scope(self, ctx: Context, is_public: str | None) -> Scope:
         if ctx.is_admin and is_public == "none":
@@ -678,9 +695,10 @@ class ImageService:
             return Scope.NON_PUBLIC
         return Scope.PROJECT if ctx.owner_id is not None else Scope.PUBLIC
 
-    async def _marker(self, ctx: Context, marker: str) -> ImageRow:
-        row = await self._row(marker)
-        if row is None or not await self._visible(ctx, row):
+    @classmethod
+    def _marker(cls, conn: Connection, ctx: Context, marker: str) -> ImageRow:
+        row = cls._visible_row(conn, ctx, marker)
+        if row is None:
             raise BadRequest("Invalid marker. Image could not be found.")
         return row
 

@@ -7,14 +7,16 @@ of an image's properties or members first lock its row (see `lock_image`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     and_,
+    bindparam,
     delete,
     exists,
     false,
@@ -101,17 +103,11 @@ class ListQuery:
     with_properties: bool = True
 
 
-def _row(values: RowMapping) -> ImageRow:
-    return ImageRow(**{column.name: values[column.name] for column in images.c})
-
-
-async def _properties_of(
-    conn: AsyncConnection, image_ids: Sequence[str]
-) -> dict[str, dict[str, str | None]]:
+def _properties_of(conn: Connection, image_ids: Sequence[str]) -> dict[str, dict[str, str | None]]:
     found: dict[str, dict[str, str | None]] = {image_id: {} for image_id in image_ids}
     if not image_ids:
         return found
-    rows = await conn.execute(
+    rows = conn.execute(
         select(image_properties.c.image_id, image_properties.c.key, image_properties.c.value)
         .where(image_properties.c.image_id.in_(image_ids))
         .order_by(image_properties.c.id)
@@ -121,14 +117,33 @@ async def _properties_of(
     return found
 
 
-async def get_image(conn: AsyncConnection, image_id: str) -> ImageRow | None:
-    result = await conn.execute(select(images).where(images.c.id == image_id))
-    values = result.mappings().first()
-    if values is None:
+# The image and its properties in one statement: one row per property (or one with NULLs).
+_IMAGE_WITH_PROPERTIES = (
+    select(images, image_properties.c.key.label("_key"), image_properties.c.value.label("_value"))
+    .outerjoin(image_properties, image_properties.c.image_id == images.c.id)
+    .where(images.c.id == bindparam("image_id"))
+    .order_by(image_properties.c.id)
+)
+_COLUMNS = tuple(column.name for column in images.c)
+# Rows are built positionally (ImageRow(*row)): its fields follow the table's columns.
+if tuple(f.name for f in fields(ImageRow) if f.name != "properties") != _COLUMNS:
+    raise RuntimeError("ImageRow's fields must follow the images table's columns")
+
+
+def fetch_image(conn: Connection, image_id: str) -> ImageRow | None:
+    """The image with its properties, or None (synchronous: see `engine.read`)."""
+    result = conn.execute(_IMAGE_WITH_PROPERTIES, {"image_id": image_id}).all()
+    if not result:
         return None
-    row = _row(values)
-    row.properties = (await _properties_of(conn, [row.id]))[row.id]
+    first = result[0]
+    row = ImageRow(*first[: len(_COLUMNS)])
+    if first[-2] is not None:
+        row.properties = {key: value for *_, key, value in result}
     return row
+
+
+async def get_image(conn: AsyncConnection, image_id: str) -> ImageRow | None:
+    return await conn.run_sync(fetch_image, image_id)
 
 
 async def image_exists(conn: AsyncConnection, image_id: str) -> bool:
@@ -296,8 +311,10 @@ def _visible_in_list(query: ListQuery) -> ColumnElement[bool]:
     return or_(images.c.is_public == true(), images.c.owner == query.project, shared)
 
 
-async def list_images(conn: AsyncConnection, query: ListQuery) -> list[ImageRow]:
-    """One page of images, in keyset order (sort key, created_at, id), after `query.marker`."""
+def list_images(conn: Connection, query: ListQuery) -> list[ImageRow]:
+    """One page of images, in keyset order (sort key, created_at, id), after `query.marker`.
+
+    Synchronous: run it through `engine.read`."""
     if query.limit <= 0:
         return []
     conditions: list[ColumnElement[bool]] = [_visible_in_list(query)]
@@ -331,11 +348,15 @@ async def list_images(conn: AsyncConnection, query: ListQuery) -> list[ImageRow]
             beyond = expression < marks[index] if descending else expression > marks[index]
             after.append(and_(*equal, beyond))
         conditions.append(or_(*after))
+        # Redundant with the OR above, but lets the database range-scan an index on the
+        # first sort key instead of walking every row before the marker.
+        first = expressions[0]
+        conditions.append(first <= marks[0] if descending else first >= marks[0])
     order = [e.desc() if descending else e.asc() for e in expressions]
     statement = select(images).where(*conditions).order_by(*order).limit(query.limit)
-    rows = [_row(values) for values in (await conn.execute(statement)).mappings()]
+    rows = [ImageRow(*values) for values in conn.execute(statement)]
     if query.with_properties:
-        found = await _properties_of(conn, [row.id for row in rows])
+        found = _properties_of(conn, [row.id for row in rows])
         for row in rows:
             row.properties = found[row.id]
     return rows
@@ -363,15 +384,20 @@ def _member(values: RowMapping) -> MemberRow:
     )
 
 
-async def membership(conn: AsyncConnection, image_id: str, member: str) -> MemberRow | None:
+def find_membership(conn: Connection, image_id: str, member: str) -> MemberRow | None:
     """The membership row of `member` on the image, removed ones included."""
-    result = await conn.execute(
+    result = conn.execute(
         select(image_members).where(
             image_members.c.image_id == image_id, image_members.c.member == member
         )
     )
     values = result.mappings().first()
     return None if values is None else _member(values)
+
+
+async def membership(conn: AsyncConnection, image_id: str, member: str) -> MemberRow | None:
+    """The membership row of `member` on the image, removed ones included."""
+    return await conn.run_sync(find_membership, image_id, member)
 
 
 async def put_member(

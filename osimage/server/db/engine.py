@@ -7,14 +7,16 @@ the `postgres` extra) is shared by any number of hosts.
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio.to_thread
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -26,6 +28,9 @@ _MIGRATION_LOCK = 0x05_1A_6E_00  # pg_advisory_xact_lock key: one migrating proc
 # backend -> (the driver osimage speaks it through, the extra that installs that driver)
 DRIVERS = {"sqlite": ("aiosqlite", "server"), "postgresql": ("asyncpg", "postgres")}
 _ALIASES = {"postgres": "postgresql"}
+_T = TypeVar("_T")
+# SQLite: a synchronous engine on the same file, for reads done in one worker-thread call
+_SYNC_READERS: weakref.WeakKeyDictionary[AsyncEngine, Engine] = weakref.WeakKeyDictionary()
 
 
 class DatabaseConfigError(ValueError):
@@ -73,8 +78,20 @@ def open_engine(url: str) -> AsyncEngine:
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(parsed)
+    _tune_sqlite(engine.sync_engine)
+    if parsed.database and parsed.database != ":memory:":
+        reader = create_engine(
+            parsed.set(drivername="sqlite+pysqlite"),
+            connect_args={"check_same_thread": False},  # pooled; one thread at a time
+        )
+        _tune_sqlite(reader)
+        _SYNC_READERS[engine] = reader
+        weakref.finalize(engine, reader.dispose)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # transactions are begun below
         cursor = dbapi_connection.cursor()
@@ -84,14 +101,20 @@ def open_engine(url: str) -> AsyncEngine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # A writer takes the write lock up front, so it waits (busy timeout) instead of
         # failing when a read transaction would have to be upgraded.
         immediate = connection.get_execution_options().get(_WRITE, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
-    return engine
+
+async def close_engine(engine: AsyncEngine) -> None:
+    """Dispose of `engine` and of the SQLite reader opened with it."""
+    reader = _SYNC_READERS.pop(engine, None)
+    if reader is not None:
+        reader.dispose()
+    await engine.dispose()
 
 
 @asynccontextmanager
@@ -108,6 +131,24 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A read transaction (one consistent snapshot)."""
     async with engine.connect() as conn, conn.begin():
         yield conn
+
+
+async def read(engine: AsyncEngine, work: Callable[[Connection], _T]) -> _T:
+    """`work(conn)` in one read transaction (one consistent snapshot).
+
+    On a SQLite file all of it runs in one worker-thread call over a synchronous
+    connection, instead of a hand-off to the driver's thread for every statement.
+    """
+    reader = _SYNC_READERS.get(engine)
+    if reader is not None:
+        return await anyio.to_thread.run_sync(_read_in_thread, reader, work)
+    async with reading(engine) as conn:
+        return await conn.run_sync(work)
+
+
+def _read_in_thread(reader: Engine, work: Callable[[Connection], _T]) -> _T:
+    with reader.connect() as conn, conn.begin():
+        return work(conn)
 
 
 def _upgrade(connection: Connection) -> None:
