@@ -503,6 +503,13 @@ def test_list_reads_ahead_one_page_and_sends_nothing_past_the_end(fresh_server):
     pages.close()
     assert len(rec.sent) == 1
 
+    # the caller may use the same session while a page is read ahead
+    rec.clear()
+    fetched = [Image.existing(id=i.id).fetch(ad).name for i in Image.list(ad, **by_name)]
+    assert fetched == [f"ahead-{n:02}" for n in range(9)]
+    assert [s.method for s in rec.sent].count("GET") == 5
+    assert readers() == []
+
     # max_items stops the reading ahead too
     rec.clear()
     assert [i.id for i in Image.list(ad, max_items=6, **by_name)] == ids[:6]
