@@ -35,6 +35,9 @@ def run(settings: Settings) -> None:
         "log_level": settings.log_level,
         "lifespan": "on",
         "server_header": False,
+        # h11 even where httptools is installed: httptools answers an unknown method
+        # (e.g. BREW) with 400 before the app sees it, and v1 wants 501 (spec §3)
+        "http": "h11",
         # in-flight requests get this long at shutdown; then they are cancelled, and an
         # upload cancelled that way still ends `killed` with its partial data removed
         "timeout_graceful_shutdown": 10,
