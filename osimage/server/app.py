@@ -7,6 +7,7 @@ request gets a request id, one log line, and errors rendered by `osimage.server.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -38,6 +39,15 @@ log = logging.getLogger("osimage.server")
 access_log = logging.getLogger("osimage.access")
 
 MAX_REQUEST_ID_LENGTH = 64
+# Request ids: a random per-process prefix and a counter, in the form of a UUID
+# (cheaper than uuid4() per request, and as unique).
+_ID_PREFIX = f"req-{str(uuid.uuid4())[:24]}"
+_ID_SEQUENCE = itertools.count(int.from_bytes(uuid.uuid4().bytes[:6], "big"))
+
+
+def new_request_id() -> str:
+    """A fresh `req-<uuid>` request id."""
+    return f"{_ID_PREFIX}{next(_ID_SEQUENCE) & 0xFFFF_FFFF_FFFF:012x}"
 
 
 async def prepare(settings: Settings) -> None:
@@ -144,7 +154,7 @@ class App:
     def _request_id(self, scope: Scope) -> str:
         supplied = header(scope, "x-openstack-request-id")
         if supplied is None or self.settings.auth == "noauth":
-            return f"req-{uuid.uuid4()}"
+            return new_request_id()
         supplied = supplied.strip()
         if len(supplied) > MAX_REQUEST_ID_LENGTH:
             raise HeaderTooLarge(
@@ -155,7 +165,7 @@ class App:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 0
-        request_id = f"req-{uuid.uuid4()}"
+        request_id = ""
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -171,10 +181,12 @@ class App:
                 request_id = self._request_id(scope)
                 await self._dispatch(scope, receive, send_with_id)
             except ApiError as error:
+                request_id = request_id or new_request_id()  # the supplied one was refused
                 if status:
                     raise
                 await _send_error(scope, send_with_id, error)
             except Exception:
+                request_id = request_id or new_request_id()
                 log.exception("%s %s %s failed", request_id, scope["method"], scope["path"])
                 if status:
                     raise

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 from alembic import command
 from alembic.config import Config
@@ -30,7 +31,12 @@ DRIVERS = {"sqlite": ("aiosqlite", "server"), "postgresql": ("asyncpg", "postgre
 _ALIASES = {"postgres": "postgresql"}
 _T = TypeVar("_T")
 # SQLite: a synchronous engine on the same file, for reads done in one worker-thread call
-_SYNC_READERS: weakref.WeakKeyDictionary[AsyncEngine, Engine] = weakref.WeakKeyDictionary()
+# (with as many connections as threads may use them at once: reads are mostly CPU, and
+# the process has one GIL)
+_READERS = 4
+_SYNC_READERS: weakref.WeakKeyDictionary[AsyncEngine, tuple[Engine, anyio.CapacityLimiter]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class DatabaseConfigError(ValueError):
@@ -83,14 +89,16 @@ def open_engine(url: str) -> AsyncEngine:
         reader = create_engine(
             parsed.set(drivername="sqlite+pysqlite"),
             connect_args={"check_same_thread": False},  # pooled; one thread at a time
+            pool_size=_READERS,
+            max_overflow=0,
         )
-        _tune_sqlite(reader)
-        _SYNC_READERS[engine] = reader
+        _tune_sqlite(reader, read_only=True)
+        _SYNC_READERS[engine] = (reader, anyio.CapacityLimiter(_READERS))
         weakref.finalize(engine, reader.dispose)
     return engine
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, *, read_only: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # transactions are begun below
@@ -99,7 +107,12 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        if read_only:
+            cursor.execute("PRAGMA query_only=ON")
         cursor.close()
+
+    if read_only:
+        return  # `_read_in_thread` begins its transactions itself
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
@@ -113,7 +126,7 @@ async def close_engine(engine: AsyncEngine) -> None:
     """Dispose of `engine` and of the SQLite reader opened with it."""
     reader = _SYNC_READERS.pop(engine, None)
     if reader is not None:
-        reader.dispose()
+        reader[0].dispose()
     await engine.dispose()
 
 
@@ -141,13 +154,16 @@ async def read(engine: AsyncEngine, work: Callable[[Connection], _T]) -> _T:
     """
     reader = _SYNC_READERS.get(engine)
     if reader is not None:
-        return await anyio.to_thread.run_sync(_read_in_thread, reader, work)
+        return await anyio.to_thread.run_sync(_read_in_thread, reader[0], work, limiter=reader[1])
     async with reading(engine) as conn:
         return await conn.run_sync(work)
 
 
 def _read_in_thread(reader: Engine, work: Callable[[Connection], _T]) -> _T:
-    with reader.connect() as conn, conn.begin():
+    with reader.connect() as conn:
+        # BEGIN straight on the driver's connection: one snapshot for all of `work`'s
+        # statements; closing `conn` rolls it back (the connection is query-only).
+        conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
         return work(conn)
 
 
