@@ -139,6 +139,8 @@ def render_timestamp(when: datetime) -> str:
     """The v1 timestamp form: ``YYYY-MM-DDTHH:MM:SS.ffffff``, UTC, no zone suffix."""
     if when.tzinfo is not None:
         when = when.astimezone(UTC).replace(tzinfo=None)
+    if when.year >= 1000:  # the same text as the format gives, several times faster
+        return when.isoformat(timespec="microseconds")
     return when.strftime(TIMESTAMP_FORMAT)
 
 

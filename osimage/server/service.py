@@ -236,7 +236,7 @@ class ImageService:
     async def _row(self, image_id: str) -> ImageRow | None:
         if len(image_id) > _MAX_ID_LENGTH:
             return None
-        return await read(self.engine, partial(catalog.fetch_image, image_id=image_id))
+        return await read(self.engine, partial(catalog.fetch_image, image_id=image_id), point=True)
 
     def shown(self, ctx: Context, row: ImageRow) -> ImageRow:
         """`row` as the caller may see it: without properties it may not read (§13.2)."""
@@ -246,7 +246,9 @@ class ImageService:
 
     async def get(self, ctx: Context, image_id: str) -> ImageRow:
         """The image if the caller may see it; NotFound otherwise (never Forbidden)."""
-        row = await read(self.engine, partial(self._visible_row, ctx=ctx, image_id=image_id))
+        row = await read(
+            self.engine, partial(self._visible_row, ctx=ctx, image_id=image_id), point=True
+        )
         if row is None:
             raise NotFound(f"Image {image_id} not found.")
         return row

@@ -6,15 +6,17 @@ of an image's properties or members first lock its row (see `lock_image`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Select,
     and_,
     bindparam,
     delete,
@@ -29,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import BindParameter
 
 from osimage.server.db.tables import image_members, image_properties, images
 
@@ -101,20 +104,6 @@ class ListQuery:
     limit: int = 25
     marker: ImageRow | None = None
     with_properties: bool = True
-
-
-def _properties_of(conn: Connection, image_ids: Sequence[str]) -> dict[str, dict[str, str | None]]:
-    found: dict[str, dict[str, str | None]] = {image_id: {} for image_id in image_ids}
-    if not image_ids:
-        return found
-    rows = conn.execute(
-        select(image_properties.c.image_id, image_properties.c.key, image_properties.c.value)
-        .where(image_properties.c.image_id.in_(image_ids))
-        .order_by(image_properties.c.id)
-    )
-    for image_id, key, value in rows:
-        found[image_id][key] = value
-    return found
 
 
 # The image and its properties in one statement: one row per property (or one with NULLs).
@@ -279,8 +268,8 @@ async def storage_usage(conn: AsyncConnection, owner: str | None, *, exclude: st
     return int(result.scalar_one())
 
 
-def _sort_expression(key: str) -> ColumnElement[Any]:
-    column = images.c[key]
+def _sort_expression(key: str, columns: Any = images.c) -> ColumnElement[Any]:
+    column: ColumnElement[Any] = columns[key]
     if key in ("name", "container_format", "disk_format"):
         return func.coalesce(column, "")
     if key == "size":
@@ -295,20 +284,21 @@ def _sort_value(row: ImageRow, key: str) -> Any:
     return value
 
 
-def _visible_in_list(query: ListQuery) -> ColumnElement[bool]:
-    if query.scope is Scope.ALL:
+def _visible_in_list(scope: Scope) -> ColumnElement[bool]:
+    if scope is Scope.ALL:
         return true()
-    if query.scope is Scope.NON_PUBLIC:
+    if scope is Scope.NON_PUBLIC:
         return images.c.is_public == false()
-    if query.scope is Scope.PUBLIC or query.project is None:
+    if scope is Scope.PUBLIC:
         return images.c.is_public == true()
+    project: BindParameter[str] = bindparam("project")
     shared = exists().where(
         images.c.owner.is_not(None),  # ownerless private images are never listed (§10.2)
         image_members.c.image_id == images.c.id,
-        image_members.c.member == query.project,
+        image_members.c.member == project,
         image_members.c.deleted == false(),
     )
-    return or_(images.c.is_public == true(), images.c.owner == query.project, shared)
+    return or_(images.c.is_public == true(), images.c.owner == project, shared)
 
 
 def list_images(conn: Connection, query: ListQuery) -> list[ImageRow]:
@@ -317,31 +307,91 @@ def list_images(conn: Connection, query: ListQuery) -> list[ImageRow]:
     Synchronous: run it through `engine.read`."""
     if query.limit <= 0:
         return []
-    conditions: list[ColumnElement[bool]] = [_visible_in_list(query)]
-    if query.changes_since is None:
-        conditions.append(images.c.deleted == false())
-        conditions.append(images.c.status.not_in(HIDDEN_STATUSES))
-    else:
-        conditions.append(images.c.updated_at > query.changes_since)
+    scope = query.scope
+    if scope is Scope.PROJECT and query.project is None:
+        scope = Scope.PUBLIC
+    statement = _page_statement(
+        scope,
+        query.changes_since is not None,
+        tuple(query.exact),
+        query.size_min is not None,
+        query.size_max is not None,
+        len(query.properties),
+        query.sort_key,
+        query.sort_dir == "desc",
+        query.marker is not None,
+        query.with_properties,
+    )
+    params: dict[str, Any] = {"limit": query.limit, "project": query.project}
+    if query.changes_since is not None:
+        params["changes_since"] = query.changes_since
     for name, value in query.exact.items():
-        conditions.append(images.c[name] == value)
-    if query.size_min is not None:
-        conditions.append(images.c.size >= query.size_min)
-    if query.size_max is not None:
-        conditions.append(images.c.size <= query.size_max)
-    for key, value in query.properties.items():
+        params[f"exact_{name}"] = value
+    params["size_min"], params["size_max"] = query.size_min, query.size_max
+    for index, (key, value) in enumerate(query.properties.items()):
+        params[f"property_key_{index}"], params[f"property_value_{index}"] = key, value
+    if query.marker is not None:
+        for index, key in enumerate(_sort_keys(query.sort_key)):
+            params[f"mark_{index}"] = _sort_value(query.marker, key)
+    result = conn.execute(statement, params)
+    if not query.with_properties:
+        return [ImageRow(*values) for values in result]
+    rows: list[ImageRow] = []
+    width = len(_COLUMNS)
+    for values in result:
+        if not rows or rows[-1].id != values[0]:
+            rows.append(ImageRow(*values[:width]))
+        if values[width] is not None:
+            rows[-1].properties[values[width]] = values[width + 1]
+    return rows
+
+
+def _sort_keys(sort_key: str) -> list[str]:
+    return [sort_key] + [k for k in ("created_at", "id") if k != sort_key]
+
+
+@lru_cache(maxsize=256)
+def _page_statement(
+    scope: Scope,
+    changes_since: bool,
+    exact: tuple[str, ...],
+    size_min: bool,
+    size_max: bool,
+    properties: int,
+    sort_key: str,
+    descending: bool,
+    marker: bool,
+    with_properties: bool,
+) -> Select[Any]:
+    """The page query of one shape, every value a bound parameter (see `list_images`).
+
+    Built once per shape: building a statement costs more than running it, and the
+    same statement object reuses its compiled form.
+    """
+    conditions: list[ColumnElement[bool]] = [_visible_in_list(scope)]
+    if not changes_since:
+        conditions.append(images.c.deleted == false())
+        conditions.extend(images.c.status != status for status in HIDDEN_STATUSES)
+    else:
+        conditions.append(images.c.updated_at > bindparam("changes_since"))
+    for name in exact:
+        conditions.append(images.c[name] == bindparam(f"exact_{name}"))
+    if size_min:
+        conditions.append(images.c.size >= bindparam("size_min"))
+    if size_max:
+        conditions.append(images.c.size <= bindparam("size_max"))
+    for index in range(properties):
         conditions.append(
             exists().where(
                 image_properties.c.image_id == images.c.id,
-                image_properties.c.key == key,
-                image_properties.c.value == value,
+                image_properties.c.key == bindparam(f"property_key_{index}"),
+                image_properties.c.value == bindparam(f"property_value_{index}"),
             )
         )
-    keys = [query.sort_key] + [k for k in ("created_at", "id") if k != query.sort_key]
+    keys = _sort_keys(sort_key)
     expressions = [_sort_expression(key) for key in keys]
-    descending = query.sort_dir == "desc"
-    if query.marker is not None:
-        marks = [_sort_value(query.marker, key) for key in keys]
+    if marker:
+        marks: list[BindParameter[Any]] = [bindparam(f"mark_{i}") for i in range(len(keys))]
         after: list[ColumnElement[bool]] = []
         for index, expression in enumerate(expressions):
             equal = [expressions[j] == marks[j] for j in range(index)]
@@ -353,13 +403,18 @@ def list_images(conn: Connection, query: ListQuery) -> list[ImageRow]:
         first = expressions[0]
         conditions.append(first <= marks[0] if descending else first >= marks[0])
     order = [e.desc() if descending else e.asc() for e in expressions]
-    statement = select(images).where(*conditions).order_by(*order).limit(query.limit)
-    rows = [ImageRow(*values) for values in conn.execute(statement)]
-    if query.with_properties:
-        found = _properties_of(conn, [row.id for row in rows])
-        for row in rows:
-            row.properties = found[row.id]
-    return rows
+    statement = select(images).where(*conditions).order_by(*order).limit(bindparam("limit"))
+    if not with_properties:
+        return statement
+    # The page and its properties in one statement: one row per property (or one with
+    # NULLs), in page order, then property order.
+    page = statement.subquery()
+    outer = [_sort_expression(key, page.c) for key in keys]
+    return (
+        select(page, image_properties.c.key, image_properties.c.value)
+        .outerjoin(image_properties, image_properties.c.image_id == page.c.id)
+        .order_by(*(e.desc() if descending else e.asc() for e in outer), image_properties.c.id)
+    )
 
 
 # -- memberships ---------------------------------------------------------------------------

@@ -146,14 +146,20 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         yield conn
 
 
-async def read(engine: AsyncEngine, work: Callable[[Connection], _T]) -> _T:
+async def read(engine: AsyncEngine, work: Callable[[Connection], _T], *, point: bool = False) -> _T:
     """`work(conn)` in one read transaction (one consistent snapshot).
 
-    On a SQLite file all of it runs in one worker-thread call over a synchronous
-    connection, instead of a hand-off to the driver's thread for every statement.
+    On a SQLite file it runs over a synchronous, query-only connection: in one
+    worker-thread call (instead of a hand-off to the driver's thread for every
+    statement), or with `point` right here on the event loop. `point` is for work whose
+    cost does not grow with the catalogue (lookups by key through unique indexes, tens of
+    microseconds), where the hop to a thread would cost more than the work; WAL readers
+    do not wait for writers.
     """
     reader = _SYNC_READERS.get(engine)
     if reader is not None:
+        if point:
+            return _read_in_thread(reader[0], work)
         return await anyio.to_thread.run_sync(_read_in_thread, reader[0], work, limiter=reader[1])
     async with reading(engine) as conn:
         return await conn.run_sync(work)
