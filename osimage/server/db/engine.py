@@ -34,9 +34,25 @@ _T = TypeVar("_T")
 # (with as many connections as threads may use them at once: reads are mostly CPU, and
 # the process has one GIL)
 _READERS = 4
-_SYNC_READERS: weakref.WeakKeyDictionary[AsyncEngine, tuple[Engine, anyio.CapacityLimiter]] = (
-    weakref.WeakKeyDictionary()
-)
+
+
+class _Reader:
+    """The synchronous read side of a SQLite engine: a pool for reads in worker threads,
+    and one connection of its own for point reads on the event loop thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.limiter = anyio.CapacityLimiter(_READERS)
+        self.point: Connection | None = None
+
+    def dispose(self) -> None:
+        if self.point is not None:
+            self.point.close()
+            self.point = None
+        self.engine.dispose()
+
+
+_SYNC_READERS: weakref.WeakKeyDictionary[AsyncEngine, _Reader] = weakref.WeakKeyDictionary()
 
 
 class DatabaseConfigError(ValueError):
@@ -93,8 +109,8 @@ def open_engine(url: str) -> AsyncEngine:
             max_overflow=0,
         )
         _tune_sqlite(reader, read_only=True)
-        _SYNC_READERS[engine] = (reader, anyio.CapacityLimiter(_READERS))
-        weakref.finalize(engine, reader.dispose)
+        _SYNC_READERS[engine] = state = _Reader(reader)
+        weakref.finalize(engine, state.dispose)
     return engine
 
 
@@ -126,7 +142,7 @@ async def close_engine(engine: AsyncEngine) -> None:
     """Dispose of `engine` and of the SQLite reader opened with it."""
     reader = _SYNC_READERS.pop(engine, None)
     if reader is not None:
-        reader[0].dispose()
+        reader.dispose()
     await engine.dispose()
 
 
@@ -159,8 +175,10 @@ async def read(engine: AsyncEngine, work: Callable[[Connection], _T], *, point: 
     reader = _SYNC_READERS.get(engine)
     if reader is not None:
         if point:
-            return _read_in_thread(reader[0], work)
-        return await anyio.to_thread.run_sync(_read_in_thread, reader[0], work, limiter=reader[1])
+            return _point_read(reader, work)
+        return await anyio.to_thread.run_sync(
+            _read_in_thread, reader.engine, work, limiter=reader.limiter
+        )
     async with reading(engine) as conn:
         return await conn.run_sync(work)
 
@@ -171,6 +189,19 @@ def _read_in_thread(reader: Engine, work: Callable[[Connection], _T]) -> _T:
         # statements; closing `conn` rolls it back (the connection is query-only).
         conn.connection.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
         return work(conn)
+
+
+def _point_read(reader: _Reader, work: Callable[[Connection], _T]) -> _T:
+    if reader.point is None:
+        reader.point = reader.engine.connect()
+    conn = reader.point
+    driver: Any = conn.connection.driver_connection
+    driver.execute("BEGIN")
+    try:
+        return work(conn)
+    finally:
+        conn.rollback()  # SQLAlchemy's transaction, if `work` ran a statement
+        driver.rollback()  # the snapshot (the connection is query-only)
 
 
 def _upgrade(connection: Connection) -> None:
