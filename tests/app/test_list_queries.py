@@ -9,12 +9,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from sqlalchemy import Connection, create_engine, event, insert
 from sqlalchemy.engine import Engine
 
 from osimage.server.db import catalog
 from osimage.server.db.catalog import ListQuery, Scope
+from osimage.server.db.engine import close_engine, migrate, open_engine, read
 from osimage.server.db.tables import image_properties, images, metadata
 
 START = datetime(2025, 1, 1)
@@ -116,3 +118,54 @@ def test_pages_walk_the_catalogue_in_keyset_order(
     assert len(walked) == 60
     assert len({r.id for r in walked}) == 60
     assert [key(r) for r in walked] == sorted(map(key, walked), reverse=direction == "desc")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_concurrent_reads_share_the_reader_pool(tmp_path: Path, anyio_backend: str) -> None:
+    """More reads at once than the SQLite reader has connections: all of them finish with
+    the right answer, point reads on the loop among them, and no read stays open."""
+    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'osimage.db'}")
+    await migrate(engine)
+    try:
+        sync = create_engine(f"sqlite:///{tmp_path / 'osimage.db'}")
+        with sync.begin() as conn:
+            conn.execute(
+                insert(images),
+                [
+                    {
+                        "id": f"00000000-0000-4000-8000-{n:012d}",
+                        "status": "active",
+                        "is_public": True,
+                        "created_at": START + timedelta(seconds=n),
+                        "updated_at": START,
+                    }
+                    for n in range(40)
+                ],
+            )
+        sync.dispose()
+        pages: list[list[str]] = []
+        points: list[str | None] = []
+
+        def page(conn: Connection) -> list[str]:
+            return [r.id for r in catalog.list_images(conn, ListQuery(Scope.PUBLIC, limit=10))]
+
+        async def one_page() -> None:
+            pages.append(await read(engine, page))
+
+        async def one_point(n: int) -> None:
+            image_id = f"00000000-0000-4000-8000-{n:012d}"
+            row = await read(engine, lambda c: catalog.fetch_image(c, image_id), point=True)
+            points.append(None if row is None else row.id)
+
+        async with anyio.create_task_group() as tasks:
+            for n in range(24):
+                tasks.start_soon(one_page)
+                tasks.start_soon(one_point, n)
+        newest = [f"00000000-0000-4000-8000-{n:012d}" for n in range(39, 29, -1)]
+        assert pages == [newest] * 24
+        assert sorted(p or "" for p in points) == [
+            f"00000000-0000-4000-8000-{n:012d}" for n in range(24)
+        ]
+    finally:
+        await close_engine(engine)

@@ -105,7 +105,7 @@ def open_engine(url: str) -> AsyncEngine:
         reader = create_engine(
             parsed.set(drivername="sqlite+pysqlite"),
             connect_args={"check_same_thread": False},  # pooled; one thread at a time
-            pool_size=_READERS,
+            pool_size=_READERS + 1,  # and the point-read connection
             max_overflow=0,
         )
         _tune_sqlite(reader, read_only=True)
