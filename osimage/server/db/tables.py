@@ -73,3 +73,15 @@ image_members = Table(
     UniqueConstraint("image_id", "member", name="uq_image_members_image_member"),
     Index("ix_image_members_member", "member", "deleted"),
 )
+
+# The lease of an upload in progress (a `saving` image): the `osimage serve` instance
+# receiving it and when that instance last renewed it (see osimage/server/db/leases.py).
+# A table of its own, so image reads stay as they are; a row outlives its upload until
+# the renew loop drops it.
+upload_leases = Table(
+    "upload_leases",
+    metadata,
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("node", String(255), nullable=False),
+    Column("seen_at", DateTime, nullable=False),
+)
