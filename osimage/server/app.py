@@ -1,8 +1,9 @@
 """`create_app(settings)`: the one composition root of the service.
 
 The app is raw ASGI. Its lifespan opens the database, the blob store and the
-authenticator (and closes them), and runs the scrubber with delayed delete; every HTTP
-request gets a request id, one log line, and errors rendered by `osimage.server.errors`.
+authenticator (and closes them), renews upload leases, and runs the scrubber with
+delayed delete; every HTTP request gets a request id, one log line, and errors rendered
+by `osimage.server.errors`.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ async def prepare(settings: Settings) -> None:
     store = open_store(settings.store)
     try:
         await migrate(engine)
-        await sweep(engine, store)
+        await sweep(engine, store, node=settings.node_id, lease=settings.upload_lease)
         if not settings.delayed_delete:
             await scrub(engine, store)
     finally:
@@ -141,7 +142,10 @@ class App:
             tasks=tasks,
             delayed_delete=settings.delayed_delete,
             protections=protections,
+            node=settings.node_id,
+            upload_lease=settings.upload_lease,
         )
+        tasks.start_soon(self._service.renew_leases_forever, settings.upload_lease / 3)
         if settings.delayed_delete:
             tasks.start_soon(self._service.scrub_forever, settings.scrub_interval)
         self._sharing = Sharing(self._service)

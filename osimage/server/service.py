@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from osimage import wire
 from osimage.server import sources
 from osimage.server.auth import Context
-from osimage.server.db import catalog
+from osimage.server.db import catalog, leases
 from osimage.server.db.catalog import ImageRow, ListQuery, Scope
 from osimage.server.db.engine import read, reading, writing
 from osimage.server.errors import (
@@ -184,6 +185,8 @@ class ImageService:
         tasks: TaskGroup,
         delayed_delete: bool = False,
         protections: Protections | None = None,
+        node: str = "",
+        upload_lease: float = 300.0,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -192,6 +195,9 @@ class ImageService:
         self.tasks = tasks
         self.delayed_delete = delayed_delete
         self.protections = protections
+        self.node = node  # this instance's name in upload leases
+        self.upload_lease = upload_lease
+        self.uploading: set[str] = set()  # ids of the uploads this process receives
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -521,9 +527,8 @@ class ImageService:
 
     async def _upload(self, image_id: str, data: Upload, owner: str | None) -> None:
         """queued -> saving -> active, or killed with no data left behind."""
-        async with writing(self.engine) as conn:
-            if not await catalog.transition(conn, image_id, "queued", "saving"):
-                raise Conflict("Cannot upload to an unqueued image")
+        if not await self._start_saving(image_id):
+            raise Conflict("Cannot upload to an unqueued image")
         try:
             declared = data.length
             if declared is None and self.limits.user_storage_quota > 0:
@@ -536,6 +541,8 @@ class ImageService:
             if mapped is error:
                 raise
             raise mapped from error
+        finally:
+            self.uploading.discard(image_id)
         await self._activate(image_id, blob, checksum, sha256, owner)
 
     async def _activate(
@@ -581,9 +588,8 @@ class ImageService:
 
     async def _copy(self, image_id: str, url: str, owner: str | None) -> None:
         """Background copy-from: queued -> saving -> active, or killed."""
-        async with writing(self.engine) as conn:
-            if not await catalog.transition(conn, image_id, "queued", "saving"):
-                return
+        if not await self._start_saving(image_id):
+            return
         try:
             declared = (await self._reload(image_id)).size or None
             room = await self._room(owner, image_id, declared)
@@ -600,6 +606,17 @@ class ImageService:
         except BaseException:
             await self._kill(image_id)
             raise
+        finally:
+            self.uploading.discard(image_id)
+
+    async def _start_saving(self, image_id: str) -> bool:
+        """queued -> saving, leased to this instance; False if the image was not queued."""
+        async with writing(self.engine) as conn:
+            if not await catalog.transition(conn, image_id, "queued", "saving"):
+                return False
+            await leases.claim(conn, image_id, self.node, catalog.now())
+        self.uploading.add(image_id)
+        return True
 
     async def download(self, ctx: Context, image_id: str) -> tuple[ImageRow, AsyncIterator[bytes]]:
         """The image and its bytes; errors surface on the first chunk (before any is sent)."""
@@ -667,6 +684,41 @@ class ImageService:
                 log.exception("scrubber run failed")
             await anyio.sleep(interval)
 
+    async def renew_leases_forever(self, interval: float) -> None:
+        """Every `interval` seconds until cancelled: renew the leases of this process's
+        uploads, and kill the uploads of any instance whose lease went stale."""
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.renew_leases()
+            except Exception:
+                log.exception("upload lease renewal failed")
+
+    async def renew_leases(self) -> list[str]:
+        """One round of `renew_leases_forever`; returns the ids of the uploads it killed."""
+        now = catalog.now()
+        if self.uploading:
+            async with writing(self.engine) as conn:
+                await leases.renew(conn, set(self.uploading), self.node, now)
+        stale_before = now - timedelta(seconds=self.upload_lease)
+        async with reading(self.engine) as conn:
+            candidates = await leases.stale(conn, stale_before)
+        killed: list[tuple[str, str | None]] = []
+        for image_id, location in candidates:
+            async with writing(self.engine) as conn:
+                if await leases.kill(conn, image_id, now, stale_before=stale_before):
+                    killed.append((image_id, location))
+        async with writing(self.engine) as conn:
+            await leases.drop_finished(conn)
+        await _discard_partial(self.store, killed)
+        if killed:
+            log.warning(
+                "upload leases: %d stale upload(s) killed: %s",
+                len(killed),
+                ", ".join(image_id for image_id, _ in killed),
+            )
+        return [image_id for image_id, _ in killed]
+
     # -- lists -----------------------------------------------------------------------------
 
     async def list_images(
@@ -705,15 +757,34 @@ class ImageService:
         return row
 
 
-async def sweep(engine: AsyncEngine, store: BlobStore) -> list[str]:
-    """After a crash: images left in `saving` become `killed`, and partial data goes."""
-    async with writing(engine) as conn:
-        stranded = await catalog.image_ids_in_status(conn, "saving")
-        for image_id, _ in stranded:
-            await catalog.transition(conn, image_id, "saving", "killed")
-    for _, location in stranded:
+async def _discard_partial(store: BlobStore, killed: list[tuple[str, str | None]]) -> None:
+    for _, location in killed:
         if location and store.owns(location):
             await store.delete(location)
+
+
+async def sweep(
+    engine: AsyncEngine, store: BlobStore, *, node: str | None = None, lease: float = 300.0
+) -> list[str]:
+    """After a crash: images left in `saving` become `killed`, and partial data goes.
+
+    With a `node`, only the uploads stranded for it (see `leases.stranded`): its own,
+    those without a lease, and those whose lease is older than `lease` seconds; the
+    uploads other instances are receiving go on. Without one, every `saving` image.
+    """
+    now = catalog.now()
+    stale_before = now - timedelta(seconds=lease)
+    stranded: list[tuple[str, str | None]] = []
+    async with writing(engine) as conn:
+        if node is None:
+            for image_id, location in await catalog.image_ids_in_status(conn, "saving"):
+                if await catalog.transition(conn, image_id, "saving", "killed"):
+                    stranded.append((image_id, location))
+        else:
+            for image_id, location in await leases.stranded(conn, node, stale_before):
+                if await leases.kill(conn, image_id, now, stale_before=stale_before, node=node):
+                    stranded.append((image_id, location))
+    await _discard_partial(store, stranded)
     removed = await store.sweep()
     if stranded or removed:
         log.warning(

@@ -6,6 +6,7 @@ This module is imported by the CLI before the server is, so it uses the standard
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,6 +196,19 @@ SETTINGS: Final = (
         _positive_seconds,
     ),
     Setting(
+        "node_id",
+        None,
+        "Names this osimage serve instance (all its workers) in the upload leases of a "
+        "shared database; unique per host [default: <hostname>:<port>].",
+    ),
+    Setting(
+        "upload_lease",
+        "300",
+        "Seconds an upload's lease lasts unrenewed (renewed every third of it); after "
+        "that any instance kills the upload as stranded.",
+        _positive_seconds,
+    ),
+    Setting(
         "property_protection_file",
         None,
         "INI file of role rules per property key (create, read, update, delete); "
@@ -252,6 +266,8 @@ class Settings:
     user_storage_quota: int = 0
     delayed_delete: bool = False
     scrub_interval: float = 300.0
+    node_id: str = ""
+    upload_lease: float = 300.0
     property_protection_file: Path | None = None
     api_limit_max: int = 1000
     limit_param_default: int = 25
@@ -288,6 +304,8 @@ class Settings:
             values["database"] = f"sqlite+aiosqlite:///{data_dir / 'osimage.db'}"
         if not values["store"]:
             values["store"] = (data_dir / "images").resolve().as_uri()
+        if not values["node_id"]:
+            values["node_id"] = f"{socket.gethostname()}:{values['port']}"
         if values["tokens_file"] is not None:
             values["tokens_file"] = Path(values["tokens_file"]).expanduser()
         settings = cls(**values)
