@@ -18,27 +18,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.support.http import request as _request
 from tests.support.server import Server, start_server
 
 pytestmark = pytest.mark.e2e
 
 CHUNK = b"\x00\x01" * 32768
-
-
-def _request(
-    server: Server,
-    method: str,
-    path: str,
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
 
 
 def _reserve(server: Server, name: str) -> str:

@@ -32,26 +32,11 @@ from tests.support.backends import (
     store_space,
     swift_aio_env,
 )
+from tests.support.http import request as _request
 from tests.support.server import Server
 
 LEASE = "2"  # seconds: renewed every 2/3 s, stale after 2 s
 CHUNK = bytes(range(256)) * 256  # 64 KiB
-
-
-def _request(
-    server: Server,
-    method: str,
-    path: str,
-    headers: dict[str, str] | None = None,
-    body: bytes | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
 
 
 def _reserve(server: Server) -> str:
