@@ -15,7 +15,6 @@ import copy
 import json
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, Self, TypeVar, overload
 from urllib.parse import quote
@@ -23,6 +22,8 @@ from urllib.parse import quote
 from osimage import exceptions
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     import requests
     from keystoneauth1.adapter import Adapter
 
@@ -690,6 +691,8 @@ class Resource:
                         following = {**query, "marker": marker}
                     if following is not None and page > 1:
                         if reader is None:
+                            from concurrent.futures import ThreadPoolExecutor  # only when paging on
+
                             reader = ThreadPoolExecutor(1, thread_name_prefix="osimage-list")
                         running = threading.Event()
                         ahead = reader.submit(fetch_ahead, following, running)

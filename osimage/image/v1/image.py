@@ -8,18 +8,17 @@ the server reports while it is read.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, Self, TypeVar, overload
 
 from osimage import exceptions, resource, wire
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+    from pathlib import Path
+
     import requests
     from keystoneauth1.adapter import Adapter
 
@@ -79,6 +78,8 @@ def _could_be_uuid(text: str) -> bool:
     if len(text) > 36:  # v1 answers 404 for longer ids
         return False
     try:
+        import uuid  # only find() asks, and only for text of a UUID's length
+
         uuid.UUID(text)
     except ValueError:
         return False
@@ -417,6 +418,8 @@ class Image(resource.Resource):
                 return b"".join(chunks)
         with chunks:
             if isinstance(output, str | os.PathLike):
+                from pathlib import Path
+
                 _write_path(chunks, Path(output))
             else:
                 _write_file(chunks, output)
@@ -509,6 +512,8 @@ class Relay:
     def put(self, chunk: bytes) -> None:
         """Queue `chunk` (which must not change afterwards) behind the ones before it."""
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # only once data flows
+
             self._pool = ThreadPoolExecutor(1, thread_name_prefix=self._name)
             self._action(chunk)
             return
@@ -542,6 +547,8 @@ class Digests(Relay):
 
     def __init__(self, *, sha256: bool = True) -> None:
         super().__init__(self._hash, "osimage-digest")
+        import hashlib  # imported when data flows, keeping `import` of this module light
+
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.sha256 = hashlib.sha256() if sha256 else None
 
@@ -561,6 +568,8 @@ def _body(data: Data) -> Any:
 
 
 def _write_path(chunks: ImageData, target: Path) -> None:
+    import uuid
+
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
     # os.open honours the umask, so the final file gets the usual permissions
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
