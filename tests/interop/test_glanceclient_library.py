@@ -268,8 +268,10 @@ def test_members_create_list_replace_delete(gc: Any, target: Target) -> None:
     with pytest.raises(exc.HTTPNotFound):
         gc.image_members.delete(image.id, "p-dave")
 
-    # one (image, member) pair: v1 has no such read (405), which glanceclient turns into []
-    assert gc.image_members.list(image=image.id, member="p-bob") == []
+    # one (image, member) pair: queens answered 405 (glanceclient turned it into []);
+    # osimage answers the membership
+    pair = gc.image_members.list(image=image.id, member="p-bob")
+    assert [(m.image_id, m.member_id, m.can_share) for m in pair] == [(image.id, "p-bob", True)]
 
 
 def test_members_listed_by_member(gc: Any, target: Target) -> None:
@@ -430,12 +432,14 @@ def test_is_public_filter_for_admins(noauth_source_server: Server) -> None:
     assert listed(is_public=None) == {public.id, private.id}
 
 
-def test_member_get_is_not_in_v1(gc: Any) -> None:
-    """`image_members.get` reads one membership, which v1 does not offer (405)."""
+def test_member_get(gc: Any) -> None:
+    """`image_members.get` reads one membership: queens answered 405, osimage answers it."""
     image = gc.images.create(name=unique("member-get"), **FORMATS)
     gc.image_members.create(image, "p-bob")
-    with pytest.raises(exc.HTTPMethodNotAllowed):
-        gc.image_members.get(image, "p-bob")
+    got = gc.image_members.get(image, "p-bob")
+    assert (got.member_id, got.can_share) == ("p-bob", False)
+    with pytest.raises(exc.HTTPNotFound):
+        gc.image_members.get(image, "p-nobody")
 
 
 def test_create_with_store_checksum_and_owner(gc: Any, target: Target) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from osimage.server.api.call import Call
 from osimage.server.api.http import reply, reply_json
-from osimage.server.errors import BadRequest, MethodNotAllowed
+from osimage.server.errors import BadRequest, MethodNotAllowed, NotFound
 
 
 async def collection(call: Call, image_id: str) -> None:
@@ -32,7 +32,15 @@ async def item(call: Call, image_id: str, member: str) -> None:
         await call.sharing.remove_member(call.context, image_id, member)
         await reply(call.send, 204)
     elif call.method == "GET":
-        raise MethodNotAllowed("Reading a single membership is not part of the v1 API.")
+        # An osimage extension: queens routed this read but answered 405, so
+        # python-glanceclient's image_members.get / list(image=, member=) never worked.
+        found = await call.sharing.members(call.context, image_id)
+        for entry in found:
+            if entry.member == member:
+                body = {"member_id": entry.member, "can_share": entry.can_share}
+                await reply_json(call.send, 200, {"member": body})
+                return
+        raise NotFound("Membership could not be found.")
     else:
         raise MethodNotAllowed(headers={"allow": "GET, PUT, DELETE"})
 
