@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final, Protocol
+from urllib.parse import urlsplit
 
 CHUNK_SIZE: Final = 64 * 1024
 _IMAGE_ID = re.compile(
@@ -72,3 +73,19 @@ def check_image_id(image_id: str) -> str:
     if not _IMAGE_ID.fullmatch(image_id):
         raise ValueError(f"not an image id: {image_id!r}")
     return image_id.lower()
+
+
+def image_id_in(location: str, *, scheme: str, netloc: str, prefix: str = "") -> str:
+    """The image id in a location ``<scheme>://<netloc>/<prefix><id>`` that a store wrote.
+
+    Raises BlobNotFound when `location` is not such a URL, so a location from another
+    store, container or bucket never reaches a request or a path.
+    """
+    parts = urlsplit(location)
+    name = parts.path.lstrip("/")
+    if parts.scheme != scheme or parts.netloc != netloc or not name.startswith(prefix):
+        raise BlobNotFound(f"not a blob of this store: {location!r}")
+    try:
+        return check_image_id(name[len(prefix) :])
+    except ValueError:
+        raise BlobNotFound(f"not a blob of this store: {location!r}") from None

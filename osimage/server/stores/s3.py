@@ -37,6 +37,7 @@ from osimage.server.stores.base import (
     StoreFull,
     StoreUnavailable,
     check_image_id,
+    image_id_in,
 )
 
 log = logging.getLogger("osimage.server.stores.s3")
@@ -155,15 +156,8 @@ class S3Store:
         return f"s3://{self.config.bucket}/{self.config.prefix}{image_id}"
 
     def _key(self, location: str) -> str:
-        parts = urlsplit(location)
-        key = parts.path.lstrip("/")
         prefix = self.config.prefix
-        if parts.scheme != "s3" or parts.netloc != self.config.bucket or not key.startswith(prefix):
-            raise BlobNotFound(f"not a blob of this store: {location!r}")
-        try:
-            return prefix + check_image_id(key[len(prefix) :])
-        except ValueError:
-            raise BlobNotFound(f"not a blob of this store: {location!r}") from None
+        return prefix + image_id_in(location, scheme="s3", netloc=self.config.bucket, prefix=prefix)
 
     def owns(self, location: str) -> bool:
         try:

@@ -34,6 +34,7 @@ from osimage.server.stores.base import (
     StoreFull,
     StoreUnavailable,
     check_image_id,
+    image_id_in,
 )
 
 log = logging.getLogger("osimage.server.stores.swift")
@@ -285,14 +286,7 @@ class SwiftStore:
         return f"swift://{self.config.container}/{image_id}"
 
     def _object(self, location: str) -> str:
-        parts = urlsplit(location)
-        name = parts.path.lstrip("/")
-        if parts.scheme != "swift" or parts.netloc != self.config.container:
-            raise BlobNotFound(f"not a blob of this store: {location!r}")
-        try:
-            return check_image_id(name)
-        except ValueError:
-            raise BlobNotFound(f"not a blob of this store: {location!r}") from None
+        return image_id_in(location, scheme="swift", netloc=self.config.container)
 
     def owns(self, location: str) -> bool:
         try:
