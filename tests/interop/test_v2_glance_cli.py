@@ -54,11 +54,12 @@ def show(target: Target, image_id: str) -> dict[str, str]:
 
 
 def settled(target: Target, image_id: str, what: str) -> dict[str, str]:
-    return poll(
+    fields: dict[str, str] = poll(
         lambda: show(target, image_id),
         lambda i: i["status"] in {"active", "killed", "queued"},
         what,
     )
+    return fields
 
 
 def test_create_file_progress_show_download(target: Target, tmp_path: Path) -> None:
