@@ -47,7 +47,7 @@ def server(keystone: Keystone, tmp_path_factory: pytest.TempPathFactory) -> Iter
     srv.stop()
 
 
-def credentials(keystone: Keystone, who: str) -> dict[str, str]:
+def credentials(keystone: Keystone, who: str) -> dict[str, Any]:
     username, password, project = keystone.users[who]
     return {
         "auth_url": keystone.auth_url, "username": username, "password": password,
