@@ -20,9 +20,11 @@ from osimage.server import sources
 from osimage.server.api.call import Call
 from osimage.server.api.http import Message, Receive, Scope, Send, header, reply
 from osimage.server.api.routes import dispatch
+from osimage.server.api.v2 import routes as v2_routes
 from osimage.server.api.versions import (
     MEDIA_PREFIX,
     V1_TOKENS,
+    V2_TOKENS,
     send_v1_version,
     send_versions,
 )
@@ -32,6 +34,7 @@ from osimage.server.errors import ApiError, HeaderTooLarge, ServiceUnavailable, 
 from osimage.server.errors import Unauthorized as NotAuthenticated
 from osimage.server.protections import Protections
 from osimage.server.service import ImageService, Limits, scrub, sweep
+from osimage.server.service_v2 import ImagesV2
 from osimage.server.settings import Settings
 from osimage.server.sharing import Sharing
 from osimage.server.stores.registry import open_store
@@ -74,6 +77,7 @@ def _limits(settings: Settings) -> Limits:
         image_size_cap=settings.image_size_cap,
         property_quota=settings.property_quota,
         member_quota=settings.member_quota,
+        tag_quota=settings.tag_quota,
         api_limit_max=settings.api_limit_max,
         limit_param_default=settings.limit_param_default,
         user_storage_quota=settings.user_storage_quota,
@@ -212,14 +216,17 @@ class App:
         accept = header(scope, "accept") or ""
         if accept.lower().startswith(MEDIA_PREFIX):
             token = accept[len(MEDIA_PREFIX) :].split(",")[0].split(";")[0].strip().lower()
-            if token not in V1_TOKENS:
+            if token not in V1_TOKENS and token not in V2_TOKENS:
                 await send_versions(scope, send, 300)
                 return
-            if first not in V1_TOKENS:
-                segments = ["", "v1", *segments[1:]]
-                first = "v1"
+            if first not in V1_TOKENS and first not in V2_TOKENS:
+                segments = ["", token, *segments[1:]]
+                first = token
         if first == "versions":
             await send_versions(scope, send, 200)
+            return
+        if first in V2_TOKENS:
+            await self._v1(scope, receive, send, "/" + "/".join(segments[2:]), v2=True)
             return
         if first not in V1_TOKENS:
             await send_versions(scope, send, 300)
@@ -230,7 +237,10 @@ class App:
             return
         await self._v1(scope, receive, send, rest)
 
-    async def _v1(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:
+    async def _v1(
+        self, scope: Scope, receive: Receive, send: Send, rest: str, *, v2: bool = False
+    ) -> None:
+        """An authenticated call to the v1 routes (or, with `v2`, to the v2 routes)."""
         if self._service is None or self._sharing is None or self._authenticator is None:
             raise ServiceUnavailable("The service is not running.")
         headers = {
@@ -241,7 +251,11 @@ class App:
             context = await self._authenticator.authenticate(headers)
         except Unauthorized as error:
             raise NotAuthenticated(str(error)) from None
-        await dispatch(Call(scope, receive, send, context, self._service, self._sharing), rest)
+        call = Call(scope, receive, send, context, self._service, self._sharing)
+        if v2:
+            await v2_routes.dispatch(call, ImagesV2(self._service), rest)
+            return
+        await dispatch(call, rest)
 
 
 async def _send_error(scope: Scope, send: Send, error: ApiError) -> None:

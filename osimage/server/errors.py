@@ -66,6 +66,16 @@ class TooLarge(ApiError):
     title = "Request Entity Too Large"
 
 
+class UnsupportedMediaType(ApiError):
+    status_code = 415
+    title = "Unsupported Media Type"
+
+
+class RangeNotSatisfiable(ApiError):
+    status_code = 416
+    title = "Requested Range Not Satisfiable"
+
+
 class HeaderTooLarge(ApiError):
     status_code = 431
     title = "Request Header Fields Too Large"

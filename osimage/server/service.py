@@ -43,6 +43,7 @@ from osimage.server.errors import (
 )
 from osimage.server.protections import Protections
 from osimage.server.queries import parse_list_query
+from osimage.server.rules import HASH_ALGO, visibility_of
 from osimage.server.stores.base import BlobNotFound, BlobStore, StoreFull, StoreUnavailable
 
 log = logging.getLogger("osimage.service")
@@ -67,6 +68,7 @@ class Limits:
     image_size_cap: int = 1099511627776
     property_quota: int = 128
     member_quota: int = 128
+    tag_quota: int = 128
     api_limit_max: int = 1000
     limit_param_default: int = 25
     user_storage_quota: int = 0  # bytes per project; 0: unlimited
@@ -198,6 +200,7 @@ class ImageService:
         self.node = node  # this instance's name in upload leases
         self.upload_lease = upload_lease
         self.uploading: set[str] = set()  # ids of the uploads this process receives
+        self.multihashes: dict[str, str] = {}  # image id -> os_hash_value of its stored data
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -208,12 +211,14 @@ class ImageService:
             return True
         if row.deleted:
             return False
-        if row.owner is None or row.is_public:
+        if row.owner is None or row.is_public or row.visibility == "community":
             return True
         if ctx.owner_id is None:
             return False
         if row.owner == ctx.owner_id:
             return True
+        if row.visibility != "shared":  # v2 §18.3: member rows of a private image grant nothing
+            return False
         member = catalog.find_membership(conn, row.id, ctx.owner_id)
         return member is not None and not member.deleted
 
@@ -356,6 +361,7 @@ class ImageService:
             "min_ram": fields.get("min_ram") or 0,
             "owner": fields.get("owner") if ctx.is_admin and "owner" in fields else ctx.owner_id,
             "is_public": bool(fields.get("is_public")),
+            "visibility": visibility_of(fields.get("is_public")),
             "protected": bool(fields.get("protected")),
             "deleted": False,
             "created_at": when,
@@ -437,6 +443,8 @@ class ImageService:
         for name in ("is_public", "protected"):
             if name in values:
                 values[name] = bool(values[name])
+        if "is_public" in values:
+            values["visibility"] = visibility_of(values["is_public"])
         async with writing(self.engine) as conn:
             if location is not None:
                 saved = await catalog.transition(conn, image_id, "queued", "active", **values)
@@ -482,6 +490,7 @@ class ImageService:
         the `room` left in the uploader's storage quota (None: unlimited)."""
         cap = self.limits.image_size_cap
         md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        multihash = hashlib.new(HASH_ALGO)
 
         async def checked() -> AsyncIterator[bytes]:
             seen = 0
@@ -504,12 +513,14 @@ class ImageService:
                 hashing = [
                     loop.run_in_executor(None, md5.update, batch),
                     loop.run_in_executor(None, sha256.update, batch),
+                    loop.run_in_executor(None, multihash.update, batch),
                 ]
                 yield batch
             for job in hashing:
                 await job
 
         blob = await self.store.put(image_id, digested())
+        self.multihashes[image_id] = multihash.hexdigest()  # read by _activate
         return blob, md5.hexdigest(), sha256.hexdigest()
 
     async def _room(self, owner: str | None, image_id: str, declared: int | None) -> int | None:
@@ -575,6 +586,8 @@ class ImageService:
                     sha256=sha256,
                     location=blob.location,
                     location_is_external=False,
+                    os_hash_algo=HASH_ALGO,
+                    os_hash_value=self.multihashes.pop(image_id, None),
                 )
             if not activated:
                 current = await self._reload(image_id)
@@ -582,6 +595,7 @@ class ImageService:
                     raise PreconditionFailed(f"Image {image_id} was deleted during its upload.")
                 raise Conflict("Image operation conflicts")
         except BaseException:
+            self.multihashes.pop(image_id, None)
             await self._discard(blob.location)
             await self._kill(image_id)
             raise

@@ -174,6 +174,7 @@ SETTINGS: Final = (
         "property_quota", "128", "Most custom properties per image (negative: unlimited).", _quota
     ),
     Setting("member_quota", "128", "Most members per image (negative: unlimited).", _quota),
+    Setting("tag_quota", "128", "Most tags per image, v2 (negative: unlimited).", _quota),
     Setting(
         "user_storage_quota",
         "0",
@@ -263,6 +264,7 @@ class Settings:
     image_size_cap: int = 1099511627776
     property_quota: int = 128
     member_quota: int = 128
+    tag_quota: int = 128
     user_storage_quota: int = 0
     delayed_delete: bool = False
     scrub_interval: float = 300.0

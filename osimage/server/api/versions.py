@@ -1,4 +1,4 @@
-"""Version discovery: the versions document (§2) and the v1 version document."""
+"""Version discovery: the versions document (§2, v2 §2) and the v1 version document."""
 
 from __future__ import annotations
 
@@ -7,19 +7,32 @@ from typing import Any
 from osimage.server.api.http import Scope, Send, base_url, reply_json
 
 V1_TOKENS = ("v1", "v1.0", "v1.1")
+# What this server announces for v2 (docs/protocol.md): 2.0-2.7 and 2.9, the set current
+# Glance serves without multi-store (2.8, 2.10-2.13) or a cache (2.14, 2.16, 2.18); 2.15
+# and 2.17 are left out because their routes (stores detail, locations) are not served.
+V2_VERSIONS = ("v2.9", "v2.7", "v2.6", "v2.5", "v2.4", "v2.3", "v2.2", "v2.1", "v2.0")
+V2_CURRENT = "v2.9"
+V2_TOKENS = ("v2", *V2_VERSIONS)
 MEDIA_PREFIX = "application/vnd.openstack.images-"
 
 
-def _entry(scope: Scope, version: str) -> dict[str, Any]:
+def _entry(scope: Scope, version: str, status: str) -> dict[str, Any]:
+    major = version.split(".")[0]
     return {
         "id": version,
-        "status": "DEPRECATED",
-        "links": [{"rel": "self", "href": f"{base_url(scope)}/v1/"}],
+        "status": status,
+        "links": [{"rel": "self", "href": f"{base_url(scope)}/{major}/"}],
     }
 
 
 def versions_document(scope: Scope) -> dict[str, Any]:
-    return {"versions": [_entry(scope, "v1.1"), _entry(scope, "v1.0")]}
+    """v2 entries first (CURRENT, then SUPPORTED, newest first), then v1 (DEPRECATED)."""
+    entries = [
+        _entry(scope, version, "CURRENT" if version == V2_CURRENT else "SUPPORTED")
+        for version in V2_VERSIONS
+    ]
+    entries += [_entry(scope, "v1.1", "DEPRECATED"), _entry(scope, "v1.0", "DEPRECATED")]
+    return {"versions": entries}
 
 
 async def send_versions(scope: Scope, send: Send, status: int) -> None:

@@ -70,6 +70,10 @@ class ImageRow:
     deleted_at: datetime | None
     location: str | None
     location_is_external: bool
+    visibility: str = "shared"
+    os_hidden: bool = False
+    os_hash_algo: str | None = None
+    os_hash_value: str | None = None
     properties: dict[str, str | None] = field(default_factory=dict)
 
 
@@ -79,6 +83,9 @@ class MemberRow:
     member: str
     can_share: bool
     deleted: bool
+    status: str = "pending"  # v2 member status
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class Scope(Enum):
@@ -294,6 +301,7 @@ def _visible_in_list(scope: Scope) -> ColumnElement[bool]:
     project: BindParameter[str] = bindparam("project")
     shared = exists().where(
         images.c.owner.is_not(None),  # ownerless private images are never listed (§10.2)
+        images.c.visibility == "shared",  # members grant nothing on other visibilities (v2 §18.3)
         image_members.c.image_id == images.c.id,
         image_members.c.member == project,
         image_members.c.deleted == false(),
@@ -436,6 +444,9 @@ def _member(values: RowMapping) -> MemberRow:
         member=values["member"],
         can_share=bool(values["can_share"]),
         deleted=bool(values["deleted"]),
+        status=values["status"],
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
     )
 
 

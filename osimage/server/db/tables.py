@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -42,11 +43,17 @@ images = Table(
     Column("deleted_at", DateTime),
     Column("location", Text),  # internal store URL or external URL; never returned
     Column("location_is_external", Boolean, nullable=False, default=False),
+    # v2 (migration 0003): visibility is what both APIs read; is_public == (it == "public")
+    Column("visibility", String(20), nullable=False, default="shared", server_default="shared"),
+    Column("os_hidden", Boolean, nullable=False, default=False, server_default=false()),
+    Column("os_hash_algo", String(64)),
+    Column("os_hash_value", String(128)),
     Index("ix_images_listing", "deleted", "status", "created_at", "id"),
     Index("ix_images_owner", "owner", "created_at"),
     Index("ix_images_public", "is_public", "created_at"),
     Index("ix_images_updated_at", "updated_at"),
     Index("ix_images_name", "name"),
+    Index("ix_images_visibility", "visibility", "created_at"),
 )
 
 image_properties = Table(
@@ -70,6 +77,8 @@ image_members = Table(
     Column("deleted", Boolean, nullable=False, default=False),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
+    # v2 member status (migration 0003); rows added through v1 start pending, as in queens
+    Column("status", String(20), nullable=False, default="pending", server_default="pending"),
     UniqueConstraint("image_id", "member", name="uq_image_members_image_member"),
     Index("ix_image_members_member", "member", "deleted"),
 )
@@ -84,4 +93,15 @@ upload_leases = Table(
     Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
     Column("node", String(255), nullable=False),
     Column("seen_at", DateTime, nullable=False),
+)
+
+# v2 image tags (migration 0003): a set of strings per image; v1 never shows them.
+image_tags = Table(
+    "image_tags",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("value", String(255), nullable=False),
+    UniqueConstraint("image_id", "value", name="uq_image_tags_image_value"),
+    Index("ix_image_tags_value", "value", "image_id"),
 )

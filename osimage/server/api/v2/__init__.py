@@ -1,0 +1,1 @@
+"""Image API v2: a thin adapter (decode -> `ImagesV2` -> encode) over the one catalogue."""

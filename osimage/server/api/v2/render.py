@@ -1,0 +1,65 @@
+"""Images and members as v2 shows them: flat JSON with properties at the top level (§4.1)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from osimage.server.db.catalog import MemberRow
+from osimage.server.service_v2 import ImageView
+
+_NULLABLE_PROPERTIES = ("kernel_id", "ramdisk_id")  # schema-image.json keeps their null
+
+
+def timestamp(when: datetime | None) -> str | None:
+    """`YYYY-MM-DDThh:mm:ssZ`: whole seconds, UTC (v2 §1.2)."""
+    if when is None:
+        return None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def image(view: ImageView) -> dict[str, Any]:
+    row = view.row
+    record: dict[str, Any] = {}
+    for key, value in row.properties.items():  # a v1 null property reads as "" (§4.1)
+        record[key] = value if value is not None or key in _NULLABLE_PROPERTIES else ""
+    record.update(
+        {
+            "id": row.id,
+            "name": row.name,
+            "status": row.status,
+            "visibility": row.visibility,
+            "protected": bool(row.protected),
+            "os_hidden": bool(row.os_hidden),
+            "checksum": row.checksum,
+            "os_hash_algo": row.os_hash_algo,
+            "os_hash_value": row.os_hash_value,
+            "owner": row.owner,
+            "size": row.size,
+            "virtual_size": row.virtual_size,
+            "container_format": row.container_format,
+            "disk_format": row.disk_format,
+            "created_at": timestamp(row.created_at),
+            "updated_at": timestamp(row.updated_at),
+            "tags": list(view.tags),
+            "min_ram": row.min_ram,
+            "min_disk": row.min_disk,
+            "self": f"/v2/images/{row.id}",
+            "file": f"/v2/images/{row.id}/file",
+            "schema": "/v2/schemas/image",
+        }
+    )
+    return record
+
+
+def member(entry: MemberRow) -> dict[str, Any]:
+    return {
+        "member_id": entry.member,
+        "image_id": entry.image_id,
+        "status": entry.status,
+        "created_at": timestamp(entry.created_at),
+        "updated_at": timestamp(entry.updated_at),
+        "schema": "/v2/schemas/member",
+    }
