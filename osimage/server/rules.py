@@ -55,5 +55,5 @@ def may_set_visibility(ctx: Context, visibility: str) -> bool:
 
 
 def may_change_member_status(ctx: Context, member: str) -> bool:
-    """Only the member itself sets its status (admins too, as Glance's policy allows)."""
-    return ctx.owner_id is not None and ctx.owner_id == member
+    """The member itself sets its status, and admins (v2 §10.1); never the owner."""
+    return ctx.is_admin or (ctx.owner_id is not None and ctx.owner_id == member)

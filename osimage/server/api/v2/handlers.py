@@ -268,7 +268,7 @@ def _range(text: str, size: int) -> tuple[int, int]:
             first, last = max(size - count, 0), size - 1
         else:
             first = int(first_text)
-            last = int(last_text) if last_text else size - 1
+            last = int(last_text) if last_text else max(size - 1, first)
             if last < first:
                 raise ValueError
     except ValueError:
