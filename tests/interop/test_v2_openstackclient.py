@@ -119,15 +119,21 @@ def test_set_and_unset(cli: Cli) -> None:
 
 def test_projects_and_member_list(cli: Cli, target: Target) -> None:
     made = cli.json("image", "create", *FORMATS, unique("osc-share"))
+    if target.mode == "noauth":
+        # `image add project` first resolves the project at the identity service; a noauth
+        # cloud has none (openstacksdk discovers the image server's root as identity and
+        # gets 404 from /v2/tenants), so openstackclient gives up before any image call.
+        refused = cli.run("image", "add", "project", made["id"], "p-bob", check=False)
+        assert refused.returncode == 1
+        assert cli.json("image", "member", "list", made["id"]) == []
+        return
     added = cli.json("image", "add", "project", made["id"], "p-bob")
     assert (added["member_id"], added["image_id"], added["status"]) == (
         "p-bob", made["id"], "pending",
     )  # fmt: skip
     members = cli.json("image", "member", "list", made["id"])
     assert [(m["Member ID"], m["Status"]) for m in members] == [("p-bob", "pending")]
-    if target.mode == "tokens":  # bob sees it by id before accepting
-        assert cli.json("image", "show", made["id"], cloud="bob")["id"] == made["id"]
+    assert cli.json("image", "show", made["id"], cloud="bob")["id"] == made["id"]  # pending
     cli.run("image", "remove", "project", made["id"], "p-bob")
     assert cli.json("image", "member", "list", made["id"]) == []
-    if target.mode == "tokens":
-        assert cli.run("image", "show", made["id"], cloud="bob", check=False).returncode != 0
+    assert cli.run("image", "show", made["id"], cloud="bob", check=False).returncode != 0
