@@ -16,6 +16,10 @@ Scenarios (DATA is 14 bytes; "with data" means uploaded through the scenario's A
   v1-shares-private v2 POST visibility private, then v1 PUT is_public False
   v1-purges         v2 POST with property keep=1, then v1 PUT with property other=2 (no
                     x-glance-registry-purge-props: false)
+  v1-uploads        v2 POST (a reservation), then the data through v1 PUT
+  v1-publishes      v2 POST visibility private, then admin's v1 PUT is_public True
+  v1-replaces       v2-member-acc, then v1 PUT members [p-bob, p-carol] (replace-all)
+  v2-uploads        v1 POST without data, then the data through v2 PUT /file
   v2-private        v2 POST visibility private, os_distro=ubuntu, then data through v2
   v2-shared         v2 POST (default visibility), no data
   v2-public         v2 POST by admin, owner p-alice, visibility public, with data
@@ -68,8 +72,20 @@ v1-deleted         v2-admin:show           404
 v1-shares-private  v2:visibility           shared    # is_public False turns private into shared
 v1-purges          v2:keep                 none      # a v1 PUT replaces every property
 v1-purges          v2:other                2
+v1-uploads         v2:status               active    # either API fills the other's reservation
+v1-uploads         v2:size                 14
+v1-uploads         v2:checksum             md5
+v1-uploads         v2:os_hash_value        sha512
+v1-uploads         v2:data                 200
+v1-publishes       v2:visibility           public
+v1-publishes       v2-bob:show             200
+v1-replaces        v2:members              p-bob=accepted,p-carol=pending  # kept rows keep status
 
 # --- written through v2, read through v1 -------------------------------------------
+v2-uploads         v1:status               active
+v2-uploads         v1:size                 14
+v2-uploads         v1:checksum             md5
+v2-uploads         v1:data                 200
 v2-private         v1:is_public            False
 v2-private         v1:status               active
 v2-private         v1:size                 14

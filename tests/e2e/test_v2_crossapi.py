@@ -123,6 +123,36 @@ def _v1_purges(w: World) -> Made:
     return made
 
 
+def _v1_uploads(w: World) -> Made:
+    made = w.v2_create()
+    resp = w.alice.update(made.id, {"Content-Type": "application/octet-stream"}, DATA)
+    assert resp.status == 200, resp
+    return made
+
+
+def _v1_publishes(w: World) -> Made:
+    made = w.v2_create(visibility="private")
+    resp = w.admin.update(made.id, meta(is_public=True))
+    assert resp.status == 200, resp
+    return made
+
+
+def _v1_replaces(w: World) -> Made:
+    made = _v2_member_status("accepted")(w)
+    body = {"memberships": [{"member_id": "p-bob"}, {"member_id": "p-carol"}]}
+    resp = w.alice.replace_members(made.id, body)
+    assert resp.status == 204, resp
+    return made
+
+
+def _v2_uploads(w: World) -> Made:
+    made = w.v1_create(data=None)
+    octets = {"Content-Type": "application/octet-stream"}
+    resp = w.alice.request("PUT", f"/v2/images/{made.id}/file", octets, DATA)
+    assert resp.status == 204, resp
+    return made
+
+
 def _v2_private(w: World) -> Made:
     made = w.v2_create(visibility="private", os_distro="ubuntu")
     w.v2_upload(made)
@@ -183,6 +213,10 @@ BUILDERS: dict[str, Callable[[World], Made]] = {
     "v1-deleted": _v1_deleted,
     "v1-shares-private": _v1_shares_private,
     "v1-purges": _v1_purges,
+    "v1-uploads": _v1_uploads,
+    "v1-publishes": _v1_publishes,
+    "v1-replaces": _v1_replaces,
+    "v2-uploads": _v2_uploads,
     "v2-private": _v2_private,
     "v2-shared": lambda w: w.v2_create(),
     "v2-public": _v2_public,
