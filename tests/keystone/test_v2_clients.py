@@ -34,6 +34,10 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedInSDK50Warning"),
     pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedInSDK60Warning"),
+    # create_image(filename=...) opens the file and never closes it
+    pytest.mark.filterwarnings(
+        "ignore:Exception ignored in. <_io.FileIO:pytest.PytestUnraisableExceptionWarning"
+    ),
 ]
 DATA = b"v2 through keystone" * 1000
 FORMATS = {"disk_format": "raw", "container_format": "bare"}
