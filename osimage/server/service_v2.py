@@ -170,7 +170,9 @@ class ImagesV2:
 
     async def get(self, ctx: Context, image_id: str, *, message: str | None = None) -> ImageView:
         """The image if the caller may read it; 404 otherwise (never 403)."""
-        view = await read(self.engine, partial(self._readable, ctx=ctx, image_id=image_id))
+        view = await read(
+            self.engine, partial(self._readable, ctx=ctx, image_id=image_id), point=True
+        )
         if view is None:
             raise NotFound(message or f"No image found with ID {image_id}")
         return view

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from osimage import wire
 from osimage.server.auth import Context
@@ -54,7 +55,7 @@ def _operator_values(name: str, value: str) -> list[str]:
     raise BadRequest(f"Unable to filter by unknown operator '{op}'.")
 
 
-def _time_filter(name: str, value: str) -> tuple[str, str, object]:
+def _time_filter(name: str, value: str) -> tuple[str, str, datetime]:
     op, text = "eq", value
     if not _is_time(value):
         op, _, text = value.partition(":")
@@ -180,7 +181,7 @@ def parse(
             query.one_of[name] = [v for v in values if previous is None or v in previous]
         elif name in _TIME_COLUMNS:
             column, op, when = _time_filter(name, value)
-            query.times.append((column, op, when))  # type: ignore[arg-type]
+            query.times.append((column, op, when))
         elif name == "changes-since":
             raise BadRequest('The "changes-since" filter is no longer available on v2.')
         elif name in _PLAIN_COLUMNS:
