@@ -368,9 +368,15 @@ def test_versioned_endpoint_form(target: Target) -> None:
 
 
 def test_versions_list(gc: Any) -> None:
+    """`GET /versions`: the v2 entries (one CURRENT), then v1.1 and v1.0, DEPRECATED."""
     versions = gc.versions.list()
-    assert {v["id"] for v in versions} >= {"v1.0", "v1.1"}
-    assert all(v["links"][0]["href"].endswith("/v1/") for v in versions)
+    v1 = [v for v in versions if v["id"].startswith("v1")]
+    v2 = [v for v in versions if v["id"].startswith("v2")]
+    assert [(v["id"], v["status"]) for v in v1] == [("v1.1", "DEPRECATED"), ("v1.0", "DEPRECATED")]
+    assert all(v["links"][0]["href"].endswith("/v1/") for v in v1)
+    assert [v["status"] for v in v2].count("CURRENT") == 1
+    assert all(v["links"][0]["href"].endswith("/v2/") for v in v2)
+    assert len(v1) + len(v2) == len(versions)
 
 
 def test_find_and_image_resource_methods(gc: Any, target: Target) -> None:
