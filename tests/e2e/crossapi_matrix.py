@@ -6,8 +6,9 @@ name starts with. Each probe reads it through the other API, as the identity it 
 Sources: spec §18 (queens' one catalogue) and the osimage decisions in docs/protocol.md.
 
 Scenarios (DATA is 14 bytes; "with data" means uploaded through the scenario's API):
-  v1-private        v1 POST, is_public False, with data, property os_distro=ubuntu and
-                    an empty property `note`
+  v1-private        v1 POST, is_public False, with data, property os_distro=ubuntu and an
+                    empty property `note`; then a v1 PUT (purge-props false) sending the
+                    header X-Image-Meta-Property-OS-Type: linux
   v1-default        v1 POST without is_public, without data (a reservation)
   v1-public         v1 POST by admin, owner p-alice, is_public True, with data
   v1-member         v1-private, then v1 PUT members/p-bob (no body)
@@ -28,6 +29,7 @@ Scenarios (DATA is 14 bytes; "with data" means uploaded through the scenario's A
   v2-member-rej     v2-member, then bob rejects through v2
   v2-member-acc     v2-member, then bob accepts through v2
   v2-tagged         v2-private, then v2 PUT tags/blue
+  v2-hidden         v2 POST os_hidden true, no data
   v2-deleted        v2-private, then v2 DELETE
   v2-deactivated    v2-private, then v2 POST actions/deactivate
 
@@ -50,6 +52,7 @@ v1-private         v2:os_hash_value        sha512
 v1-private         v2:owner                p-alice
 v1-private         v2:os_distro            ubuntu    # properties are top-level keys in v2
 v1-private         v2:note                 ""        # an empty v1 property reads "" (§18.4)
+v1-private         v2:os_type              linux     # header name lower-cased, - -> _ (§18.4)
 v1-private         v2:data                 200
 v1-private         v2-bob:show             404
 v1-default         v2:visibility           shared    # no is_public -> shared
@@ -112,6 +115,8 @@ v2-member-rej      v1-bob:head             200
 v2-member-acc      v1-bob:list             yes
 v2-tagged          v1:tags                 none      # tags are invisible in v1
 v2-tagged          v1:list                 yes
+v2-hidden          v1:list                 yes       # v1 neither filters nor shows os_hidden
+v2-hidden          v1:os_hidden            none
 v2-deleted         v1:head                 404
 v2-deleted         v1-admin:status         deleted   # admins still HEAD a deleted record in v1
 v2-deleted         v1:list                 no

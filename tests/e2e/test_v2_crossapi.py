@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.api_client import Api, Response, md5, meta, props, unique
+from tests.e2e.api_client import PURGE_PROPS_HEADER, Api, Response, md5, meta, props, unique
 from tests.e2e.conftest import assert_no_tracebacks
 from tests.e2e.crossapi_matrix import CELLS, SCENARIOS
 from tests.support.server import start_server
@@ -86,7 +86,11 @@ FORMATS = {"disk_format": "raw", "container_format": "bare"}
 
 
 def _v1_private(w: World) -> Made:
-    return w.v1_create(is_public=False, properties={"os_distro": "ubuntu", "note": ""})
+    made = w.v1_create(is_public=False, properties={"os_distro": "ubuntu", "note": ""})
+    added = {"X-Image-Meta-Property-OS-Type": "linux", PURGE_PROPS_HEADER: "false"}
+    resp = w.alice.update(made.id, added)
+    assert resp.status == 200, resp
+    return made
 
 
 def _v1_member(w: World) -> Made:
@@ -225,6 +229,7 @@ BUILDERS: dict[str, Callable[[World], Made]] = {
     "v2-member-rej": _v2_member_status("rejected"),
     "v2-member-acc": _v2_member_status("accepted"),
     "v2-tagged": _v2_tagged,
+    "v2-hidden": lambda w: w.v2_create(os_hidden=True),
     "v2-deleted": _v2_deleted,
     "v2-deactivated": _v2_deactivated,
 }
