@@ -146,6 +146,16 @@ def test_find_and_get(conn: Any, tmp_path: Path) -> None:
         conn.image.find_image(image.name)
 
 
+def test_hidden_images_are_found_by_name(conn: Any) -> None:
+    """find_image asks again with os_hidden=true when the plain list has no match."""
+    image = conn.image.create_image(unique("sdk2-hidden"), allow_duplicates=True, **FORMATS)
+    conn.image.update_image(image, is_hidden=True)
+    assert conn.image.get_image(image.id).is_hidden is True
+    assert list(conn.image.images(name=image.name)) == []
+    assert [i.id for i in conn.image.images(name=image.name, os_hidden=True)] == [image.id]
+    assert conn.image.find_image(image.name).id == image.id
+
+
 def test_update_image_core_field_and_custom_property(conn: Any, tmp_path: Path) -> None:
     image = make(conn, tmp_path, b"update me", distro="debian", keep="this")
     renamed = unique("sdk2-renamed")
