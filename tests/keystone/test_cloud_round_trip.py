@@ -431,3 +431,27 @@ def test_streamed_upload_after_a_revocation_keeps_its_data(
             assert (stored.status, stored.size) == ("active", len(DATA)), stored.name
             assert stored.checksum == hashlib.md5(DATA).hexdigest()
             conn.image.delete_image(image, ignore_missing=False)
+
+
+@pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedInSDK50Warning")
+@pytest.mark.filterwarnings("ignore::openstack.warnings.RemovedInSDK60Warning")
+def test_v2_clients_discover_v2_at_the_catalog_url(keystone, server, region, cloud_env, tmp_path):
+    """openstacksdk and `openstack` take the unversioned catalog URL and discover v2 there."""
+    import openstack
+
+    with openstack.connect(cloud="alice") as alice:
+        assert alice.image.get_endpoint().rstrip("/") == region.public + "/v2"
+        image = alice.image.create_image(
+            unique("cloud-sdk2"), data=DATA, allow_duplicates=True, disk_format="raw",
+            container_format="bare",
+        )  # fmt: skip
+        assert alice.image.get_image(image.id).hash_value == hashlib.sha512(DATA).hexdigest()
+        env = cli_env(tmp_path, OS_CLIENT_CONFIG_FILE=str(cloud_env))
+        shown = subprocess.run(
+            [str(OSIMAGE.with_name("openstack")), "--os-cloud", "alice", "image", "show",
+             image.id, "-f", "json"],
+            env=env, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["checksum"] == hashlib.md5(DATA).hexdigest()
+        alice.image.delete_image(image, ignore_missing=False)
