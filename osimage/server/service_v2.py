@@ -468,6 +468,11 @@ class ImagesV2:
             images.uploading.discard(image_id)
         multihash = images.multihashes.pop(image_id, None)
         try:
+            if declared is not None and declared != blob.size:
+                raise BadRequest(
+                    f"The image size declared in the request ({declared}) does not match "
+                    f"the data received ({blob.size})."
+                )
             async with writing(self.engine) as conn:
                 quota = self.limits.user_storage_quota
                 if quota > 0:

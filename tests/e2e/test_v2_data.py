@@ -141,6 +141,16 @@ def test_upload_refusals(v2: dict[str, V2]) -> None:
     assert v2["bob"].upload(private["id"], b"x").status == 404
 
 
+def test_declared_size_must_match_the_data(v2: dict[str, V2]) -> None:
+    alice = v2["alice"]
+    image = alice.create()
+    resp = alice.upload(image["id"], iter([b"12345"]), **{"X-OpenStack-Image-Size": "10"})
+    assert resp.status == 400, resp
+    got = alice.show(image["id"]).json()
+    assert (got["status"], got["size"]) == ("queued", None)
+    assert alice.download(image["id"]).status == 204
+
+
 def test_upload_over_the_cap_goes_back_to_queued(limited: Api) -> None:
     v2 = V2(limited)
     image = v2.create()

@@ -60,3 +60,19 @@ def test_property_protections_in_v2(tmp_path: Path) -> None:
         assert_no_tracebacks(srv)
     finally:
         srv.stop()
+
+
+def test_v2_upload_honours_the_storage_quota(tmp_path: Path) -> None:
+    srv = start_server(tmp_path, "--user-storage-quota", "100", auth="tokens")
+    try:
+        alice = V2(Api(srv.url, "alice-token"))
+        image = alice.create()
+        resp = alice.upload(image["id"], iter([b"x" * 80, b"x" * 80]))
+        assert resp.status == 413, resp
+        assert alice.show(image["id"]).json()["status"] == "queued"
+        assert alice.upload(image["id"], b"x" * 60).status == 204
+        second = alice.create()
+        assert alice.upload(second["id"], b"x" * 60).status == 413
+        assert_no_tracebacks(srv)
+    finally:
+        srv.stop()
