@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Select,
     and_,
+    bindparam,
     delete,
     exists,
     false,
@@ -22,6 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import BindParameter
 
 from osimage.server.db.catalog import (
     _COLUMNS,
@@ -65,10 +69,13 @@ class V2Query:
     marker: ImageRow | None = None
 
 
-def _member_of(project: str, member_status: str) -> ColumnElement[bool]:
+_PROJECT: BindParameter[str] = bindparam("project")
+
+
+def _member_of(member_status: str) -> ColumnElement[bool]:
     conditions = [
         image_members.c.image_id == images.c.id,
-        image_members.c.member == project,
+        image_members.c.member == _PROJECT,
         image_members.c.deleted == false(),
     ]
     if member_status != "all":
@@ -76,28 +83,29 @@ def _member_of(project: str, member_status: str) -> ColumnElement[bool]:
     return and_(images.c.visibility == "shared", exists().where(*conditions))
 
 
-def _pool(query: V2Query) -> ColumnElement[bool]:
+def _pool(
+    is_admin: bool, has_project: bool, visibility: str | None, member_status: str
+) -> ColumnElement[bool]:
     """Which images the caller's list starts from (v2 §6.5)."""
-    visibility, project = query.visibility, query.project
-    if query.is_admin:
+    if is_admin:
         if visibility == "all":
             return true()
         if visibility is not None:
             return images.c.visibility == visibility
-        if project is None:
+        if not has_project:
             return images.c.visibility != "community"
-        return or_(images.c.visibility != "community", images.c.owner == project)
+        return or_(images.c.visibility != "community", images.c.owner == _PROJECT)
     public = images.c.visibility == "public"
     community = images.c.visibility == "community"
-    if project is None:
+    if not has_project:
         return {
             None: public,
             "public": public,
             "community": community,
             "all": or_(public, community),
         }.get(visibility, false())
-    own = images.c.owner == project
-    shared = _member_of(project, query.member_status)
+    own = images.c.owner == _PROJECT
+    shared = _member_of(member_status)
     if visibility is None:
         return or_(public, own, shared)
     if visibility == "all":
@@ -111,67 +119,123 @@ def _pool(query: V2Query) -> ColumnElement[bool]:
     return and_(images.c.visibility == "shared", or_(own, shared))
 
 
-def _after(query: V2Query) -> ColumnElement[bool]:
-    """Rows strictly after the marker in the (mixed-direction) sort order."""
-    assert query.marker is not None
+def _after(sort: tuple[tuple[str, str], ...]) -> ColumnElement[bool]:
+    """Rows strictly after the marker (`mark_<i>` parameters) in the mixed-direction order."""
     alternatives: list[ColumnElement[bool]] = []
-    for index, (key, direction) in enumerate(query.sort):
-        equal = [_sort_expression(k) == _sort_value(query.marker, k) for k, _ in query.sort[:index]]
-        value = _sort_value(query.marker, key)
+    for index, (key, direction) in enumerate(sort):
+        equal = [
+            _sort_expression(k) == bindparam(f"mark_{j}") for j, (k, _) in enumerate(sort[:index])
+        ]
         expression = _sort_expression(key)
-        beyond = expression < value if direction == "desc" else expression > value
+        mark: BindParameter[Any] = bindparam(f"mark_{index}")
+        beyond = expression < mark if direction == "desc" else expression > mark
         alternatives.append(and_(*equal, beyond))
     return or_(*alternatives)
+
+
+@lru_cache(maxsize=256)
+def _page_statement(
+    pool: tuple[bool, bool, str | None, str],
+    one_of: tuple[str, ...],
+    exact: tuple[str, ...],
+    times: tuple[tuple[str, str], ...],
+    sizes: tuple[bool, bool],
+    tags: int,
+    properties: int,
+    os_hidden: bool,
+    sort: tuple[tuple[str, str], ...],
+    marker: bool,
+) -> Select[Any]:
+    """The page query of one shape, every value a bound parameter (built once per shape:
+    building a statement costs more than running it)."""
+    conditions: list[ColumnElement[bool]] = [
+        _pool(*pool),
+        images.c.deleted == false(),
+        images.c.status.not_in(HIDDEN_STATUSES),
+        images.c.os_hidden == (true() if os_hidden else false()),
+    ]
+    for name in one_of:
+        conditions.append(images.c[name].in_(bindparam(f"one_of_{name}", expanding=True)))
+    for name in exact:
+        conditions.append(images.c[name] == bindparam(f"exact_{name}"))
+    for index, (name, op) in enumerate(times):
+        conditions.append(_COMPARE[op](images.c[name], bindparam(f"time_{index}")))
+    if sizes[0]:
+        conditions.append(images.c.size >= bindparam("size_min"))
+    if sizes[1]:
+        conditions.append(images.c.size <= bindparam("size_max"))
+    for index in range(tags):
+        conditions.append(
+            exists().where(
+                image_tags.c.image_id == images.c.id,
+                image_tags.c.value == bindparam(f"tag_{index}"),
+            )
+        )
+    for index in range(properties):
+        conditions.append(
+            exists().where(
+                image_properties.c.image_id == images.c.id,
+                image_properties.c.key == bindparam(f"property_key_{index}"),
+                image_properties.c.value == bindparam(f"property_value_{index}"),
+            )
+        )
+    if marker:
+        conditions.append(_after(sort))
+    order = [
+        _sort_expression(key).desc() if direction == "desc" else _sort_expression(key).asc()
+        for key, direction in sort
+    ]
+    return select(images).where(*conditions).order_by(*order).limit(bindparam("limit"))
+
+
+_PROPERTIES_OF = (
+    select(image_properties.c.image_id, image_properties.c.key, image_properties.c.value)
+    .where(image_properties.c.image_id.in_(bindparam("ids", expanding=True)))
+    .order_by(image_properties.c.id)
+)
+_TAGS_OF = (
+    select(image_tags.c.image_id, image_tags.c.value)
+    .where(image_tags.c.image_id.in_(bindparam("ids", expanding=True)))
+    .order_by(image_tags.c.id)
+)
 
 
 def list_images(conn: Connection, query: V2Query) -> list[ImageRow]:
     """One page of the v2 list, with properties (synchronous: run it through `engine.read`)."""
     if query.limit <= 0:
         return []
-    conditions: list[ColumnElement[bool]] = [
-        _pool(query),
-        images.c.deleted == false(),
-        images.c.status.not_in(HIDDEN_STATUSES),
-        images.c.os_hidden == (true() if query.os_hidden else false()),
-    ]
+    sort = tuple(query.sort)
+    statement = _page_statement(
+        (query.is_admin, query.project is not None, query.visibility, query.member_status),
+        tuple(query.one_of),
+        tuple(query.exact),
+        tuple((name, op) for name, op, _ in query.times),
+        (query.size_min is not None, query.size_max is not None),
+        len(query.tags),
+        len(query.properties),
+        query.os_hidden,
+        sort,
+        query.marker is not None,
+    )
+    params: dict[str, Any] = {"limit": query.limit, "project": query.project}
     for name, values in query.one_of.items():
-        conditions.append(images.c[name].in_(values))
+        params[f"one_of_{name}"] = values
     for name, value in query.exact.items():
-        conditions.append(images.c[name] == value)
-    for name, op, when in query.times:
-        conditions.append(_COMPARE[op](images.c[name], when))
-    if query.size_min is not None:
-        conditions.append(images.c.size >= query.size_min)
-    if query.size_max is not None:
-        conditions.append(images.c.size <= query.size_max)
-    for tag in query.tags:
-        conditions.append(
-            exists().where(image_tags.c.image_id == images.c.id, image_tags.c.value == tag)
-        )
-    for key, value in query.properties.items():
-        conditions.append(
-            exists().where(
-                image_properties.c.image_id == images.c.id,
-                image_properties.c.key == key,
-                image_properties.c.value == value,
-            )
-        )
+        params[f"exact_{name}"] = value
+    for index, (_, _, when) in enumerate(query.times):
+        params[f"time_{index}"] = when
+    params["size_min"], params["size_max"] = query.size_min, query.size_max
+    for index, tag in enumerate(query.tags):
+        params[f"tag_{index}"] = tag
+    for index, (key, value) in enumerate(query.properties.items()):
+        params[f"property_key_{index}"], params[f"property_value_{index}"] = key, value
     if query.marker is not None:
-        conditions.append(_after(query))
-    order = [
-        _sort_expression(key).desc() if direction == "desc" else _sort_expression(key).asc()
-        for key, direction in query.sort
-    ]
-    page = conn.execute(select(images).where(*conditions).order_by(*order).limit(query.limit)).all()
-    rows = [ImageRow(*values[: len(_COLUMNS)]) for values in page]
+        for index, (key, _) in enumerate(sort):
+            params[f"mark_{index}"] = _sort_value(query.marker, key)
+    rows = [ImageRow(*values[: len(_COLUMNS)]) for values in conn.execute(statement, params)]
     if rows:
         by_id = {row.id: row for row in rows}
-        found = conn.execute(
-            select(image_properties.c.image_id, image_properties.c.key, image_properties.c.value)
-            .where(image_properties.c.image_id.in_(list(by_id)))
-            .order_by(image_properties.c.id)
-        )
-        for image_id, key, value in found:
+        for image_id, key, value in conn.execute(_PROPERTIES_OF, {"ids": list(by_id)}):
             by_id[image_id].properties[key] = value
     return rows
 
@@ -184,12 +248,7 @@ def tags_of(conn: Connection, image_ids: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {image_id: [] for image_id in image_ids}
     if not image_ids:
         return out
-    rows = conn.execute(
-        select(image_tags.c.image_id, image_tags.c.value)
-        .where(image_tags.c.image_id.in_(image_ids))
-        .order_by(image_tags.c.id)
-    )
-    for image_id, value in rows:
+    for image_id, value in conn.execute(_TAGS_OF, {"ids": image_ids}):
         out[image_id].append(value)
     return out
 
