@@ -440,7 +440,7 @@ def test_v2_clients_discover_v2_at_the_catalog_url(keystone, server, region, clo
     import openstack
 
     with openstack.connect(cloud="alice") as alice:
-        assert alice.image.get_endpoint().rstrip("/") == region.public + "/v2"
+        assert str(alice.image.get_endpoint()).rstrip("/") == region.public + "/v2"
         image = alice.image.create_image(
             unique("cloud-sdk2"), data=DATA, allow_duplicates=True, disk_format="raw",
             container_format="bare",
@@ -454,4 +454,4 @@ def test_v2_clients_discover_v2_at_the_catalog_url(keystone, server, region, clo
         )  # fmt: skip
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["checksum"] == hashlib.md5(DATA).hexdigest()
-        alice.image.delete_image(image, ignore_missing=False)
+        alice.image.delete_image(image.id, ignore_missing=False)
