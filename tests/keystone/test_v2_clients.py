@@ -165,4 +165,17 @@ def test_openstackclient(keystone: Keystone, server: Server, tmp_path: Path) -> 
     run([*openstack, "alice", "image", "add", "project", made["id"], bob_project], env)
     shown = json.loads(run([*openstack, "bob", "image", "show", made["id"], "-f", "json"], env))
     assert shown["id"] == made["id"]
+    listed = json.loads(
+        run([*openstack, "bob", "image", "list", "--name", name, "-f", "json"], env)
+    )
+    assert listed == []  # pending: not in bob's list yet
+    run([*openstack, "bob", "image", "set", "--accept", made["id"]], env)
+    listed = json.loads(
+        run([*openstack, "bob", "image", "list", "--name", name, "-f", "json"], env)
+    )
+    assert [row["ID"] for row in listed] == [made["id"]]
+    members = json.loads(
+        run([*openstack, "alice", "image", "member", "list", made["id"], "-f", "json"], env)
+    )
+    assert [(m["Member ID"], m["Status"]) for m in members] == [(bob_project, "accepted")]
     run([*openstack, "alice", "image", "delete", made["id"]], env)
