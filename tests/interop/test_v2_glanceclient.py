@@ -97,6 +97,39 @@ def test_list_filters_and_paging(gc2: Any) -> None:
     assert [i["id"] for i in gc2.images.list(filters={"name": name, "tag": ["first"]})] == [ids[0]]
 
 
+def test_list_visibility_hidden_and_member_status(gc2: Any, target: Target) -> None:
+    name = unique("gc2-vis")
+    private = gc2.images.create(name=name, visibility="private", **FORMATS)
+    shared = gc2.images.create(name=name, **FORMATS)
+    hidden = gc2.images.create(name=name, os_hidden=True, **FORMATS)
+
+    def ids(caller: Any = gc2, **filters: Any) -> set[str]:
+        return {i["id"] for i in caller.images.list(filters={"name": name, **filters})}
+
+    assert ids() == {private["id"], shared["id"]}  # hidden images only when asked for
+    assert ids(os_hidden=True) == {hidden["id"]}
+    assert ids(visibility="private") == {private["id"]}
+    assert ids(visibility="shared") == {shared["id"]}
+    if target.mode == "tokens":
+        bob = client(target, "bob-token")
+        gc2.image_members.create(shared["id"], "p-bob")
+        assert ids(bob) == set()
+        assert ids(bob, member_status="pending") == {shared["id"]}
+        assert ids(bob, visibility="shared", member_status="all") == {shared["id"]}
+
+
+def test_nova_snapshot_flow(gc2: Any) -> None:
+    """What Nova does for a snapshot of a volume-backed server: custom properties on
+    create, then a zero-length upload activates the image (spec §20.4)."""
+    image = gc2.images.create(
+        name=unique("gc2-snap"), image_type="snapshot", instance_uuid=unique("vm"), **FORMATS
+    )
+    gc2.images.upload(image["id"], io.BytesIO(b""), image_size=0)
+    got = gc2.images.get(image["id"])
+    assert (got["status"], got["size"], got["image_type"]) == ("active", 0, "snapshot")
+    assert got["checksum"] == md5(b"")
+
+
 def test_update_property_add_replace_remove(gc2: Any) -> None:
     image = gc2.images.create(name=unique("gc2-update"), a="1", b="2", **FORMATS)
     gc2.image_tags.update(image["id"], "kept")  # update then also sends `replace /tags`
