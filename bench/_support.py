@@ -252,6 +252,7 @@ def seed_catalogue(server: Server, count: int, *, properties: int = 2) -> list[s
                         "owner": "p-bench", "is_public": True, "protected": False,
                         "deleted": False, "created_at": when, "updated_at": when,
                         "deleted_at": None, "location": None, "location_is_external": False,
+                        "visibility": "public",
                     }
                 )  # fmt: skip
                 props += [

@@ -54,6 +54,7 @@ images = Table(
     Index("ix_images_updated_at", "updated_at"),
     Index("ix_images_name", "name"),
     Index("ix_images_visibility", "visibility", "created_at"),
+    Index("ix_images_v2_listing", "deleted", "os_hidden", "created_at", "id"),  # v2 default order
 )
 
 image_properties = Table(

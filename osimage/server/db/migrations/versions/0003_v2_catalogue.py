@@ -30,6 +30,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("os_hash_value", sa.String(128)))
     op.execute("UPDATE images SET visibility = 'public' WHERE is_public")
     op.create_index("ix_images_visibility", "images", ["visibility", "created_at"])
+    # the v2 lists' default order: an index walk that stops after one page
+    op.create_index("ix_images_v2_listing", "images", ["deleted", "os_hidden", "created_at", "id"])
     with op.batch_alter_table("image_members") as batch:
         batch.add_column(
             sa.Column("status", sa.String(20), nullable=False, server_default="pending")
@@ -53,6 +55,7 @@ def downgrade() -> None:
     op.drop_table("image_tags")
     with op.batch_alter_table("image_members") as batch:
         batch.drop_column("status")
+    op.drop_index("ix_images_v2_listing", "images")
     op.drop_index("ix_images_visibility", "images")
     with op.batch_alter_table("images") as batch:
         for name in ("os_hash_value", "os_hash_algo", "os_hidden", "visibility"):
