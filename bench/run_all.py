@@ -52,6 +52,10 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
         ["--sizes", "1000,10000,100000", "--requests", "200"],
         ["--sizes", "1000,10000", "--requests", "50"],
     ),
+    "v2_rate": (
+        ["--images", "10000", "--seconds", "5", "--rounds", "2"],
+        ["--images", "2000", "--seconds", "2", "--rounds", "1"],
+    ),
 }
 
 # benchmarks written for other issues; they print their own numbers and we record
