@@ -18,6 +18,7 @@ from openstack import connection
 from openstack import exceptions as sdk_exc
 
 from tests.interop.helpers import Sources, Target, md5, payload, poll, unique
+from tests.support.server import Server
 
 pytestmark = [
     pytest.mark.e2e,
@@ -274,7 +275,7 @@ def test_stage_and_import_glance_direct(conn: Any, tmp_path: Path) -> None:
     assert "glance-direct" in image.image_import_methods
     staged = conn.image.stage_image(image, data=data)
     assert staged.status == "uploading"
-    conn.image.import_image(staged, method="glance-direct")
+    assert conn.image.import_image(staged, method="glance-direct").status_code == 202
     done = poll(
         lambda: conn.image.get_image(image.id),
         lambda i: i.status in {"active", "killed", "queued"},
@@ -291,7 +292,7 @@ def test_import_web_download(conn: Any, sources: Sources) -> None:
     uri = sources.add(name, data)
     image = conn.image.create_image(name, allow_duplicates=True, **FORMATS)
     assert "web-download" in image.image_import_methods
-    conn.image.import_image(image, method="web-download", uri=uri)
+    assert conn.image.import_image(image, method="web-download", uri=uri).status_code == 202
     done = poll(
         lambda: conn.image.get_image(image.id),
         lambda i: i.status in {"active", "killed", "queued"},
@@ -300,6 +301,28 @@ def test_import_web_download(conn: Any, sources: Sources) -> None:
     assert (done.status, done.size, done.checksum) == ("active", len(data), md5(data))
     assert sources.fetches(name) == 1
     assert conn.image.download_image(image).content == data
+
+
+def test_import_web_download_from_loopback_needs_the_option(
+    server: Server, sources: Sources
+) -> None:
+    """A server started without `--allow-source-network` refuses a loopback URI up front
+    (the guard of v1's `copy_from`); the image stays `queued` and nothing is fetched.
+    openstacksdk's import_image returns the answer without raising on its status."""
+    name = unique("sdk2-guard")
+    uri = sources.add(name, b"never fetched")
+    plain: Any = connection.Connection(
+        auth_type="none", auth={"endpoint": server.url}, image_endpoint_override=server.url
+    )
+    try:
+        image = plain.image.create_image(name, allow_duplicates=True, **FORMATS)
+        resp = plain.image.import_image(image, method="web-download", uri=uri)
+        assert resp.status_code == 400
+        assert f"URI for web-download does not pass filtering: {uri}" in resp.text
+        assert plain.image.get_image(image.id).status == "queued"
+    finally:
+        plain.close()
+    assert sources.fetches(name) == 0
 
 
 def test_delete_image(conn: Any, tmp_path: Path) -> None:
