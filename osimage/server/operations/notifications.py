@@ -15,6 +15,7 @@ import queue
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -27,6 +28,15 @@ log = logging.getLogger("osimage.notifications")
 
 DROP_LOG_INTERVAL: Final = 60.0  # seconds between two "events dropped" log lines
 SEND_RETRIES: Final = 2  # oslo.messaging retries of one send before it counts as failed
+THREAD_NAME: Final = "osimage-notifier"
+# oslo.messaging logs each failed send (with its payload and a traceback) and each
+# reconnection attempt; from our thread these become one rate-limited warning of ours.
+_QUIETED_LOGGERS: Final = (
+    "oslo_messaging.notify.messaging",
+    "oslo_messaging.notify.notifier",
+    "oslo_messaging._drivers.impl_rabbit",
+    "oslo.messaging._drivers.impl_rabbit",  # oslo.log's spelling of the same module
+)
 
 
 def isotime(when: datetime | None = None) -> str:
@@ -131,8 +141,13 @@ class QueuedNotifier:
         on_drop: Callable[[str], None] | None = None,
         on_sent: Callable[[str], None] | None = None,
     ) -> None:
-        import oslo_messaging
         from oslo_config import cfg
+
+        with warnings.catch_warnings():
+            # oslo.messaging imports oslo.service, whose eventlet parts warn on import;
+            # osimage uses no eventlet (the notifier runs in a plain thread)
+            warnings.simplefilter("ignore")
+            import oslo_messaging
 
         conf = cfg.ConfigOpts()
         conf([], project="osimage", default_config_files=[], default_config_dirs=[])
@@ -150,7 +165,11 @@ class QueuedNotifier:
         self._dropped = 0
         self._last_drop_log = 0.0
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="osimage-notifier", daemon=True)
+        self._failed = False  # set by _SendFailures while a send of our thread fails
+        self._quiet = _SendFailures(self)
+        for name in _QUIETED_LOGGERS:
+            logging.getLogger(name).addFilter(self._quiet)
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
         self._thread.start()
 
     @property
@@ -194,14 +213,17 @@ class QueuedNotifier:
             if event is None:
                 return
             priority, context, event_type, payload = event
+            self._failed = False
             try:
                 send = self._notifier.error if priority == "error" else self._notifier.info
                 send(context, event_type, payload)
             except Exception as error:  # the broker is gone: the event is lost, say so
                 self._drop(event_type, f"sending failed: {error}")
-            else:
-                if self._on_sent is not None:
-                    self._on_sent(event_type)
+                continue
+            if self._failed:  # oslo.messaging swallowed the failure (and logged it)
+                self._drop(event_type, "the broker could not be reached")
+            elif self._on_sent is not None:
+                self._on_sent(event_type)
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is queued (for up to `timeout` seconds), then stop the thread."""
@@ -209,6 +231,23 @@ class QueuedNotifier:
             self._queue.put(None, timeout=timeout)
         self._thread.join(timeout)
         self._transport.cleanup()
+        for name in _QUIETED_LOGGERS:
+            logging.getLogger(name).removeFilter(self._quiet)
+
+
+class _SendFailures(logging.Filter):
+    """Drop oslo.messaging's error records from the notifier thread; note the failure."""
+
+    def __init__(self, notifier: QueuedNotifier) -> None:
+        super().__init__()
+        self._notifier = notifier
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.threadName != THREAD_NAME or record.levelno < logging.ERROR:
+            return True
+        if "send" in record.msg if isinstance(record.msg, str) else False:
+            self._notifier._failed = True
+        return False
 
 
 def open_notifier(
