@@ -56,6 +56,9 @@ def run(settings: Settings) -> None:
     made = None
     if not os.environ.get(MULTIPROC_VARIABLE):
         made = os.environ[MULTIPROC_VARIABLE] = tempfile.mkdtemp(prefix="osimage-metrics-")
+    logging.getLogger("osimage.metrics").info(
+        "metrics: %d workers share %s", settings.workers, os.environ[MULTIPROC_VARIABLE]
+    )
     try:
         uvicorn.run(
             "osimage.server.runner:worker_app",
