@@ -17,18 +17,21 @@ from tests.support.server import Server, start_server
 pytestmark = pytest.mark.e2e
 
 
-def samples(resp: Response) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def samples(resp: Response) -> Samples:
     """Every sample of a /metrics answer, keyed by name and sorted labels."""
     assert resp.status == 200, resp
     assert resp.header("content-type") or "".startswith("text/plain")
-    found = {}
+    found: Samples = {}
     for family in text_string_to_metric_families(resp.text):
         for sample in family.samples:
             found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return found
 
 
-def value(found: dict, name: str, **labels: str) -> float:
+def value(found: Samples, name: str, **labels: str) -> float:
     return found.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
