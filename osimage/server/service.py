@@ -353,7 +353,7 @@ class ImageService:
         """POST /images: reserve, upload, register a location, or start a copy."""
         self.policy.enforce(ctx, "add_image", image_target(owner=ctx.owner_id))
         fields = self._normalise(ctx, change)
-        self._enforce_sources(ctx, change, image_target(owner=ctx.owner_id, **fields))
+        self._enforce_sources(ctx, change, image_target(**{"owner": ctx.owner_id, **fields}))
         self._check_cap(fields, change)
         if over_quota(len(change.properties), self.limits.property_quota):
             raise TooLarge(self._quota_message(len(change.properties)))

@@ -83,10 +83,9 @@ async def metrics(
     elif not (await _caller(scope, authenticator)).is_admin:
         raise Forbidden("Metrics are only served to admins.")
     await exported.refresh_images(engine, cache_seconds)
-    if exported.multiprocess_dir is None:
-        body = exported.render()
-    else:  # reads every worker's files
-        body = await anyio.to_thread.run_sync(exported.render)
+    # in a thread: rendering takes milliseconds (and reads every worker's files under
+    # --workers) that the event loop's other requests should not wait for
+    body = await anyio.to_thread.run_sync(exported.render)
     await reply(send, 200, body, content_type=CONTENT_TYPE, head=scope["method"] == "HEAD")
 
 

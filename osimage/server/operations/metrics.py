@@ -36,8 +36,7 @@ _LITERALS: Final = frozenset(
 _MAX_ROUTE_SEGMENTS: Final = 6
 _VERSION: Final = re.compile(r"v\d+(\.\d+)?")
 LATENCY_BUCKETS: Final = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    300.0,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
 )  # fmt: skip
 
 
