@@ -301,6 +301,7 @@ class App:
                 access=self.settings.metrics_access,
                 engine=self._health.engine,
                 cache_seconds=self.settings.metrics_cache_seconds,
+                render_seconds=self.settings.metrics_render_seconds,
             )
 
     async def _v1(self, scope: Scope, receive: Receive, send: Send, rest: str) -> None:

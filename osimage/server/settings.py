@@ -272,6 +272,12 @@ SETTINGS: Final = (
         _seconds,
     ),
     Setting(
+        "metrics_render_seconds",
+        "1",
+        "Seconds a rendered /metrics answer is reused by later scrapes (0: render each).",
+        _seconds,
+    ),
+    Setting(
         "notification_transport_url",
         None,
         "oslo.messaging transport for notifications, e.g. rabbit://user:pass@host:5672/; "
@@ -331,6 +337,7 @@ class Settings:
     healthcheck_timeout: float = 5.0
     metrics_access: str = "loopback"
     metrics_cache_seconds: float = 30.0
+    metrics_render_seconds: float = 1.0
     notification_transport_url: str | None = field(default=None, repr=False)
     notification_topic: str = "notifications"
     notification_queue_size: int = 1000

@@ -23,7 +23,14 @@ def server(keystone: Keystone, tmp_path_factory: pytest.TempPathFactory) -> Iter
     policy = base / "policy.yaml"
     policy.write_text('"delete_image": "role:admin"\n"download_image": "role:admin"\n')
     srv = start_keystone_server(
-        keystone, base, "--policy-file", str(policy), "--metrics-access", "admin"
+        keystone,
+        base,
+        "--policy-file",
+        str(policy),
+        "--metrics-access",
+        "admin",
+        "--metrics-render-seconds",
+        "0",  # two scrapes in a row must both be fresh
     )
     yield srv
     srv.stop()

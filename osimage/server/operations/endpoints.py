@@ -70,6 +70,7 @@ async def metrics(
     access: str,
     engine: AsyncEngine,
     cache_seconds: float,
+    render_seconds: float,
 ) -> None:
     """The Prometheus exposition, for the callers `access` admits (off: 404)."""
     if access == "off":
@@ -85,7 +86,7 @@ async def metrics(
     await exported.refresh_images(engine, cache_seconds)
     # in a thread: rendering takes milliseconds (and reads every worker's files under
     # --workers) that the event loop's other requests should not wait for
-    body = await anyio.to_thread.run_sync(exported.render)
+    body = await anyio.to_thread.run_sync(exported.render, render_seconds)
     await reply(send, 200, body, content_type=CONTENT_TYPE, head=scope["method"] == "HEAD")
 
 

@@ -123,8 +123,11 @@ class Metrics:
             self.token_cache.labels(result)
         for operation in ("put", "get", "delete"):
             self.store_errors.labels(operation)
-        self._images: dict[str, int] = {}
+        self.images: dict[str, int] = {}  # the last count of images by status
         self._images_at = -1e9
+        r.register(_ImagesCollector(self))
+        self._rendered: bytes | None = None
+        self._rendered_at = -1e9
 
     # -- recording ------------------------------------------------------------------------
 
@@ -156,28 +159,29 @@ class Metrics:
             return
         self._images_at = now  # concurrent scrapes do not pile up queries
         try:
-            self._images = await count_images(engine)
+            self.images = await count_images(engine)
         except Exception:
             self.database_errors.inc()
             log.exception("metrics: counting images by status failed")
 
-    def render(self) -> bytes:
-        """The text exposition of every metric (all workers' under --workers)."""
+    def render(self, max_age: float = 0.0) -> bytes:
+        """The text exposition of every metric (all workers' under --workers); an answer
+        rendered less than `max_age` seconds ago is reused (rendering takes milliseconds)."""
         from prometheus_client import CollectorRegistry, generate_latest
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        now = time.monotonic()
+        if self._rendered is not None and now - self._rendered_at < max_age:
+            return self._rendered
         if self.multiprocess_dir is None:
-            registry = self.registry
-            extra = _ImagesCollector(self._images)
-            registry.register(extra)
-            try:
-                return generate_latest(registry)
-            finally:
-                registry.unregister(extra)
-        registry = CollectorRegistry(auto_describe=True)
-        MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        registry.register(_ImagesCollector(self._images))
-        return generate_latest(registry)
+            body = generate_latest(self.registry)
+        else:
+            registry = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            registry.register(_ImagesCollector(self))
+            body = generate_latest(registry)
+        self._rendered, self._rendered_at = body, now
+        return body
 
 
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -186,8 +190,8 @@ _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "O
 class _ImagesCollector:
     """`osimage_images{status}` from the last count (a gauge of this worker's view)."""
 
-    def __init__(self, counts: dict[str, int]) -> None:
-        self._counts = dict(counts)
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -195,7 +199,7 @@ class _ImagesCollector:
         family = GaugeMetricFamily(
             "osimage_images", "Images in the catalogue by status.", labels=["status"]
         )
-        for status, count in sorted(self._counts.items()):
+        for status, count in sorted(self._metrics.images.items()):
             family.add_metric([status], count)
         yield family
 
