@@ -109,6 +109,13 @@ def test_an_unreachable_store_is_unhealthy(tmp_path: Path) -> None:
         detail = api.request("GET", "/healthcheck", {"Accept": "application/json"}).json()
         verdicts = {r["class"]: r["details"]["healthy"] for r in detail["reasons"]}
         assert verdicts == {"Database": True, "Store": False}
+        # the same failure on an upload: 503, and counted
+        failed = api.create(
+            meta(name=unique("lost"), disk_format="raw", container_format="bare"), b"x"
+        )
+        assert failed.status == 503, failed
+        found = samples(api.request("GET", "/metrics"))
+        assert value(found, "osimage_store_errors_total", operation="put") == 1
         images.mkdir()
         assert api.request("GET", "/healthcheck").status == 200
     finally:
