@@ -8,6 +8,7 @@ for exactly the callers it names, into 403.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -168,3 +169,19 @@ def test_a_broken_policy_file_stops_the_server_naming_it(tmp_path: Path) -> None
     )
     assert done.returncode != 0
     assert str(policy) in done.stderr
+
+
+def test_an_edited_policy_file_applies_without_a_restart(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text('"delete_image": "role:admin"\n')
+    srv = _tokens_server(tmp_path / "srv", "--policy-file", str(policy))
+    try:
+        alice = Api(srv.url, "alice-token")
+        image_id = alice.reserve(name=unique("edited"))["id"]
+        assert alice.delete(image_id).status == 403
+        policy.write_text('"delete_image": ""\n')
+        stat = policy.stat()
+        os.utime(policy, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a later mtime
+        assert alice.delete(image_id).status == 200
+    finally:
+        srv.close()
