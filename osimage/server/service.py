@@ -403,7 +403,9 @@ class ImageService:
                 await catalog.insert_image(conn, values, change.properties)
         except IntegrityError:
             raise Conflict(f"An image with identifier {image_id} already exists") from None
-        self.notifier.info(ctx, "image.create", events.image_payload(await self._reload(image_id)))
+        if self.notifier.enabled:
+            row = await self._reload(image_id)
+            self.notifier.info(ctx, "image.create", events.image_payload(row))
         if change.data is not None:
             await self._upload(image_id, change.data, ctx.owner_id, ctx=ctx)
         elif change.copy_from is not None:
@@ -597,7 +599,9 @@ class ImageService:
     async def _receive(
         self, image_id: str, data: Upload, owner: str | None, ctx: Context | None
     ) -> None:
-        self.notifier.info(ctx, "image.prepare", events.image_payload(await self._reload(image_id)))
+        if self.notifier.enabled:
+            row = await self._reload(image_id)
+            self.notifier.info(ctx, "image.prepare", events.image_payload(row))
         try:
             declared = data.length
             if declared is None and self.limits.user_storage_quota > 0:
@@ -621,7 +625,8 @@ class ImageService:
         except Exception as error:
             self._notify_failed(ctx, image_id, error)
             raise
-        self._notify_activated(ctx, image_id, await self._reload(image_id))
+        if self.notifier.enabled:
+            self._notify_activated(ctx, await self._reload(image_id))
 
     def _notify_failed(self, ctx: Context | None, image_id: str, error: Exception) -> None:
         """Glance's error-priority image.upload: a message, not an image."""
@@ -630,7 +635,7 @@ class ImageService:
             ctx, "image.upload", f"Failed to upload image data for image {image_id}: {reason}"
         )
 
-    def _notify_activated(self, ctx: Context | None, image_id: str, row: ImageRow) -> None:
+    def _notify_activated(self, ctx: Context | None, row: ImageRow) -> None:
         self.notifier.info(ctx, "image.upload", events.image_payload(row))
         if row.status == "active":
             self.notifier.info(ctx, "image.activate", events.image_payload(row))
@@ -689,9 +694,9 @@ class ImageService:
         self, image_id: str, url: str, owner: str | None, ctx: Context | None
     ) -> None:
         try:
-            self.notifier.info(
-                ctx, "image.prepare", events.image_payload(await self._reload(image_id))
-            )
+            if self.notifier.enabled:
+                row = await self._reload(image_id)
+                self.notifier.info(ctx, "image.prepare", events.image_payload(row))
             declared = (await self._reload(image_id)).size or None
             room = await self._room(owner, image_id, declared)
             async with sources.open_source(url, self.source_policy) as source:
@@ -700,7 +705,8 @@ class ImageService:
             async with writing(self.engine) as conn:
                 await catalog.update_image(conn, image_id, {"size": blob.size}, status="saving")
             await self._activate(image_id, blob, checksum, sha256, owner)
-            self._notify_activated(ctx, image_id, await self._reload(image_id))
+            if self.notifier.enabled:
+                self._notify_activated(ctx, await self._reload(image_id))
         except Exception as error:
             await self._kill(image_id)
             if isinstance(error, StoreFull | StoreUnavailable | OSError):
@@ -797,12 +803,10 @@ class ImageService:
             if done:
                 if stored and not delay:
                     await self._discard(row.location or "")
-                gone = await self._reload(image_id)
-                self.notifier.info(
-                    ctx,
-                    "image.delete",
-                    events.image_payload(gone, deleted=True, deleted_at=events.isotime()),
-                )
+                if self.notifier.enabled:
+                    gone = await self._reload(image_id)
+                    payload = events.image_payload(gone, deleted=True, deleted_at=events.isotime())
+                    self.notifier.info(ctx, "image.delete", payload)
                 return
         raise Conflict("Image operation conflicts")
 

@@ -64,7 +64,9 @@ class Sharing:
             if over_quota(count + 1, self.images.limits.member_quota):
                 raise TooLarge(self._member_quota_message(count + 1))
             await catalog.put_member(conn, image_id, member, can_share)
-            saved = await catalog.membership(conn, image_id, member)
+            saved = None
+            if self.images.notifier.enabled:
+                saved = await catalog.membership(conn, image_id, member)
         known = any(item.member == member for item in current)
         self._notify(ctx, "image.member.update" if known else "image.member.create", saved)
 
@@ -85,7 +87,8 @@ class Sharing:
             for member, can_share in wanted.items():
                 await catalog.put_member(conn, image_id, member, can_share)
                 event = "image.member.update" if member in before else "image.member.create"
-                changes.append((event, await catalog.membership(conn, image_id, member)))
+                if self.images.notifier.enabled:
+                    changes.append((event, await catalog.membership(conn, image_id, member)))
         for event, row in changes:
             self._notify(ctx, event, row)
 
@@ -94,7 +97,9 @@ class Sharing:
         async with writing(self.images.engine) as conn:
             if not await catalog.remove_member(conn, image_id, member):
                 raise NotFound("Membership could not be found.")
-            gone = await catalog.membership(conn, image_id, member)
+            gone = None
+            if self.images.notifier.enabled:
+                gone = await catalog.membership(conn, image_id, member)
         self._notify(ctx, "image.member.delete", gone, deleted=True)
 
     def _notify(

@@ -102,7 +102,10 @@ def send_payload(row: ImageRow, ctx: Context, sent: int) -> dict[str, Any]:
 
 
 class Notifier(Protocol):
-    """What the core calls; never blocks and never raises."""
+    """What the core calls; never blocks and never raises. When `enabled` is False the
+    core skips building payloads (which may cost a database read)."""
+
+    enabled: bool
 
     def info(self, ctx: Context | None, event_type: str, payload: Any) -> None: ...
 
@@ -111,6 +114,8 @@ class Notifier(Protocol):
 
 class NoNotifier:
     """Notifications off (the default): every event is ignored."""
+
+    enabled = False
 
     def info(self, ctx: Context | None, event_type: str, payload: Any) -> None:
         return None
@@ -130,6 +135,8 @@ class QueuedNotifier:
 
     `on_drop` and `on_sent` are called (from any thread) with the event type, for metrics.
     """
+
+    enabled = True
 
     def __init__(
         self,
