@@ -103,9 +103,11 @@ def test_upload_download_update_share_delete_in_order(notifying: Server, topic: 
     share = alice.request("PUT", f"/v1/images/{image_id}/members/p-bob", body=b"")
     assert share.status == 204
     assert bob.head(image_id).status == 200
+    unshare = alice.request("DELETE", f"/v1/images/{image_id}/members/p-bob")
+    assert unshare.status == 204
     assert alice.delete(image_id).status == 200
 
-    events = consume(topic, "info", 8)
+    events = consume(topic, "info", 9)
     kinds = [event["event_type"] for event in events]
     assert kinds == [
         "image.create",
@@ -115,6 +117,7 @@ def test_upload_download_update_share_delete_in_order(notifying: Server, topic: 
         "image.send",
         "image.update",
         "image.member.create",
+        "image.member.delete",
         "image.delete",
     ], kinds
     by_kind = {event["event_type"]: event for event in events}
@@ -145,6 +148,9 @@ def test_upload_download_update_share_delete_in_order(notifying: Server, topic: 
     assert (member["image_id"], member["member_id"], member["deleted"]) == (
         image_id, "p-bob", False,
     )  # fmt: skip
+    unshared = by_kind["image.member.delete"]["payload"]
+    assert (unshared["member_id"], unshared["deleted"]) == ("p-bob", True)
+    assert unshared["deleted_at"]
     deleted = by_kind["image.delete"]["payload"]
     assert (deleted["id"], deleted["status"], deleted["deleted"]) == (image_id, "deleted", True)
     assert deleted["deleted_at"]
