@@ -76,3 +76,32 @@ def test_payload_time_and_redaction() -> None:
     assert isotime(when) == "2026-12-03T05:28:35Z"
     assert redacted("rabbit://guest:secret@127.0.0.1:5672/") == "rabbit://guest:***@127.0.0.1:5672/"
     assert redacted("kafka://broker:9092") == "kafka://broker:9092"
+
+
+def test_dead_workers_live_gauges_are_forgotten_but_their_counts_kept(tmp_path) -> None:
+    """A worker process that wrote samples and exited: its live gauge goes, its counter stays."""
+    import os
+    import subprocess
+    import sys
+
+    from osimage.server.operations.metrics import forget_dead_workers
+
+    code = (
+        "import os\n"
+        "from osimage.server.operations.metrics import Metrics\n"
+        "m = Metrics(multiprocess_dir=os.environ['PROMETHEUS_MULTIPROC_DIR'])\n"
+        "m.transfers.labels('upload').inc()\n"
+        "m.uploaded.inc(5)\n"
+        "print(os.getpid())\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    pid = int(
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+        ).stdout
+    )
+    assert (tmp_path / f"gauge_livesum_{pid}.db").exists()
+    assert forget_dead_workers(str(tmp_path)) == [pid]
+    assert not (tmp_path / f"gauge_livesum_{pid}.db").exists()
+    assert (tmp_path / f"counter_{pid}.db").exists()
+    assert forget_dead_workers(str(tmp_path)) == []
