@@ -612,8 +612,7 @@ class ImageService:
             await self._kill(image_id)
             if isinstance(error, StoreFull | StoreUnavailable | OSError):
                 self._count_store_error("put")
-            if isinstance(error, Exception):
-                self._notify_failed(ctx, image_id, error)
+            self._notify_failed(ctx, image_id, error)
             mapped = _store_error(error)
             if mapped is error:
                 raise
@@ -628,9 +627,13 @@ class ImageService:
         if self.notifier.enabled:
             self._notify_activated(ctx, await self._reload(image_id))
 
-    def _notify_failed(self, ctx: Context | None, image_id: str, error: Exception) -> None:
+    def _notify_failed(self, ctx: Context | None, image_id: str, error: BaseException) -> None:
         """Glance's error-priority image.upload: a message, not an image."""
-        reason = error.message if isinstance(error, ApiError | sources.SourceError) else error
+        reason: object = error
+        if isinstance(error, ApiError | sources.SourceError):
+            reason = error.message
+        elif not isinstance(error, Exception):  # cancelled: the client went away
+            reason = "the upload was interrupted"
         self.notifier.error(
             ctx, "image.upload", f"Failed to upload image data for image {image_id}: {reason}"
         )

@@ -198,3 +198,22 @@ def test_a_dead_broker_never_fails_a_request(tmp_path: Path) -> None:
     log = srv.log()
     assert "dropped" in log
     assert "Traceback" not in log
+
+
+def test_an_upload_cut_off_by_its_client_is_an_error_event(notifying: Server, topic: str) -> None:
+    alice = Api(notifying.url, "alice-token")
+    image = alice.reserve(name=unique("cut"), disk_format="raw", container_format="bare")
+    with socket.create_connection(("127.0.0.1", notifying.port), timeout=30) as sock:
+        head = (
+            f"PUT /v1/images/{image['id']} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "X-Auth-Token: alice-token\r\nContent-Type: application/octet-stream\r\n"
+            "Content-Length: 1000000\r\n\r\n"
+        )
+        sock.sendall(head.encode() + b"x" * 1000)
+    failure = consume(topic, "error", 1)[0]
+    assert (failure["event_type"], failure["priority"]) == ("image.upload", "ERROR")
+    assert image["id"] in failure["payload"]
+    deadline = time.monotonic() + 30
+    while alice.head(image["id"]).header("x-image-meta-status") != "killed":
+        assert time.monotonic() < deadline, "the cut upload never ended killed"
+        time.sleep(0.2)
