@@ -234,9 +234,10 @@ class QueuedNotifier:
 
     def close(self, timeout: float = 5.0) -> None:
         """Send what is queued (for up to `timeout` seconds), then stop the thread."""
+        deadline = time.monotonic() + timeout
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout)
-        self._thread.join(timeout)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         self._transport.cleanup()
         for name in _QUIETED_LOGGERS:
             logging.getLogger(name).removeFilter(self._quiet)
