@@ -145,14 +145,3 @@ class Policy:
         """Raise `Forbidden` (403) unless the rule named `action` lets `ctx` act on `target`."""
         if not self.allowed(ctx, action, target):
             raise Forbidden(message or f"You are not authorized to complete {action} action.")
-
-
-_DEFAULT: Policy | None = None
-
-
-def default_policy() -> Policy:
-    """One shared `Policy` without a file, for a service built without one."""
-    global _DEFAULT
-    if _DEFAULT is None:
-        _DEFAULT = Policy()
-    return _DEFAULT
