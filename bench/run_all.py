@@ -64,6 +64,7 @@ EXTRAS: dict[str, list[str]] = {
     "sdk_import": ["--skip-imports"],
     "cli_transfer": ["--size-mib", "1024"],
     "keystone_head": [],
+    "operations": [],  # issue 15: /healthcheck and /metrics against a HEAD
 }
 
 

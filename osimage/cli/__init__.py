@@ -15,6 +15,7 @@ import click
 
 from osimage.cli.images import image, shared
 from osimage.cli.members import member
+from osimage.cli.policy import policy
 from osimage.cli.serve import serve
 from osimage.cli.state import CONNECTION_OPTIONS, CliState, UserError, explain
 
@@ -52,6 +53,7 @@ def cli(state: CliState, /, insecure: bool | None, debug: bool, **options: str |
 cli.add_command(serve)
 cli.add_command(image)
 cli.add_command(member)
+cli.add_command(policy)
 image.add_command(shared)
 
 

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from contextlib import AsyncExitStack
+from typing import Any
 
 import anyio
 
@@ -32,6 +33,11 @@ from osimage.server.auth import Authenticator, Unauthorized, open_authenticator
 from osimage.server.db.engine import close_engine, migrate, open_engine
 from osimage.server.errors import ApiError, HeaderTooLarge, ServiceUnavailable, render
 from osimage.server.errors import Unauthorized as NotAuthenticated
+from osimage.server.operations import endpoints
+from osimage.server.operations.healthcheck import HealthCheck
+from osimage.server.operations.metrics import Metrics, forget_dead_workers, multiprocess_dir
+from osimage.server.operations.notifications import open_notifier, redacted
+from osimage.server.operations.policy import Policy
 from osimage.server.protections import Protections
 from osimage.server.service import ImageService, Limits, scrub, sweep
 from osimage.server.service_v2 import ImagesV2
@@ -93,6 +99,8 @@ class App:
         self._service: ImageService | None = None
         self._sharing: Sharing | None = None
         self._authenticator: Authenticator | None = None
+        self._health: HealthCheck | None = None  # operations (issue 15)
+        self._metrics: Metrics | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -135,6 +143,7 @@ class App:
         tasks = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(tasks.cancel_scope.cancel)  # background copies stop (and clean up) first
         policy = sources.SourcePolicy(allowed_networks=settings.allow_source_network)
+        operations = self._open_operations(stack, engine, store, authenticator)
         protections = None
         if settings.property_protection_file is not None:
             protections = Protections.load(settings.property_protection_file)
@@ -148,6 +157,7 @@ class App:
             protections=protections,
             node=settings.node_id,
             upload_lease=settings.upload_lease,
+            **operations,
         )
         tasks.start_soon(self._service.renew_leases_forever, settings.upload_lease / 3)
         if settings.delayed_delete:
@@ -158,6 +168,45 @@ class App:
 
     def _forget(self) -> None:
         self._service = self._sharing = self._authenticator = None
+        self._health = None
+
+    def _open_operations(
+        self, stack: AsyncExitStack, engine: Any, store: Any, authenticator: Authenticator
+    ) -> dict[str, Any]:
+        """Health check, metrics, policy and notifier (issue 15); the service's share."""
+        settings = self.settings
+        directory = multiprocess_dir()
+        if directory is not None:
+            forget_dead_workers(directory)
+        metrics = self._metrics = Metrics(multiprocess_dir=directory)
+        if hasattr(authenticator, "on_cache_lookup"):
+            authenticator.on_cache_lookup = metrics.token_lookup
+        self._health = HealthCheck(
+            engine,
+            store,
+            disable_file=settings.healthcheck_disable_file,
+            cache_seconds=settings.healthcheck_cache_seconds,
+            timeout=settings.healthcheck_timeout,
+        )
+        notifier = open_notifier(
+            settings.notification_transport_url,
+            topic=settings.notification_topic,
+            queue_size=settings.notification_queue_size,
+            on_drop=metrics.notification_dropped,
+            on_sent=metrics.notification_sent,
+        )
+        stack.callback(notifier.close)
+        if settings.notification_transport_url:
+            log.info(
+                "notifications: to %s, topic %s",
+                redacted(settings.notification_transport_url),
+                settings.notification_topic,
+            )
+        return {
+            "policy": Policy(settings.policy_file),
+            "notifier": notifier,
+            "metrics": metrics,
+        }
 
     def _request_id(self, scope: Scope) -> str:
         supplied = header(scope, "x-openstack-request-id")
@@ -193,13 +242,18 @@ class App:
                 if status:
                     raise
                 await _send_error(scope, send_with_id, error)
-            except Exception:
+            except Exception as error:
                 request_id = request_id or new_request_id()
+                if self._metrics is not None and endpoints.is_database_error(error):
+                    self._metrics.database_errors.inc()
                 log.exception("%s %s %s failed", request_id, scope["method"], scope["path"])
                 if status:
                     raise
                 await _send_error(scope, send_with_id, ApiError("The server failed to answer."))
         finally:
+            if self._metrics is not None:
+                seconds = time.perf_counter() - started
+                self._metrics.request(scope["path"], scope["method"], status, seconds)
             access_log.info(
                 "%s %s %s %s %.1fms",
                 request_id,
@@ -211,6 +265,9 @@ class App:
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
+        if path in endpoints.PATHS:  # before authentication and version routing
+            await self._operations(scope, send, path)
+            return
         segments = path.split("/")
         first = segments[1] if len(segments) > 1 else ""
         accept = header(scope, "accept") or ""
@@ -236,6 +293,23 @@ class App:
             await send_v1_version(scope, send)
             return
         await self._v1(scope, receive, send, rest)
+
+    async def _operations(self, scope: Scope, send: Send, path: str) -> None:
+        if self._health is None or self._metrics is None or self._authenticator is None:
+            raise ServiceUnavailable("The service is not running.")
+        if path == endpoints.HEALTHCHECK:
+            await endpoints.healthcheck(scope, send, self._health, self._authenticator)
+        else:
+            await endpoints.metrics(
+                scope,
+                send,
+                self._metrics,
+                self._authenticator,
+                access=self.settings.metrics_access,
+                engine=self._health.engine,
+                cache_seconds=self.settings.metrics_cache_seconds,
+                render_seconds=self.settings.metrics_render_seconds,
+            )
 
     async def _v1(
         self, scope: Scope, receive: Receive, send: Send, rest: str, *, v2: bool = False

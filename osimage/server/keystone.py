@@ -233,6 +233,8 @@ class KeystoneAuthenticator:
         self._cache = ValidationCache(options.cache_size, clock=clock)
         self._flights: dict[bytes, _Flight] = {}
         self._limiter = anyio.CapacityLimiter(MAX_PARALLEL_VALIDATIONS)
+        # told True when a token's validation needed no call to Keystone (metrics)
+        self.on_cache_lookup: Callable[[bool], None] | None = None
 
     async def authenticate(self, headers: Mapping[str, str]) -> Context:
         """Return the caller's Context.
@@ -256,6 +258,8 @@ class KeystoneAuthenticator:
         while True:
             cached = self._cache.get(key)
             if cached is not None:
+                if self.on_cache_lookup is not None:
+                    self.on_cache_lookup(True)
                 return cached
             flight = self._flights.get(key)
             if flight is not None:  # someone is asking Keystone about this token: wait
@@ -265,6 +269,8 @@ class KeystoneAuthenticator:
                 if flight.failure is not None:
                     raise AuthUnavailable(flight.failure)
                 continue  # that request was cancelled before it had an answer: ask again
+            if self.on_cache_lookup is not None:
+                self.on_cache_lookup(False)
             return await self._lead(key, token)
 
     async def _lead(self, key: bytes, token: str) -> Outcome:

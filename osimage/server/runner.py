@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 
 import anyio
 import uvicorn
 
 from osimage.server.app import create_app, prepare
 from osimage.server.db.engine import DatabaseConfigError, database_url
+from osimage.server.operations.metrics import MULTIPROC_VARIABLE
 from osimage.server.settings import Settings
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -48,12 +51,24 @@ def run(settings: Settings) -> None:
     # Migrations and the crash sweep run once, here, before any worker takes requests.
     anyio.run(prepare, settings)
     os.environ.update(settings.environment())
-    uvicorn.run(
-        "osimage.server.runner:worker_app",
-        factory=True,
-        workers=settings.workers,
-        **common,  # type: ignore[arg-type]
+    # prometheus-client's multi-process mode: each worker writes its samples here, and
+    # /metrics sums them. Ours (made here, removed at exit) unless the operator set one.
+    made = None
+    if not os.environ.get(MULTIPROC_VARIABLE):
+        made = os.environ[MULTIPROC_VARIABLE] = tempfile.mkdtemp(prefix="osimage-metrics-")
+    logging.getLogger("osimage.metrics").info(
+        "metrics: %d workers share %s", settings.workers, os.environ[MULTIPROC_VARIABLE]
     )
+    try:
+        uvicorn.run(
+            "osimage.server.runner:worker_app",
+            factory=True,
+            workers=settings.workers,
+            **common,  # type: ignore[arg-type]
+        )
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 def worker_app() -> object:

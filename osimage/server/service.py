@@ -12,7 +12,8 @@ import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import partial
@@ -41,6 +42,10 @@ from osimage.server.errors import (
     ServiceUnavailable,
     TooLarge,
 )
+from osimage.server.operations import notifications as events
+from osimage.server.operations.metrics import Metrics
+from osimage.server.operations.notifications import NoNotifier, Notifier
+from osimage.server.operations.policy import Policy, image_target
 from osimage.server.protections import Protections
 from osimage.server.queries import parse_list_query
 from osimage.server.rules import HASH_ALGO, visibility_of
@@ -189,6 +194,9 @@ class ImageService:
         protections: Protections | None = None,
         node: str = "",
         upload_lease: float = 300.0,
+        policy: Policy | None = None,
+        notifier: Notifier | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -201,6 +209,10 @@ class ImageService:
         self.upload_lease = upload_lease
         self.uploading: set[str] = set()  # ids of the uploads this process receives
         self.multihashes: dict[str, str] = {}  # image id -> os_hash_value of its stored data
+        # operations (issue 15): one policy check and one event per action, for both APIs
+        self.policy = policy if policy is not None else Policy()
+        self.notifier: Notifier = notifier if notifier is not None else NoNotifier()
+        self.metrics = metrics
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -255,13 +267,18 @@ class ImageService:
             return row
         return replace(row, properties=self.protections.readable(ctx.roles, row.properties))
 
-    async def get(self, ctx: Context, image_id: str) -> ImageRow:
-        """The image if the caller may see it; NotFound otherwise (never Forbidden)."""
+    async def get(
+        self, ctx: Context, image_id: str, *, action: str | None = "get_image"
+    ) -> ImageRow:
+        """The image if the caller may see it; NotFound otherwise. Then the policy rule
+        `action` (None: none, for a lookup on the way to another action) may refuse: 403."""
         row = await read(
             self.engine, partial(self._visible_row, ctx=ctx, image_id=image_id), point=True
         )
         if row is None:
             raise NotFound(f"Image {image_id} not found.")
+        if action is not None:
+            self.policy.enforce(ctx, action, image_target(row))
         return row
 
     # -- create / update -------------------------------------------------------------------
@@ -273,9 +290,23 @@ class ImageService:
                 del fields[name]  # an empty header means "not given"
         _check_formats(fields)
         _check_bounds(fields, change.properties)
-        if fields.get("is_public") and not ctx.is_admin:
-            raise Forbidden("Only an admin may make an image public.")
+        if fields.get("is_public"):
+            self.policy.enforce(
+                ctx,
+                "publicize_image",
+                image_target(**fields),
+                message="Only an admin may make an image public.",
+            )
         return fields
+
+    def _enforce_sources(self, ctx: Context, change: Change, target: dict[str, Any]) -> None:
+        """The policy rules for where the data comes from (issue 15)."""
+        if change.fields.get("location") is not None:
+            self.policy.enforce(ctx, "set_image_location", target)
+        if change.copy_from:
+            self.policy.enforce(ctx, "copy_from", target)
+        if change.data is not None:
+            self.policy.enforce(ctx, "upload_image", target)
 
     def _check_sources(self, fields: Mapping[str, Any], change: Change) -> None:
         if "location" in fields and fields["location"] is None:
@@ -325,7 +356,9 @@ class ImageService:
 
     async def create(self, ctx: Context, change: Change) -> ImageRow:
         """POST /images: reserve, upload, register a location, or start a copy."""
+        self.policy.enforce(ctx, "add_image", image_target(owner=ctx.owner_id))
         fields = self._normalise(ctx, change)
+        self._enforce_sources(ctx, change, image_target(**{"owner": ctx.owner_id, **fields}))
         self._check_cap(fields, change)
         if over_quota(len(change.properties), self.limits.property_quota):
             raise TooLarge(self._quota_message(len(change.properties)))
@@ -376,10 +409,15 @@ class ImageService:
                 await catalog.insert_image(conn, values, change.properties)
         except IntegrityError:
             raise Conflict(f"An image with identifier {image_id} already exists") from None
+        if self.notifier.enabled:
+            row = await self._reload(image_id)
+            self.notifier.info(ctx, "image.create", events.image_payload(row))
         if change.data is not None:
-            await self._upload(image_id, change.data, ctx.owner_id)
+            await self._upload(image_id, change.data, ctx.owner_id, ctx=ctx)
         elif change.copy_from is not None:
-            self.tasks.start_soon(self._copy, image_id, change.copy_from, ctx.owner_id)
+            self.tasks.start_soon(
+                partial(self._copy, image_id, change.copy_from, ctx.owner_id, ctx=ctx)
+            )
         return await self._reload(image_id)
 
     def _new_id(self, given: str | None) -> str:
@@ -403,7 +441,8 @@ class ImageService:
         if "store" in fields and fields["store"] != self.store.scheme:
             raise BadRequest(f"Store for scheme {fields['store']} not found")
         self._check_sources(fields, change)
-        row = await self.get(ctx, image_id)
+        row = await self.get(ctx, image_id, action="modify_image")
+        self._enforce_sources(ctx, change, image_target(row))
         if row.deleted and row.status != "pending_delete":
             raise Forbidden("Forbidden to update deleted image.")
         self._check_modify(ctx, row)
@@ -458,10 +497,14 @@ class ImageService:
                 raise Conflict("Image operation conflicts")
             await catalog.set_properties(conn, image_id, properties, purge=purge)
         if change.data is not None:
-            await self._upload(image_id, change.data, ctx.owner_id)
+            await self._upload(image_id, change.data, ctx.owner_id, ctx=ctx)
         elif change.copy_from is not None:
-            self.tasks.start_soon(self._copy, image_id, change.copy_from, ctx.owner_id)
-        return await self._reload(image_id)
+            self.tasks.start_soon(
+                partial(self._copy, image_id, change.copy_from, ctx.owner_id, ctx=ctx)
+            )
+        updated = await self._reload(image_id)
+        self.notifier.info(ctx, "image.update", events.image_payload(updated))
+        return updated
 
     async def _reload(self, image_id: str) -> ImageRow:
         row = await self._row(image_id)
@@ -481,7 +524,12 @@ class ImageService:
             try:
                 await self.store.delete(location)
             except Exception:
+                self._count_store_error("delete")
                 log.exception("could not remove blob %s", location)
+
+    def _count_store_error(self, operation: str) -> None:
+        if self.metrics is not None:
+            self.metrics.store_error(operation)
 
     async def _store(
         self, image_id: str, chunks: AsyncIterator[bytes], room: int | None = None
@@ -500,6 +548,8 @@ class ImageService:
                     raise TooLarge(f"Denying attempt to upload image larger than {cap} bytes.")
                 if room is not None and seen > room:
                     raise _over_storage_quota(None, room)
+                if self.metrics is not None:
+                    self.metrics.uploaded.inc(len(chunk))
                 yield chunk
 
         async def digested() -> AsyncIterator[bytes]:
@@ -536,10 +586,33 @@ class ImageService:
             raise _over_storage_quota(declared, room)
         return room
 
-    async def _upload(self, image_id: str, data: Upload, owner: str | None) -> None:
+    async def _upload(
+        self, image_id: str, data: Upload, owner: str | None, *, ctx: Context | None = None
+    ) -> None:
         """queued -> saving -> active, or killed with no data left behind."""
         if not await self._start_saving(image_id):
             raise Conflict("Cannot upload to an unqueued image")
+        with self._transfer("upload"):
+            await self._receive(image_id, data, owner, ctx)
+
+    @contextmanager
+    def _transfer(self, kind: str) -> Iterator[None]:
+        """Count an upload or copy in progress (osimage_transfers_in_progress)."""
+        gauge = self.metrics.transfers.labels(kind) if self.metrics is not None else None
+        if gauge is not None:
+            gauge.inc()
+        try:
+            yield
+        finally:
+            if gauge is not None:
+                gauge.dec()
+
+    async def _receive(
+        self, image_id: str, data: Upload, owner: str | None, ctx: Context | None
+    ) -> None:
+        if self.notifier.enabled:
+            row = await self._reload(image_id)
+            self.notifier.info(ctx, "image.prepare", events.image_payload(row))
         try:
             declared = data.length
             if declared is None and self.limits.user_storage_quota > 0:
@@ -548,13 +621,38 @@ class ImageService:
             blob, checksum, sha256 = await self._store(image_id, data.chunks, room)
         except BaseException as error:
             await self._kill(image_id)
+            if isinstance(error, StoreFull | StoreUnavailable | OSError):
+                self._count_store_error("put")
+            self._notify_failed(ctx, image_id, error)
             mapped = _store_error(error)
             if mapped is error:
                 raise
             raise mapped from error
         finally:
             self.uploading.discard(image_id)
-        await self._activate(image_id, blob, checksum, sha256, owner)
+        try:
+            await self._activate(image_id, blob, checksum, sha256, owner)
+        except Exception as error:
+            self._notify_failed(ctx, image_id, error)
+            raise
+        if self.notifier.enabled:
+            self._notify_activated(ctx, await self._reload(image_id))
+
+    def _notify_failed(self, ctx: Context | None, image_id: str, error: BaseException) -> None:
+        """Glance's error-priority image.upload: a message, not an image."""
+        reason: object = error
+        if isinstance(error, ApiError | sources.SourceError):
+            reason = error.message
+        elif not isinstance(error, Exception):  # cancelled: the client went away
+            reason = "the upload was interrupted"
+        self.notifier.error(
+            ctx, "image.upload", f"Failed to upload image data for image {image_id}: {reason}"
+        )
+
+    def _notify_activated(self, ctx: Context | None, row: ImageRow) -> None:
+        self.notifier.info(ctx, "image.upload", events.image_payload(row))
+        if row.status == "active":
+            self.notifier.info(ctx, "image.activate", events.image_payload(row))
 
     async def _activate(
         self, image_id: str, blob: Any, checksum: str, sha256: str, owner: str | None
@@ -600,11 +698,22 @@ class ImageService:
             await self._kill(image_id)
             raise
 
-    async def _copy(self, image_id: str, url: str, owner: str | None) -> None:
+    async def _copy(
+        self, image_id: str, url: str, owner: str | None, *, ctx: Context | None = None
+    ) -> None:
         """Background copy-from: queued -> saving -> active, or killed."""
         if not await self._start_saving(image_id):
             return
+        with self._transfer("copy"):
+            await self._copy_data(image_id, url, owner, ctx)
+
+    async def _copy_data(
+        self, image_id: str, url: str, owner: str | None, ctx: Context | None
+    ) -> None:
         try:
+            if self.notifier.enabled:
+                row = await self._reload(image_id)
+                self.notifier.info(ctx, "image.prepare", events.image_payload(row))
             declared = (await self._reload(image_id)).size or None
             room = await self._room(owner, image_id, declared)
             async with sources.open_source(url, self.source_policy) as source:
@@ -613,8 +722,13 @@ class ImageService:
             async with writing(self.engine) as conn:
                 await catalog.update_image(conn, image_id, {"size": blob.size}, status="saving")
             await self._activate(image_id, blob, checksum, sha256, owner)
+            if self.notifier.enabled:
+                self._notify_activated(ctx, await self._reload(image_id))
         except Exception as error:
             await self._kill(image_id)
+            if isinstance(error, StoreFull | StoreUnavailable | OSError):
+                self._count_store_error("put")
+            self._notify_failed(ctx, image_id, error)
             reason = error.message if isinstance(error, ApiError | sources.SourceError) else error
             log.warning("copy of image %s failed: %s", image_id, reason)
         except BaseException:
@@ -639,7 +753,26 @@ class ImageService:
             raise Forbidden(f"Image {image_id} is deactivated")
         if row.status != "active" or row.deleted:
             raise NotFound(f"Image {image_id} is not active")
-        return row, self._chunks(row)
+        self.policy.enforce(ctx, "download_image", image_target(row))
+        return row, self._sent(ctx, row, self._chunks(row))
+
+    async def _sent(
+        self, ctx: Context, row: ImageRow, chunks: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
+        """Pass `chunks` through, counting them; then image.send (error if cut short)."""
+        sent = 0
+        try:
+            async for chunk in chunks:
+                sent += len(chunk)
+                if self.metrics is not None:
+                    self.metrics.downloaded.inc(len(chunk))
+                yield chunk
+        finally:
+            payload = events.send_payload(row, ctx, sent)
+            if sent == (row.size or 0):
+                self.notifier.info(ctx, "image.send", payload)
+            else:
+                self.notifier.error(ctx, "image.send", payload)
 
     async def _chunks(self, row: ImageRow) -> AsyncIterator[bytes]:
         if not row.size or row.location is None:
@@ -658,6 +791,7 @@ class ImageService:
         except BlobNotFound:
             raise NotFound(f"Data of image {row.id} is missing from the store.") from None
         except StoreUnavailable as error:
+            self._count_store_error("get")
             raise ServiceUnavailable(str(error)) from None
 
     # -- delete ----------------------------------------------------------------------------
@@ -666,7 +800,7 @@ class ImageService:
         """Soft-delete the image and remove its stored data, at once or (with delayed
         delete) by the scrubber, the image waiting in `pending_delete` until then."""
         for _ in range(5):  # a concurrent status change makes the conditional delete retry
-            row = await self.get(ctx, image_id)
+            row = await self.get(ctx, image_id, action="delete_image")
             pending = row.status == "pending_delete"
             if row.status == "deleted" or (row.deleted and not pending):
                 raise NotFound(f"Image {image_id} not found.")
@@ -686,6 +820,10 @@ class ImageService:
             if done:
                 if stored and not delay:
                     await self._discard(row.location or "")
+                if self.notifier.enabled:
+                    gone = await self._reload(image_id)
+                    payload = events.image_payload(gone, deleted=True, deleted_at=events.isotime())
+                    self.notifier.info(ctx, "image.delete", payload)
                 return
         raise Conflict("Image operation conflicts")
 
@@ -739,6 +877,7 @@ class ImageService:
         self, ctx: Context, params: Mapping[str, str], *, detail: bool
     ) -> list[ImageRow]:
         """One page of the images the caller may list (§9.2, §10.2)."""
+        self.policy.enforce(ctx, "get_images", image_target(owner=ctx.owner_id))
         query, is_public, marker = parse_list_query(
             params,
             limit_default=self.limits.limit_param_default,

@@ -234,6 +234,63 @@ SETTINGS: Final = (
         _flag,
         flag=True,
     ),
+    Setting(
+        "policy_file",
+        None,
+        "oslo.policy YAML (or JSON) file of rules with Glance's names (add_image, "
+        "delete_image, download_image...); unset: the defaults (osimage policy defaults).",
+        _path,
+    ),
+    Setting(
+        "healthcheck_disable_file",
+        None,
+        "While this file exists, GET /healthcheck answers 503 (drain the node).",
+        _path,
+    ),
+    Setting(
+        "healthcheck_cache_seconds",
+        "5",
+        "Seconds a health check's database and store probe result is reused.",
+        _seconds,
+    ),
+    Setting(
+        "healthcheck_timeout",
+        "5",
+        "Seconds a database or store probe may take before the node counts as unhealthy.",
+        _positive_seconds,
+    ),
+    Setting(
+        "metrics_access",
+        "loopback",
+        "Who may read GET /metrics: off, loopback (clients on this host) or admin (an "
+        "admin's token).",
+        _choice(("off", "loopback", "admin")),
+    ),
+    Setting(
+        "metrics_cache_seconds",
+        "30",
+        "Seconds the images-by-status count of /metrics is reused.",
+        _seconds,
+    ),
+    Setting(
+        "metrics_render_seconds",
+        "1",
+        "Seconds a rendered /metrics answer is reused by later scrapes (0: render each).",
+        _seconds,
+    ),
+    Setting(
+        "notification_transport_url",
+        None,
+        "oslo.messaging transport for notifications, e.g. rabbit://user:pass@host:5672/; "
+        "unset: no notifications.",
+    ),
+    Setting("notification_topic", "notifications", "Topic the notifications are sent to."),
+    Setting(
+        "notification_queue_size",
+        "1000",
+        "Most notifications waiting to be sent; past that they are dropped (and counted).",
+        _positive,
+    ),
     Setting("log_level", "info", "Logging threshold.", _choice(LOG_LEVELS)),
 )
 
@@ -276,6 +333,16 @@ class Settings:
     workers: int = 1
     allow_source_network: tuple[Network, ...] = ()
     insecure_noauth: bool = False
+    policy_file: Path | None = None
+    healthcheck_disable_file: Path | None = None
+    healthcheck_cache_seconds: float = 5.0
+    healthcheck_timeout: float = 5.0
+    metrics_access: str = "loopback"
+    metrics_cache_seconds: float = 30.0
+    metrics_render_seconds: float = 1.0
+    notification_transport_url: str | None = field(default=None, repr=False)
+    notification_topic: str = "notifications"
+    notification_queue_size: int = 1000
     log_level: str = "info"
 
     @classmethod

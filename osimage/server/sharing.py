@@ -7,6 +7,8 @@ from osimage.server.db import catalog
 from osimage.server.db.catalog import ImageRow, MemberRow
 from osimage.server.db.engine import reading, writing
 from osimage.server.errors import BadRequest, NotFound, TooLarge, Unauthorized
+from osimage.server.operations.notifications import member_payload
+from osimage.server.operations.policy import image_target
 from osimage.server.service import MAX_ID_TEXT, ImageService, over_quota
 
 
@@ -20,10 +22,13 @@ class Sharing:
     def __init__(self, images: ImageService) -> None:
         self.images = images
 
-    async def _member_target(self, ctx: Context, image_id: str, *, share: bool) -> ImageRow:
+    async def _member_target(
+        self, ctx: Context, image_id: str, *, share: bool, action: str, member: str | None = None
+    ) -> ImageRow:
         if share and not ctx.is_admin and ctx.owner_id is None:
             raise Unauthorized("No authenticated user")
-        row = await self.images.get(ctx, image_id)
+        row = await self.images.get(ctx, image_id, action=None)
+        self.images.policy.enforce(ctx, action, image_target(row, member_id=member))
         if row.deleted:
             raise NotFound(f"Image with identifier {image_id} has been deleted.")
         if share and not await self._can_share(ctx, row):
@@ -40,7 +45,7 @@ class Sharing:
         return own is not None and not own.deleted and own.can_share
 
     async def members(self, ctx: Context, image_id: str) -> list[MemberRow]:
-        row = await self._member_target(ctx, image_id, share=False)
+        row = await self._member_target(ctx, image_id, share=False, action="get_members")
         async with reading(self.images.engine) as conn:
             found = await catalog.members_of(conn, image_id)
         if ctx.is_admin or self.images.is_owner(ctx, row):
@@ -52,32 +57,61 @@ class Sharing:
     ) -> None:
         if len(member) > MAX_ID_TEXT or not member.isprintable():
             raise BadRequest(f"Invalid member id {member[:64]!r}")
-        await self._member_target(ctx, image_id, share=True)
+        await self._member_target(ctx, image_id, share=True, action="add_member", member=member)
         async with writing(self.images.engine) as conn:
-            count = len(await catalog.members_of(conn, image_id))
+            current = await catalog.members_of(conn, image_id)
+            count = len(current)
             if over_quota(count + 1, self.images.limits.member_quota):
                 raise TooLarge(self._member_quota_message(count + 1))
             await catalog.put_member(conn, image_id, member, can_share)
+            saved = None
+            if self.images.notifier.enabled:
+                saved = await catalog.membership(conn, image_id, member)
+        known = any(item.member == member for item in current)
+        self._notify(ctx, "image.member.update" if known else "image.member.create", saved)
 
     async def replace_members(
         self, ctx: Context, image_id: str, entries: list[tuple[str, bool | None]]
     ) -> None:
-        await self._member_target(ctx, image_id, share=True)
+        await self._member_target(ctx, image_id, share=True, action="modify_member")
         wanted = dict(entries)
         if over_quota(len(wanted), self.images.limits.member_quota):
             raise TooLarge(self._member_quota_message(len(wanted)))
+        changes: list[tuple[str, MemberRow | None]] = []
         async with writing(self.images.engine) as conn:
-            for current in await catalog.members_of(conn, image_id):
+            before = {item.member: item for item in await catalog.members_of(conn, image_id)}
+            for current in before.values():
                 if current.member not in wanted:
                     await catalog.remove_member(conn, image_id, current.member)
+                    changes.append(("image.member.delete", current))
             for member, can_share in wanted.items():
                 await catalog.put_member(conn, image_id, member, can_share)
+                event = "image.member.update" if member in before else "image.member.create"
+                if self.images.notifier.enabled:
+                    changes.append((event, await catalog.membership(conn, image_id, member)))
+        for event, row in changes:
+            self._notify(ctx, event, row)
 
     async def remove_member(self, ctx: Context, image_id: str, member: str) -> None:
-        await self._member_target(ctx, image_id, share=True)
+        await self._member_target(ctx, image_id, share=True, action="delete_member", member=member)
         async with writing(self.images.engine) as conn:
             if not await catalog.remove_member(conn, image_id, member):
                 raise NotFound("Membership could not be found.")
+            gone = None
+            if self.images.notifier.enabled:
+                gone = await catalog.membership(conn, image_id, member)
+        self._notify(ctx, "image.member.delete", gone, deleted=True)
+
+    def _notify(
+        self, ctx: Context, event: str, row: MemberRow | None, *, deleted: bool = False
+    ) -> None:
+        """image.member.* with Glance's member payload (issue 15)."""
+        if row is None:
+            return
+        payload = member_payload(row)
+        if deleted:
+            payload.update(deleted=True, deleted_at=payload["updated_at"])
+        self.images.notifier.info(ctx, event, payload)
 
     def _member_quota_message(self, attempted: int) -> str:
         return (

@@ -34,3 +34,11 @@ def test_public_surface_is_pinned():
     assert sorted(osimage.__all__) == ["Connection", "__version__", "connect", "exceptions"]
     for name in osimage.__all__:
         assert getattr(osimage, name) is not None
+
+
+def test_cli_imports_no_operations_library():
+    """`osimage --help` and `osimage policy` load oslo.* and prometheus only when run."""
+    loaded = loaded_after("import osimage.cli")
+    heavy = {"oslo_policy", "oslo_config", "oslo_messaging", "prometheus_client", "kombu"}
+    assert "osimage" in loaded
+    assert loaded.isdisjoint(heavy | set(SERVER_ONLY)), sorted(loaded & (heavy | set(SERVER_ONLY)))
