@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from osimage import wire
 from osimage.server import sources
 from osimage.server.auth import Context
+from osimage.server.cache import ImageCache, cacheable
 from osimage.server.db import catalog, leases
 from osimage.server.db.catalog import ImageRow, ListQuery, Scope
 from osimage.server.db.engine import read, reading, writing
@@ -187,6 +188,7 @@ class ImageService:
         protections: Protections | None = None,
         node: str = "",
         upload_lease: float = 300.0,
+        cache: ImageCache | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -198,6 +200,7 @@ class ImageService:
         self.node = node  # this instance's name in upload leases
         self.upload_lease = upload_lease
         self.uploading: set[str] = set()  # ids of the uploads this process receives
+        self.cache = cache  # this node's image cache (issue 16), if enabled
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -639,12 +642,21 @@ class ImageService:
                 raise _source_error(error) from None
             return
         try:
-            async for chunk in self.store.get(row.location):
+            async for chunk in self._stored(row, row.location):
                 yield chunk
         except BlobNotFound:
             raise NotFound(f"Data of image {row.id} is missing from the store.") from None
         except StoreUnavailable as error:
             raise ServiceUnavailable(str(error)) from None
+
+    def _stored(self, row: ImageRow, location: str) -> AsyncIterator[bytes]:
+        """The stored bytes, through this node's cache when it has one and `row` (just
+        read from the database) is active with a checksum."""
+        if self.cache is None or not cacheable(row, self.store):
+            return self.store.get(location)
+        assert row.checksum is not None
+        assert row.size is not None
+        return self.cache.read(row.id, row.checksum, row.size, partial(self.store.get, location))
 
     # -- delete ----------------------------------------------------------------------------
 
