@@ -342,7 +342,7 @@ class ImageCache:
                 await changed.wait()
         finally:
             fill.readers -= 1
-            if fill.readers == 0 and not fill.done and fill.error is None:
+            if fill.readers == 0 and fill.written < fill.size and fill.error is None:
                 fill.scope.cancel()  # nobody wants the rest: stop reading the store
             self._release(fill)
 
