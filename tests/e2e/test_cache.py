@@ -11,6 +11,8 @@ import hashlib
 import http.client
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,6 +43,32 @@ class Node:
     space: str  # container or bucket
     cache_dir: Path
     database: Path
+    store: str
+
+    def cli(self, *args: str) -> str:
+        """Run `osimage cache <args>` on this node (its settings as flags); its stdout."""
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "osimage",
+                "cache",
+                *args,
+                "--cache-dir",
+                str(self.cache_dir),
+                "--database",
+                f"sqlite+aiosqlite:///{self.database}",
+                "--store",
+                self.store,
+            ],
+            env={**os.environ, **self.server.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
 
     def upload(self, data: bytes) -> str:
         image_id = str(uuid.uuid4())
@@ -126,7 +154,7 @@ def start_node(tmp_path: Path, kind: str, *args: str) -> Node:
         *args,
         **server_env,
     )
-    return Node(server, Api(server.url), proxy, kind, space, cache_dir, database)
+    return Node(server, Api(server.url), proxy, kind, space, cache_dir, database, store)
 
 
 @pytest.fixture(
@@ -266,6 +294,38 @@ def test_replaced_or_deactivated_data_is_never_served_from_the_cache(node: Node)
     _sql(node, "UPDATE images SET status = 'deactivated' WHERE id = ?", old_id)
     assert node.download(old_id)[0] == 403
     assert node.cached_ids() == [old_id]  # kept on disk, but not served
+    assert old_id in node.cli("prune")
+    assert node.cached_ids() == []
+
+
+def test_prefetch_from_the_cli(node: Node) -> None:
+    data = os.urandom(MIB + 1)
+    image_id = node.upload(data)
+    assert f"queued {image_id}" in node.cli("queue", image_id)
+    assert image_id in node.cli("list", "--queued", "-f", "value")
+    assert node.cached_ids() == []
+    assert image_id in node.cli("prefetch")
+    assert node.store_reads(image_id) == 1
+    assert node.cached_ids() == [image_id]
+    assert node.api.request("GET", "/v1/queued_images").json() == {"queued_images": []}
+    assert node.download(image_id) == (200, _md5(data))
+    assert node.store_reads(image_id) == 1
+    assert "1 deleted" in node.cli("delete", image_id)
+    assert node.cached_ids() == []
+
+
+def test_serve_prefetches_queued_images(tmp_path: Path, kind: str) -> None:
+    node = start_node(tmp_path, kind, "--cache-prefetch-interval", "0.2")
+    try:
+        data = os.urandom(MIB)
+        image_id = node.upload(data)
+        assert node.api.request("PUT", f"/v1/queued_images/{image_id}").status == 200
+        assert node.settled(1) == [image_id]
+        assert node.store_reads(image_id) == 1
+        assert node.download(image_id) == (200, _md5(data))
+        assert node.store_reads(image_id) == 1
+    finally:
+        _close(node)
 
 
 def test_sigkill_while_filling_leaves_nothing_servable(node: Node) -> None:
