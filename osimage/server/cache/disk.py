@@ -25,7 +25,7 @@ import anyio
 from anyio import CancelScope, to_thread
 from anyio.abc import TaskGroup
 
-from osimage.server.stores.base import CHUNK_SIZE, StoreUnavailable, check_image_id
+from osimage.server.stores.base import StoreUnavailable, check_image_id
 
 if TYPE_CHECKING:
     from hashlib import _Hash as Hash
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("osimage.cache")
 
 WRITE_BATCH: Final = 1024 * 1024  # bytes per thread hop when filling (and per md5 update)
-READ_SIZE: Final = 1024 * 1024  # bytes per thread hop when serving
+# Bytes per thread hop when serving, handed on whole: one send per MiB, not sixteen.
+READ_SIZE: Final = 1024 * 1024
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ENTRY = re.compile(rf"(?P<id>{_ID.pattern})\.(?P<md5>[0-9a-f]{{32}})")
 Opener = Callable[[], AsyncIterator[bytes]]
@@ -254,8 +255,7 @@ class ImageCache:
             while block := await to_thread.run_sync(os.pread, fd, READ_SIZE, offset):
                 offset += len(block)
                 self.counters.bytes_from_cache += len(block)
-                for chunk in _split(block):
-                    yield chunk
+                yield block
         finally:
             os.close(fd)
 
@@ -332,8 +332,7 @@ class ImageCache:
                     want = min(READ_SIZE, fill.written - offset)
                     block = await to_thread.run_sync(os.pread, fill.fd, want, offset)
                     offset += len(block)
-                    for chunk in _split(block):
-                        yield chunk
+                    yield block
                     continue
                 if fill.error is not None:
                     raise _reader_error(fill.error)
@@ -379,13 +378,6 @@ def _write(fd: int, data: bytes, offset: int, md5: Hash) -> None:
     while view:
         done = os.pwrite(fd, view, offset)
         view, offset = view[done:], offset + done
-
-
-def _split(block: bytes) -> list[bytes]:
-    if len(block) <= CHUNK_SIZE:
-        return [block]
-    view = memoryview(block)
-    return [bytes(view[start : start + CHUNK_SIZE]) for start in range(0, len(block), CHUNK_SIZE)]
 
 
 async def _batches(chunks: AsyncIterator[bytes], size: int) -> AsyncGenerator[bytes, None]:
