@@ -249,8 +249,9 @@ def test_least_recently_used_entries_are_evicted(tmp_path: Path, kind: str) -> N
         assert node.store_reads(ids["a"]) == 1
         assert node.download(ids["b"]) == (200, _md5(images["b"]))
         assert node.store_reads(ids["b"]) == 2  # evicted, so read from the store again
-        assert sum((node.cache_dir / "entries" / name).stat().st_size for name in node.entries())
-        assert len(node.entries()) == 2
+        assert sorted(node.settled(2, including=ids["b"])) == sorted([ids["a"], ids["b"]])
+        held = [(node.cache_dir / "entries" / name).stat().st_size for name in node.entries()]
+        assert held == [2 * MIB, 2 * MIB]  # within --cache-size
     finally:
         _close(node)
 

@@ -301,6 +301,7 @@ class ImageCache:
             self.evict(0)
             final = self._entry(fill.image_id, fill.checksum)
             os.replace(fill.partial, final)
+            os.utime(final)  # accessed and modified now: the newest entry in LRU order
             fill.done = True
             log.info("cache: cached %s (%d bytes)", fill.image_id, fill.size)
         except BaseException as error:
