@@ -274,6 +274,9 @@ class ImageCache:
             fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:  # another process of this node is filling it
             return None
+        except OSError as error:  # a broken cache disk must not break downloads
+            log.warning("cache: cannot start a fill of %s: %s", image_id, error)
+            return None
         fill = _Fill(image_id, checksum.lower(), size, partial, fd)
         self._fills[(image_id, checksum)] = fill
         self.tasks.start_soon(self._fill, fill, open_store)
