@@ -217,7 +217,7 @@ class ImageCache:
 
     async def read(
         self, image_id: str, checksum: str, size: int, open_store: Opener
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """The image's bytes: from the entry if there is one, else from a (shared) fill.
 
         The caller has checked the record (active, with this checksum and size) just
