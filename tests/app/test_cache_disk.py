@@ -6,6 +6,7 @@ the e2e suite (tests/e2e/test_cache.py) runs the same paths against Swift and S3
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import uuid
@@ -146,3 +147,25 @@ async def test_eviction_is_least_recently_used_and_sweep_removes_partials(tmp_pa
     (cache.incomplete / f"{ids[1]}.{sums[1]}").write_bytes(b"half")
     assert sweep(tmp_path) == [f"{ids[1]}.{sums[1]}"]
     assert listing(cache)[1] == []
+
+
+async def test_a_partial_of_a_live_filler_is_left_alone_and_a_dead_ones_replaced(
+    tmp_path: Path,
+) -> None:
+    data, image_id = os.urandom(MIB), str(uuid.uuid4())
+    checksum = hashlib.md5(data).hexdigest()
+    async with anyio.create_task_group() as tasks:
+        cache = ImageCache(tmp_path, 10 * MIB, tasks)
+        partial_path = cache.incomplete / f"{image_id}.{checksum}"
+        partial_path.write_bytes(b"half")
+        os.utime(partial_path, (0, 0))  # untouched for long
+        with partial_path.open("rb") as held:  # as another worker filling it would hold it
+            fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+            store = source(data)
+            assert await collect(cache.read(image_id, checksum, len(data), store)) == data
+            assert listing(cache) == ([], [partial_path.name])  # streamed, not cached
+        # the worker died: its lock is gone with it
+        assert await collect(cache.read(image_id, checksum, len(data), store)) == data
+        await wait_until(partial(cached, cache, image_id, checksum))
+    assert listing(cache) == ([partial_path.name], [])
+    assert len(store.reads) == 2  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ and size the record has, and give the store read to fill from.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -37,6 +38,7 @@ WRITE_BATCH: Final = 1024 * 1024  # bytes per thread hop when filling (and per m
 READ_SIZE: Final = 1024 * 1024
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ENTRY = re.compile(rf"(?P<id>{_ID.pattern})\.(?P<md5>[0-9a-f]{{32}})")
+ABANDONED_AFTER: Final = 10.0  # seconds an unlocked partial must be untouched to be stale
 Opener = Callable[[], AsyncIterator[bytes]]
 
 
@@ -271,11 +273,11 @@ class ImageCache:
             return None
         partial = self.incomplete / f"{check_image_id(image_id)}.{checksum.lower()}"
         try:
-            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process of this node is filling it
-            return None
+            fd = _create_partial(partial)
         except OSError as error:  # a broken cache disk must not break downloads
             log.warning("cache: cannot start a fill of %s: %s", image_id, error)
+            return None
+        if fd is None:  # another process of this node is filling it
             return None
         fill = _Fill(image_id, checksum.lower(), size, partial, fd)
         self._fills[(image_id, checksum)] = fill
@@ -368,6 +370,43 @@ def sweep(root: Path) -> list[str]:
     if removed:
         log.warning("cache sweep: %d partial entr(ies) removed", len(removed))
     return removed
+
+
+def _create_partial(path: Path) -> int | None:
+    """A new partial file, locked (flock) for as long as its descriptor is open; None if
+    another live process of this node has one. A partial whose process died (its lock
+    went with it) is replaced, so a worker killed mid-fill blocks nothing until restart."""
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if not _abandoned(path):
+                return None
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    return None
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether the partial at `path` has no live filler (and was removed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        # unlocked: its filler died, unless it was created a moment ago and is not yet locked
+        if time.time() - os.fstat(fd).st_mtime < ABANDONED_AFTER:
+            return False
+        path.unlink(missing_ok=True)
+        log.warning("cache: removed the abandoned partial %s", path.name)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _reader_error(error: BaseException) -> BaseException:
