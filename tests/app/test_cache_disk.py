@@ -9,6 +9,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import resource
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -168,4 +170,26 @@ async def test_a_partial_of_a_live_filler_is_left_alone_and_a_dead_ones_replaced
         assert await collect(cache.read(image_id, checksum, len(data), store)) == data
         await wait_until(partial(cached, cache, image_id, checksum))
     assert listing(cache) == ([partial_path.name], [])
+    assert len(store.reads) == 2  # type: ignore[attr-defined]
+
+
+async def test_a_failing_cache_disk_means_uncached_downloads_for_a_while(tmp_path: Path) -> None:
+    data, image_id = os.urandom(2 * MIB), str(uuid.uuid4())
+    checksum = hashlib.md5(data).hexdigest()
+    store = source(data)
+    # files of this process may not grow past 1 MiB: the fill's writes fail with EFBIG,
+    # as they would with ENOSPC on a full disk
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (MIB, limits[1]))
+    try:
+        async with anyio.create_task_group() as tasks:
+            cache = ImageCache(tmp_path, 10 * MIB, tasks)
+            with pytest.raises(StoreUnavailable, match="fill failed"):
+                await collect(cache.read(image_id, checksum, len(data), store))
+            assert await collect(cache.read(image_id, checksum, len(data), store)) == data
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, previous)
+    assert listing(cache) == ([], [])
     assert len(store.reads) == 2  # type: ignore[attr-defined]

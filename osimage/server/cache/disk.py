@@ -38,6 +38,7 @@ WRITE_BATCH: Final = 1024 * 1024  # bytes per thread hop when filling (and per m
 READ_SIZE: Final = 1024 * 1024
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _ENTRY = re.compile(rf"(?P<id>{_ID.pattern})\.(?P<md5>[0-9a-f]{{32}})")
+DISK_BACKOFF: Final = 60.0  # seconds without new fills after the cache disk failed one
 ABANDONED_AFTER: Final = 10.0  # seconds an unlocked partial must be untouched to be stale
 Opener = Callable[[], AsyncIterator[bytes]]
 
@@ -105,6 +106,7 @@ class ImageCache:
         self.counters = Counters()
         self._fills: dict[tuple[str, str], _Fill] = {}
         self._hits: dict[str, int] = {}
+        self._no_fills_until = 0.0  # monotonic time; set when the cache disk fails a fill
         for directory in (self.entries, self.incomplete, self.queue_dir):
             directory.mkdir(parents=True, exist_ok=True)
 
@@ -266,6 +268,8 @@ class ImageCache:
     ) -> _Fill | None:
         if self.tasks is None or size > self.max_size:
             return None
+        if time.monotonic() < self._no_fills_until:
+            return None  # the cache disk failed lately (full?): serve uncached for a while
         self.delete(image_id, except_checksum=checksum)  # the record's data changed
         self.evict(size)
         if self.used() + size > self.max_size:
@@ -317,6 +321,9 @@ class ImageCache:
             if not isinstance(error, Exception):
                 raise
             log.warning("cache: fill of %s failed: %s", fill.image_id, error)
+            if isinstance(error, OSError):  # our disk, not the store (stores translate theirs)
+                self._no_fills_until = time.monotonic() + DISK_BACKOFF
+                log.warning("cache: no new fills for %.0f s after a disk error", DISK_BACKOFF)
         finally:
             self._fills.pop((fill.image_id, fill.checksum), None)
             fill.notify()
