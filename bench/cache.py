@@ -22,6 +22,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,7 +31,7 @@ import psutil
 
 from bench._support import GIB, MIB, Figure, add_json_argument, judged, print_table, write_figures
 from bench.transfer import machine_limit, write_source
-from tests.support.backends import swift_aio_env
+from tests.support.backends import store_space, swift_aio_env
 from tests.support.server import Server, start_server
 from tests.support.store_proxy import StoreProxy
 
@@ -40,23 +41,20 @@ LIMIT_TARGET = 0.80
 CLIENTS = 16
 
 
-def _store(kind: str, env: dict[str, str], endpoint: str) -> tuple[str, dict[str, str], str]:
-    """(store URL, server variables, the GET request line prefix of an object) for
-    `kind`, with the store reached at `endpoint` (host:port)."""
-    space = f"osimage-bench-cache-{uuid.uuid4().hex[:10]}"
+def _store(
+    kind: str, env: dict[str, str], endpoint: str
+) -> tuple[str, dict[str, str], str, Callable[[], None]]:
+    """(store URL, server variables, the GET request line prefix of an object, cleanup)
+    for a throwaway container or bucket of `kind`, reached at `endpoint` (host:port)."""
+    space = store_space(kind)
+    name = space.url.split("://", 1)[1].split("?", 1)[0]
+    variables = dict(space.env)
     if kind == "swift":
         auth = urlsplit(env["ST_AUTH"])
-        variables = {
-            "OSIMAGE_SWIFT_AUTH_URL": f"http://{endpoint}{auth.path}",
-            "OSIMAGE_SWIFT_USER": env["ST_USER"],
-            "OSIMAGE_SWIFT_KEY": env["ST_KEY"],
-        }
-        return f"swift://{space}", variables, f"GET /v1/AUTH_test/{space}/"
-    variables = {
-        "AWS_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"],
-        "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"],
-    }
-    return f"s3://{space}?endpoint=http://{endpoint}&region=us-east-1", variables, f"GET /{space}/"
+        variables["OSIMAGE_SWIFT_AUTH_URL"] = f"http://{endpoint}{auth.path}"
+        return space.url, variables, f"GET /v1/AUTH_test/{name}/", space.drop
+    url = space.url.replace(env["S3_ENDPOINT_URL"], f"http://{endpoint}")
+    return url, variables, f"GET /{name}/", space.drop
 
 
 def _upload(server: Server, source: Path) -> str:
@@ -134,7 +132,7 @@ def measure(base: Path, kind: str, size: int, concurrent: int, limit: float) -> 
     md5 = write_source(source, size)
 
     # 1. first and second download, the server talking to the store directly
-    store, variables, _ = _store(kind, env, origin)
+    store, variables, _, drop = _store(kind, env, origin)
     server = start_server(
         base / f"{kind}-direct", "--store", store, "--cache-dir", str(base / f"{kind}-cache"),
         "--cache-size", f"{2 * size}", **variables,
@@ -146,6 +144,7 @@ def measure(base: Path, kind: str, size: int, concurrent: int, limit: float) -> 
         second, second_md5, _ = _download(server, image_id)
     finally:
         server.close()
+        drop()
     ok = first_md5 == md5 == second_md5
     rate = size / MIB / limit
     first_speed, second_speed = size / MIB / first, size / MIB / second
@@ -168,7 +167,7 @@ def measure(base: Path, kind: str, size: int, concurrent: int, limit: float) -> 
     # 2. 16 concurrent first downloads, the store behind a counting proxy
     host, _, port = origin.partition(":")
     proxy = StoreProxy(host, int(port))
-    store, variables, get_line = _store(kind, env, f"127.0.0.1:{proxy.port}")
+    store, variables, get_line, drop = _store(kind, env, f"127.0.0.1:{proxy.port}")
     small = base / "concurrent.raw"
     small_md5 = write_source(small, concurrent)
     server = start_server(
@@ -183,6 +182,7 @@ def measure(base: Path, kind: str, size: int, concurrent: int, limit: float) -> 
         reads = proxy.count(get_line + image_id)
     finally:
         server.close()
+        drop()
         proxy.close()
         small.unlink()
     all_match = all(digest == small_md5 for _, digest, _ in results)

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.e2e.api_client import OCTETS, Api, meta
-from tests.support.backends import require_service, swift_aio_env
+from tests.support.backends import require_service, store_space, swift_aio_env
 from tests.support.server import Server, start_server
 from tests.support.store_proxy import StoreProxy
 
@@ -126,21 +126,15 @@ def start_node(tmp_path: Path, kind: str, *args: str) -> Node:
     require_service(bool(env), "no Swift/S3 on loopback (shared/services/swift-aio start)")
     target = urlsplit(env["ST_AUTH"])
     proxy = StoreProxy(target.hostname or "127.0.0.1", target.port or 80)
-    space = f"osimage-cache-{uuid.uuid4().hex[:12]}"
+    throwaway = store_space(kind)  # removed again when the server is closed
+    space = throwaway.url.split("://", 1)[1].split("?", 1)[0]
+    server_env = dict(throwaway.env)
     if kind == "swift":
         auth = env["ST_AUTH"].replace(f"{target.hostname}:{target.port}", f"127.0.0.1:{proxy.port}")
-        store = f"swift://{space}"
-        server_env = {
-            "OSIMAGE_SWIFT_AUTH_URL": auth,
-            "OSIMAGE_SWIFT_USER": env["ST_USER"],
-            "OSIMAGE_SWIFT_KEY": env["ST_KEY"],
-        }
+        store = throwaway.url
+        server_env["OSIMAGE_SWIFT_AUTH_URL"] = auth
     else:
-        store = f"s3://{space}?endpoint={proxy.url}&region=us-east-1"
-        server_env = {
-            "AWS_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"],
-            "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"],
-        }
+        store = throwaway.url.replace(env["S3_ENDPOINT_URL"], proxy.url)
     cache_dir = tmp_path / "cache"
     database = tmp_path / "catalogue.db"
     server = start_server(
@@ -154,6 +148,7 @@ def start_node(tmp_path: Path, kind: str, *args: str) -> Node:
         *args,
         **server_env,
     )
+    server.cleanups.insert(0, throwaway.drop)
     return Node(server, Api(server.url), proxy, kind, space, cache_dir, database, store)
 
 
