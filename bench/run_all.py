@@ -48,6 +48,7 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
         ["--images", "10000", "--seconds", "5", "--rounds", "2"],
         ["--images", "2000", "--seconds", "2", "--rounds", "1"],
     ),
+    "cache": (["--size-gib", "1"], ["--size-gib", "0.25", "--concurrent-mib", "64"]),
     "page_growth": (
         ["--sizes", "1000,10000,100000", "--requests", "200"],
         ["--sizes", "1000,10000", "--requests", "50"],

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from osimage.cli.cache import cache
 from osimage.cli.images import image, shared
 from osimage.cli.members import member
 from osimage.cli.policy import policy
@@ -51,6 +52,7 @@ def cli(state: CliState, /, insecure: bool | None, debug: bool, **options: str |
 
 
 cli.add_command(serve)
+cli.add_command(cache)
 cli.add_command(image)
 cli.add_command(member)
 cli.add_command(policy)

@@ -30,6 +30,7 @@ from osimage.server.api.versions import (
     send_versions,
 )
 from osimage.server.auth import Authenticator, Unauthorized, open_authenticator
+from osimage.server.cache import start_cache, sweep_cache
 from osimage.server.db.engine import close_engine, migrate, open_engine
 from osimage.server.errors import ApiError, HeaderTooLarge, ServiceUnavailable, render
 from osimage.server.errors import Unauthorized as NotAuthenticated
@@ -73,6 +74,8 @@ async def prepare(settings: Settings) -> None:
         await sweep(engine, store, node=settings.node_id, lease=settings.upload_lease)
         if not settings.delayed_delete:
             await scrub(engine, store)
+        if settings.cache_dir is not None:
+            sweep_cache(settings.cache_dir)  # partial cache fills a crash left
     finally:
         await store.aclose()
         await close_engine(engine)
@@ -158,6 +161,7 @@ class App:
             node=settings.node_id,
             upload_lease=settings.upload_lease,
             **operations,
+            cache=start_cache(settings, engine, store, tasks),
         )
         tasks.start_soon(self._service.renew_leases_forever, settings.upload_lease / 3)
         if settings.delayed_delete:

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from osimage import wire
 from osimage.server import sources
 from osimage.server.auth import Context
+from osimage.server.cache import ImageCache, cacheable
 from osimage.server.db import catalog, leases
 from osimage.server.db.catalog import ImageRow, ListQuery, Scope
 from osimage.server.db.engine import read, reading, writing
@@ -197,6 +198,7 @@ class ImageService:
         policy: Policy | None = None,
         notifier: Notifier | None = None,
         metrics: Metrics | None = None,
+        cache: ImageCache | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -213,6 +215,7 @@ class ImageService:
         self.policy = policy if policy is not None else Policy()
         self.notifier: Notifier = notifier if notifier is not None else NoNotifier()
         self.metrics = metrics
+        self.cache = cache  # this node's image cache (issue 16), if enabled
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -786,13 +789,22 @@ class ImageService:
                 raise _source_error(error) from None
             return
         try:
-            async for chunk in self.store.get(row.location):
+            async for chunk in self._stored(row, row.location):
                 yield chunk
         except BlobNotFound:
             raise NotFound(f"Data of image {row.id} is missing from the store.") from None
         except StoreUnavailable as error:
             self._count_store_error("get")
             raise ServiceUnavailable(str(error)) from None
+
+    def _stored(self, row: ImageRow, location: str) -> AsyncIterator[bytes]:
+        """The stored bytes, through this node's cache when it has one and `row` (just
+        read from the database) is active with a checksum."""
+        if self.cache is None or not cacheable(row, self.store):
+            return self.store.get(location)
+        assert row.checksum is not None
+        assert row.size is not None
+        return self.cache.read(row.id, row.checksum, row.size, partial(self.store.get, location))
 
     # -- delete ----------------------------------------------------------------------------
 

@@ -216,6 +216,32 @@ SETTINGS: Final = (
         "unset: properties are not protected.",
         _path,
     ),
+    Setting(
+        "cache_dir",
+        None,
+        "Directory of this node's image cache (see docs/cache.md); unset: no cache.",
+        _path,
+    ),
+    Setting(
+        "cache_size",
+        "10GB",
+        "Most image data the cache keeps: bytes, or a number with a B, KB, MB, GB or TB "
+        "suffix; least recently used entries are evicted past it.",
+        _storage_size,
+    ),
+    Setting(
+        "cache_prefetch_interval",
+        "300",
+        "Seconds between runs of the prefetcher, which caches the queued images (0: never).",
+        _seconds,
+    ),
+    Setting(
+        "cache_prune_interval",
+        "600",
+        "Seconds between runs of the pruner, which drops entries of deleted or changed "
+        "images and evicts down to --cache-size (0: never).",
+        _seconds,
+    ),
     Setting("api_limit_max", "1000", "Largest page a list call returns.", _positive),
     Setting("limit_param_default", "25", "Page size of a list call without limit.", _positive),
     Setting("workers", "1", "Number of server processes.", _positive),
@@ -328,6 +354,10 @@ class Settings:
     node_id: str = ""
     upload_lease: float = 300.0
     property_protection_file: Path | None = None
+    cache_dir: Path | None = None
+    cache_size: int = 10 * 1024**3
+    cache_prefetch_interval: float = 300.0
+    cache_prune_interval: float = 600.0
     api_limit_max: int = 1000
     limit_param_default: int = 25
     workers: int = 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from osimage.server.api import images, members
+from osimage.server.api import cache, images, members
 from osimage.server.api.call import Call
 from osimage.server.errors import NotFound, NotImplementedMethod
 
@@ -29,6 +29,14 @@ async def dispatch(call: Call, rest: str) -> None:
             await members.item(call, image_id, member)
         case ["shared-images", member] if member:
             await members.shared(call, member)
+        case ["cached_images"]:
+            await cache.cached_images(call)
+        case ["cached_images", image_id] if image_id:
+            await cache.cached_image(call, image_id)
+        case ["queued_images"]:
+            await cache.queued_images(call)
+        case ["queued_images", image_id] if image_id:
+            await cache.queued_image(call, image_id)
         case _:
             if call.method not in _KNOWN_METHODS:
                 raise NotImplementedMethod(f"The method {call.method} is not implemented.")

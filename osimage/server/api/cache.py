@@ -1,0 +1,79 @@
+"""/v1/cached_images and /v1/queued_images: Glance's v1 cache management API (admin only).
+
+A thin adapter over `osimage.server.cache.CacheManager`; a node without --cache-dir
+answers 404, as a Glance without the cache middleware does.
+"""
+
+from __future__ import annotations
+
+from osimage.server.api.call import Call
+from osimage.server.api.http import reply, reply_json
+from osimage.server.cache import CacheManager
+from osimage.server.errors import MethodNotAllowed, NotFound
+
+
+def _manager(call: Call) -> CacheManager:
+    service = call.service
+    if service.cache is None:
+        raise NotFound("The image cache is not enabled on this node.")
+    return CacheManager(service.cache, service.engine, service.store)
+
+
+def _not_allowed(allow: str) -> None:
+    raise MethodNotAllowed("The method is not allowed for this resource.", headers={"allow": allow})
+
+
+async def cached_images(call: Call) -> None:
+    """GET lists the entries; DELETE removes them all ({"num_deleted": n})."""
+    manager = _manager(call)
+    if call.method == "GET":
+        entries = manager.cached(call.context)
+        document = {
+            "cached_images": [
+                {
+                    "image_id": entry.image_id,
+                    "hits": entry.hits,
+                    "last_accessed": entry.last_accessed,
+                    "last_modified": entry.last_modified,
+                    "size": entry.size,
+                }
+                for entry in entries
+            ]
+        }
+        await reply_json(call.send, 200, document)
+    elif call.method == "DELETE":
+        await reply_json(call.send, 200, {"num_deleted": manager.clear(call.context)})
+    else:
+        _not_allowed("GET, DELETE")
+
+
+async def cached_image(call: Call, image_id: str) -> None:
+    """DELETE removes one image's entry (none is no error)."""
+    manager = _manager(call)
+    if call.method != "DELETE":
+        _not_allowed("DELETE")
+    manager.delete(call.context, image_id)
+    await reply(call.send, 200)
+
+
+async def queued_images(call: Call) -> None:
+    """GET lists the ids queued for prefetch; DELETE empties the queue."""
+    manager = _manager(call)
+    if call.method == "GET":
+        await reply_json(call.send, 200, {"queued_images": manager.queued(call.context)})
+    elif call.method == "DELETE":
+        await reply_json(call.send, 200, {"num_deleted": manager.clear_queue(call.context)})
+    else:
+        _not_allowed("GET, DELETE")
+
+
+async def queued_image(call: Call, image_id: str) -> None:
+    """PUT queues an active image for prefetch on this node; DELETE takes it off the queue."""
+    manager = _manager(call)
+    if call.method == "PUT":
+        await manager.queue(call.context, image_id)
+    elif call.method == "DELETE":
+        manager.dequeue(call.context, image_id)
+    else:
+        _not_allowed("PUT, DELETE")
+    await reply(call.send, 200)
