@@ -70,6 +70,10 @@ class Limits:
     api_limit_max: int = 1000
     limit_param_default: int = 25
     user_storage_quota: int = 0  # bytes per project; 0: unlimited
+    query_params_max: int = 100
+    list_filters_max: int = 50
+    json_body_max: int = 1024 * 1024
+    json_depth_max: int = 32
 
 
 @dataclass
@@ -729,6 +733,7 @@ class ImageService:
             params,
             limit_default=self.limits.limit_param_default,
             limit_max=self.limits.api_limit_max,
+            filters_max=self.limits.list_filters_max,
         )
         query.scope, query.project = self._list_scope(ctx, is_public), ctx.owner_id
         query.with_properties = detail
