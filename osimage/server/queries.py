@@ -102,11 +102,13 @@ def parse_list_query(
             text = value.strip(" \t")
             if text.startswith("-") and _DIGITS.fullmatch(text[1:]):
                 raise BadRequest("limit param must be positive")
-            if not _DIGITS.fullmatch(text):
-                raise BadRequest("limit param must be an integer")
-            # past the page cap the digits need not be read: a long run is the cap too
-            long = len(text.lstrip("0")) > 18
-            query.limit = limit_max if long else min(int(text), limit_max)
+            try:
+                limit = wire.parse_decimal(text)
+            except ValueError:
+                raise BadRequest(
+                    f"limit param must be an integer from 0 to {wire.MAX_INT64}"
+                ) from None
+            query.limit = min(limit, limit_max)
         elif name == "marker":
             marker = parse_marker(value)
     return query, is_public, marker

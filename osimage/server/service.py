@@ -109,6 +109,12 @@ async def _batches(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[byt
         yield b"".join(parts)
 
 
+def _plausible_id(image_id: str) -> bool:
+    """Whether an image could have this id: not too long for the column, and no NUL
+    (PostgreSQL text cannot hold one: looking it up would be an error, not a miss)."""
+    return len(image_id) <= _MAX_ID_LENGTH and "\x00" not in image_id
+
+
 def over_quota(count: int, quota: int) -> bool:
     """Whether `count` exceeds `quota` (a negative quota is unlimited)."""
     return quota >= 0 and count > quota
@@ -224,7 +230,7 @@ class ImageService:
     @classmethod
     def _visible_row(cls, conn: Connection, ctx: Context, image_id: str) -> ImageRow | None:
         """The image if it exists and `ctx` may see it (synchronous: see `engine.read`)."""
-        if len(image_id) > _MAX_ID_LENGTH:
+        if not _plausible_id(image_id):
             return None
         row = catalog.fetch_image(conn, image_id)
         if row is None or not cls._visible(conn, ctx, row):
@@ -244,7 +250,7 @@ class ImageService:
         raise NotFound(f"Image {row.id} not found.")
 
     async def _row(self, image_id: str) -> ImageRow | None:
-        if len(image_id) > _MAX_ID_LENGTH:
+        if not _plausible_id(image_id):
             return None
         return await read(self.engine, partial(catalog.fetch_image, image_id=image_id), point=True)
 
@@ -324,6 +330,12 @@ class ImageService:
 
     async def create(self, ctx: Context, change: Change) -> ImageRow:
         """POST /images: reserve, upload, register a location, or start a copy."""
+        if not ctx.is_admin and ctx.owner_id is None:
+            # its image would be ownerless: visible to everyone, changeable by admins only
+            raise Forbidden(
+                "A caller without a project cannot create images: the image would have no "
+                "owner and be visible to everyone."
+            )
         fields = self._normalise(ctx, change)
         self._check_cap(fields, change)
         if over_quota(len(change.properties), self.limits.property_quota):
@@ -737,6 +749,10 @@ class ImageService:
         )
         query.scope, query.project = self._list_scope(ctx, is_public), ctx.owner_id
         query.with_properties = detail
+        if self.protections is not None and not all(
+            self.protections.allows(ctx.roles, key, "read") for key in query.properties
+        ):
+            return []  # a filter on a property the caller may not read matches nothing (§13.2)
         return await read(self.engine, partial(self._page, ctx=ctx, query=query, marker=marker))
 
     @classmethod
