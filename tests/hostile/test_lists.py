@@ -185,3 +185,44 @@ def test_memory_does_not_grow_with_distinct_query_shapes(server: Server) -> None
         f"over 3000 more: {', '.join(f'{s / mib:.1f}' for s in samples)} MiB"
     )
     assert growth < 16 * mib, f"RSS grew {growth / mib:.1f} MiB over 3000 new query shapes"
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.database)
+def test_memory_does_not_grow_with_the_number_of_filters(tmp_path: Path, backend: Backend) -> None:
+    """With the filter cap raised to 500, 300 lists of 100 to 399 property filters (each
+    count a new statement shape, before osimage made property filters one condition;
+    that grew the server by ~700 MiB) leave the server's memory where it was."""
+    srv = _server(
+        tmp_path, "--list-filters-max", "500", "--query-params-max", "600", backend=backend
+    )
+    try:
+        assert srv.proc is not None
+        process = psutil.Process(srv.proc.pid)
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+
+        def lists(counts: range) -> None:
+            for count in counts:
+                path = "/v1/images/detail" if count % 2 else "/v1/images"
+                conn.request("GET", f"{path}?{_filters(_properties(count))}")
+                resp = conn.getresponse()
+                assert resp.status == 200, resp.read()[:300]
+                resp.read()
+
+        try:
+            lists(range(1, 100))
+            settled = process.memory_info().rss
+            samples = []
+            for start in range(100, 400, 50):
+                lists(range(start, start + 50))
+                samples.append(process.memory_info().rss)
+        finally:
+            conn.close()
+        mib = 1024 * 1024
+        print(
+            f"RSS after 99 lists {settled / mib:.1f} MiB; over 300 longer ones: "
+            f"{', '.join(f'{s / mib:.1f}' for s in samples)} MiB"
+        )
+        growth = max(samples) - settled
+        assert growth < 16 * mib, f"RSS grew {growth / mib:.1f} MiB over 300 filter counts"
+    finally:
+        _close(srv)

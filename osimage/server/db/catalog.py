@@ -330,7 +330,12 @@ def list_images(conn: Connection, query: ListQuery) -> list[ImageRow]:
         params[f"exact_{name}"] = value
     params["size_min"], params["size_max"] = query.size_min, query.size_max
     if query.properties:
-        params["properties"] = list(query.properties.items())
+        pairs = list(query.properties.items())
+        # The expanded IN list is padded to a power of two with repeats of a pair (which
+        # match nothing more): the SQL text, which drivers cache prepared statements by,
+        # then takes a handful of forms instead of one per filter count.
+        pairs += [pairs[-1]] * ((1 << (len(pairs) - 1).bit_length()) - len(pairs))
+        params["properties"] = pairs
         params["property_count"] = len(query.properties)
     if query.marker is not None:
         for index, key in enumerate(_sort_keys(query.sort_key)):
