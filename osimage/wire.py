@@ -34,6 +34,8 @@ SHA256_HEADER: Final = "x-openstack-image-sha256"
 MAX_NAME_LENGTH: Final = 255
 MAX_CHECKSUM_LENGTH: Final = 32
 MAX_INT32: Final = 2147483647
+MAX_INT64: Final = 2**63 - 1
+"""The largest count a header may carry: what a signed 64-bit database column holds."""
 TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%f"
 
 TRUE_WORDS: Final = frozenset({"1", "t", "true", "on", "y", "yes"})
@@ -89,25 +91,35 @@ def _text(value: str) -> str:
     return value
 
 
-def _count(value: str) -> int:
-    try:
-        number = int(value.strip(), 10)
-    except ValueError:
-        raise ValueError(f"expected a non-negative integer, got {value!r}") from None
-    if number < 0:
+_DECIMAL = re.compile(r"[0-9]+")
+_INT64_DIGITS = len(str(MAX_INT64))
+
+
+def parse_decimal(value: str, *, maximum: int = MAX_INT64) -> int:
+    """A non-negative integer written in ASCII decimal digits, at most `maximum`.
+
+    Surrounding spaces and tabs are allowed; signs, ``_`` separators, other whitespace
+    and non-ASCII digits (which Python's `int` accepts) are not. Raises ValueError.
+    """
+    text = value.strip(" \t")
+    if not _DECIMAL.fullmatch(text):
         raise ValueError(f"expected a non-negative integer, got {value!r}")
-    return number
+    # the length check first: int() of a huge digit string is slow (or refused)
+    if len(text.lstrip("0")) > _INT64_DIGITS or int(text) > maximum:
+        raise ValueError(f"value out of range, must not exceed {maximum}, got {value!r}")
+    return int(text)
+
+
+def _count(value: str) -> int:
+    return parse_decimal(value)
 
 
 def _int32(value: str) -> int:
-    number = _count(value)
-    if number > MAX_INT32:
-        raise ValueError(f"value out of range, must not exceed {MAX_INT32}, got {value!r}")
-    return number
+    return parse_decimal(value, maximum=MAX_INT32)
 
 
 def _optional_count(value: str) -> int | None:
-    return None if value.strip() == "None" else _count(value)
+    return None if value.strip(" \t") == "None" else _count(value)
 
 
 def parse_flag(value: str) -> bool:
@@ -129,7 +141,10 @@ def parse_timestamp(value: str) -> datetime:
     except ValueError:
         raise ValueError(f"expected an ISO 8601 time, got {value!r}") from None
     if when.tzinfo is not None:
-        when = when.astimezone(UTC).replace(tzinfo=None)
+        try:  # an offset can move a time past year 1 or 9999
+            when = when.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise ValueError(f"time out of range once moved to UTC, got {value!r}") from None
     if when.year < 1900:
         raise ValueError(f"expected a time after 1900, got {value!r}")
     return when

@@ -90,6 +90,10 @@ def _limits(settings: Settings) -> Limits:
         api_limit_max=settings.api_limit_max,
         limit_param_default=settings.limit_param_default,
         user_storage_quota=settings.user_storage_quota,
+        query_params_max=settings.query_params_max,
+        list_filters_max=settings.list_filters_max,
+        json_body_max=settings.json_body_max,
+        json_depth_max=settings.json_depth_max,
     )
 
 

@@ -11,20 +11,23 @@ from osimage import wire
 from osimage.server.db.catalog import SORT_KEYS, ListQuery, Scope
 from osimage.server.errors import BadRequest
 
-MAX_BIGINT = 2**63 - 1
 _EXACT = ("name", "status", "container_format", "disk_format")
 _TRISTATE = ("none", "true", "false", "1", "0")
-_COMPACT_DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
+_COMPACT_DATE = re.compile(r"([0-9]{4})-?([0-9]{2})-?([0-9]{2})")
+_DIGITS = re.compile(r"[0-9]+")
 
 
-def _count(name: str, value: str) -> int:
+_FILTERS = frozenset(
+    {*_EXACT, "size_min", "size_max", "min_ram", "min_disk", "protected", "changes-since"}
+)
+
+
+def _count(name: str, value: str, maximum: int = wire.MAX_INT64) -> int:
+    """ASCII digits only, and no more than the column holds (a 400, never a 500)."""
     try:
-        number = int(value.strip(), 10)
+        return wire.parse_decimal(value, maximum=maximum)
     except ValueError:
-        number = -1
-    if not 0 <= number <= MAX_BIGINT:
-        raise BadRequest(f"Bad value passed to filter {name} got {value}")
-    return number
+        raise BadRequest(f"Bad value passed to filter {name} got {value[:64]}") from None
 
 
 def _tristate(name: str, value: str) -> str:
@@ -53,10 +56,19 @@ def parse_marker(value: str) -> str:
 
 
 def parse_list_query(
-    params: Mapping[str, str], *, limit_default: int, limit_max: int
+    params: Mapping[str, str], *, limit_default: int, limit_max: int, filters_max: int
 ) -> tuple[ListQuery, str | None, str | None]:
     """Validate list parameters; returns the query (scope still PUBLIC), the `is_public`
-    value (lower case) if given, and the marker id if given. Unknown parameters are ignored."""
+    value (lower case) if given, and the marker id if given. Unknown parameters are ignored.
+
+    More than `filters_max` filters (field and property filters: not paging, sorting or
+    `is_public`) is a 400 naming the limit (`list_filters_max`)."""
+    filters = sum(1 for name in params if name in _FILTERS or name.startswith("property-"))
+    if filters > filters_max:
+        raise BadRequest(
+            f"Too many filters: {filters} given, at most {filters_max} allowed per list "
+            "(list_filters_max)."
+        )
     query = ListQuery(scope=Scope.PUBLIC, limit=limit_default)
     is_public: str | None = None
     marker: str | None = None
@@ -65,8 +77,8 @@ def parse_list_query(
             query.exact[name] = value
         elif name in ("size_min", "size_max"):
             setattr(query, name, _count(name, value))
-        elif name in ("min_ram", "min_disk"):
-            query.exact[name] = _count(name, value)
+        elif name in ("min_ram", "min_disk"):  # 32-bit columns
+            query.exact[name] = _count(name, value, wire.MAX_INT32)
         elif name == "protected":
             flag = _tristate(name, value)
             if flag == "none":
@@ -87,12 +99,15 @@ def parse_list_query(
                 raise BadRequest("Unsupported sort_dir. Acceptable values: asc, desc")
             query.sort_dir = value
         elif name == "limit":
-            try:
-                limit = int(value.strip(), 10)
-            except ValueError:
-                raise BadRequest("limit param must be an integer") from None
-            if limit < 0:
+            text = value.strip(" \t")
+            if text.startswith("-") and _DIGITS.fullmatch(text[1:]):
                 raise BadRequest("limit param must be positive")
+            try:
+                limit = wire.parse_decimal(text)
+            except ValueError:
+                raise BadRequest(
+                    f"limit param must be an integer from 0 to {wire.MAX_INT64}"
+                ) from None
             query.limit = min(limit, limit_max)
         elif name == "marker":
             marker = parse_marker(value)

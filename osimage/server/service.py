@@ -78,6 +78,10 @@ class Limits:
     api_limit_max: int = 1000
     limit_param_default: int = 25
     user_storage_quota: int = 0  # bytes per project; 0: unlimited
+    query_params_max: int = 100
+    list_filters_max: int = 50
+    json_body_max: int = 1024 * 1024
+    json_depth_max: int = 32
 
 
 @dataclass
@@ -111,6 +115,12 @@ async def _batches(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[byt
             parts, held = [], 0
     if held:
         yield b"".join(parts)
+
+
+def _plausible_id(image_id: str) -> bool:
+    """Whether an image could have this id: not too long for the column, and no NUL
+    (PostgreSQL text cannot hold one: looking it up would be an error, not a miss)."""
+    return len(image_id) <= _MAX_ID_LENGTH and "\x00" not in image_id
 
 
 def over_quota(count: int, quota: int) -> bool:
@@ -240,7 +250,7 @@ class ImageService:
     @classmethod
     def _visible_row(cls, conn: Connection, ctx: Context, image_id: str) -> ImageRow | None:
         """The image if it exists and `ctx` may see it (synchronous: see `engine.read`)."""
-        if len(image_id) > _MAX_ID_LENGTH:
+        if not _plausible_id(image_id):
             return None
         row = catalog.fetch_image(conn, image_id)
         if row is None or not cls._visible(conn, ctx, row):
@@ -260,7 +270,7 @@ class ImageService:
         raise NotFound(f"Image {row.id} not found.")
 
     async def _row(self, image_id: str) -> ImageRow | None:
-        if len(image_id) > _MAX_ID_LENGTH:
+        if not _plausible_id(image_id):
             return None
         return await read(self.engine, partial(catalog.fetch_image, image_id=image_id), point=True)
 
@@ -359,6 +369,12 @@ class ImageService:
 
     async def create(self, ctx: Context, change: Change) -> ImageRow:
         """POST /images: reserve, upload, register a location, or start a copy."""
+        if not ctx.is_admin and ctx.owner_id is None:
+            # its image would be ownerless: visible to everyone, changeable by admins only
+            raise Forbidden(
+                "A caller without a project cannot create images: the image would have no "
+                "owner and be visible to everyone."
+            )
         self.policy.enforce(ctx, "add_image", image_target(owner=ctx.owner_id))
         fields = self._normalise(ctx, change)
         self._enforce_sources(ctx, change, image_target(**{"owner": ctx.owner_id, **fields}))
@@ -894,9 +910,14 @@ class ImageService:
             params,
             limit_default=self.limits.limit_param_default,
             limit_max=self.limits.api_limit_max,
+            filters_max=self.limits.list_filters_max,
         )
         query.scope, query.project = self._list_scope(ctx, is_public), ctx.owner_id
         query.with_properties = detail
+        if self.protections is not None and not all(
+            self.protections.allows(ctx.roles, key, "read") for key in query.properties
+        ):
+            return []  # a filter on a property the caller may not read matches nothing (§13.2)
         return await read(self.engine, partial(self._page, ctx=ctx, query=query, marker=marker))
 
     @classmethod

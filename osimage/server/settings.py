@@ -244,6 +244,30 @@ SETTINGS: Final = (
     ),
     Setting("api_limit_max", "1000", "Largest page a list call returns.", _positive),
     Setting("limit_param_default", "25", "Page size of a list call without limit.", _positive),
+    Setting(
+        "query_params_max",
+        "100",
+        "Most query parameters a request may carry; more is a 400.",
+        _positive,
+    ),
+    Setting(
+        "list_filters_max",
+        "50",
+        "Most filters (field and property-<key> filters) one list call may give; more is a 400.",
+        _positive,
+    ),
+    Setting(
+        "json_body_max",
+        "1048576",
+        "Largest JSON request body (member routes), in bytes; larger is a 413.",
+        _positive,
+    ),
+    Setting(
+        "json_depth_max",
+        "32",
+        "Deepest nesting of arrays and objects in a JSON request body; deeper is a 400.",
+        _positive,
+    ),
     Setting("workers", "1", "Number of server processes.", _positive),
     Setting(
         "allow_source_network",
@@ -360,6 +384,10 @@ class Settings:
     cache_prune_interval: float = 600.0
     api_limit_max: int = 1000
     limit_param_default: int = 25
+    query_params_max: int = 100
+    list_filters_max: int = 50
+    json_body_max: int = 1048576
+    json_depth_max: int = 32
     workers: int = 1
     allow_source_network: tuple[Network, ...] = ()
     insecure_noauth: bool = False

@@ -94,6 +94,8 @@ class Sharing:
 
     async def remove_member(self, ctx: Context, image_id: str, member: str) -> None:
         await self._member_target(ctx, image_id, share=True, action="delete_member", member=member)
+        if "\x00" in member:  # never added (see add_member); PostgreSQL cannot compare it
+            raise NotFound("Membership could not be found.")
         async with writing(self.images.engine) as conn:
             if not await catalog.remove_member(conn, image_id, member):
                 raise NotFound("Membership could not be found.")
@@ -121,6 +123,8 @@ class Sharing:
 
     async def shared_images(self, ctx: Context, member: str) -> list[MemberRow]:
         """Memberships of `member`: all for admins; else on the caller's images, or its own."""
+        if "\x00" in member:  # no member id holds one (see add_member)
+            return []
         async with reading(self.images.engine) as conn:
             if ctx.is_admin or member == ctx.owner_id:
                 return await catalog.shared_with(conn, member, owner=None, everything=True)

@@ -135,10 +135,11 @@ def test_anonymous_may_not_create(users: dict[str, Api]) -> None:
     assert users["anonymous"].create(meta(name="x")).status == 401
 
 
-def test_noproject_caller_creates_an_ownerless_image(users: dict[str, Api]) -> None:
+def test_noproject_caller_may_not_create(users: dict[str, Api]) -> None:
+    # its image would be ownerless, visible to everyone (#11; docs/protocol.md)
     resp = users["noproject"].create(meta(name="nobody's", owner="p-alice"))
-    assert resp.status == 201, resp
-    assert resp.image["owner"] is None
+    assert resp.status == 403, resp
+    assert "without a project" in resp.text
 
 
 # -- §9.5 update ------------------------------------------------------------------

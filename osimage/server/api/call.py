@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,9 @@ from osimage.server.errors import BadRequest, TooLarge
 from osimage.server.service import ImageService
 from osimage.server.sharing import Sharing
 
-MAX_JSON_BODY = 1024 * 1024
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_QUOTE, _OPENERS, _CLOSERS = ord('"'), frozenset(b"[{"), frozenset(b"]}")
 
 
 class ClientGone(BadRequest):
@@ -41,13 +44,26 @@ class Call:
         return header(self.scope, name)
 
     def query(self) -> dict[str, str]:
-        """Query parameters; the last value of a repeated name wins."""
+        """Query parameters; the last value of a repeated name wins.
+
+        More than `query_params_max` parameters, text that is not UTF-8 or a NUL
+        character (no database column holds one) is a 400."""
         raw = bytes(self.scope.get("query_string", b"")).decode("latin-1")
         try:
             raw = raw.encode("latin-1").decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("The query string is not valid UTF-8.") from None
-        return dict(parse_qsl(raw, keep_blank_values=True))
+        most = self.service.limits.query_params_max
+        try:
+            pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=most)
+        except ValueError:
+            raise BadRequest(
+                f"Too many query parameters: at most {most} allowed (query_params_max)."
+            ) from None
+        for name, value in pairs:
+            if "\x00" in name or "\x00" in value:
+                raise BadRequest(f"Query parameter {name[:64]!r}: NUL characters are not allowed")
+        return dict(pairs)
 
     async def body(self) -> AsyncIterator[bytes]:
         """The request body as it arrives; a disconnect raises `ClientGone` (400)."""
@@ -62,18 +78,49 @@ class Call:
                 return
 
     async def json(self) -> Any:
-        """The body parsed as JSON, or None when there is none. Malformed JSON is a 400."""
+        """The body parsed as JSON, or None when there is none.
+
+        A body over `json_body_max` bytes is a 413; malformed JSON, or arrays and objects
+        nested deeper than `json_depth_max`, a 400 (checked before parsing, whose
+        recursion a deep body would exhaust)."""
+        most = self.service.limits.json_body_max
         parts: list[bytes] = []
         total = 0
         async for chunk in self.body():
             total += len(chunk)
-            if total > MAX_JSON_BODY:
-                raise TooLarge(f"A JSON body may not exceed {MAX_JSON_BODY} bytes.")
+            if total > most:
+                raise TooLarge(f"A JSON body may not exceed {most} bytes (json_body_max).")
             parts.append(chunk)
         data = b"".join(parts)
         if not data.strip():
             return None
+        deepest = self.service.limits.json_depth_max
+        if nests_deeper(data, deepest):
+            raise BadRequest(f"The JSON body nests deeper than {deepest} levels (json_depth_max).")
         try:
             return json.loads(data)
         except (ValueError, UnicodeDecodeError):
             raise BadRequest("Malformed JSON in request body.") from None
+
+
+def nests_deeper(data: bytes, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` levels deep in the JSON `data`.
+
+    A linear scan without recursion (the standard parser recurses once per level): escapes
+    go first, then every byte but quotes and brackets; brackets inside strings do not count.
+    Malformed text gives some answer; the parser refuses it afterwards.
+    """
+    depth = 0
+    in_string = False
+    for byte in _ESCAPE.sub(b"", data).translate(None, _NOT_STRUCTURE):
+        if byte == _QUOTE:
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif byte in _OPENERS:
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in _CLOSERS:
+            depth -= 1
+    return False

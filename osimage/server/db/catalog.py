@@ -27,6 +27,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import RowMapping
@@ -321,10 +322,10 @@ def list_images(conn: Connection, query: ListQuery) -> list[ImageRow]:
     statement = _page_statement(
         scope,
         query.changes_since is not None,
-        tuple(query.exact),
+        tuple(sorted(query.exact)),  # one shape whatever order the client gave them in
         query.size_min is not None,
         query.size_max is not None,
-        len(query.properties),
+        bool(query.properties),
         query.sort_key,
         query.sort_dir == "desc",
         query.marker is not None,
@@ -336,8 +337,14 @@ def list_images(conn: Connection, query: ListQuery) -> list[ImageRow]:
     for name, value in query.exact.items():
         params[f"exact_{name}"] = value
     params["size_min"], params["size_max"] = query.size_min, query.size_max
-    for index, (key, value) in enumerate(query.properties.items()):
-        params[f"property_key_{index}"], params[f"property_value_{index}"] = key, value
+    if query.properties:
+        pairs = list(query.properties.items())
+        # The expanded IN list is padded to a power of two with repeats of a pair (which
+        # match nothing more): the SQL text, which drivers cache prepared statements by,
+        # then takes a handful of forms instead of one per filter count.
+        pairs += [pairs[-1]] * ((1 << (len(pairs) - 1).bit_length()) - len(pairs))
+        params["properties"] = pairs
+        params["property_count"] = len(query.properties)
     if query.marker is not None:
         for index, key in enumerate(_sort_keys(query.sort_key)):
             params[f"mark_{index}"] = _sort_value(query.marker, key)
@@ -358,6 +365,8 @@ def _sort_keys(sort_key: str) -> list[str]:
     return [sort_key] + [k for k in ("created_at", "id") if k != sort_key]
 
 
+# Bounded: a shape is a choice among a fixed set of filters and sort keys, never a count
+# or a value the client gives, so clients can make only so many (see `_page_statement`).
 @lru_cache(maxsize=256)
 def _page_statement(
     scope: Scope,
@@ -365,7 +374,7 @@ def _page_statement(
     exact: tuple[str, ...],
     size_min: bool,
     size_max: bool,
-    properties: int,
+    properties: bool,
     sort_key: str,
     descending: bool,
     marker: bool,
@@ -374,7 +383,10 @@ def _page_statement(
     """The page query of one shape, every value a bound parameter (see `list_images`).
 
     Built once per shape: building a statement costs more than running it, and the
-    same statement object reuses its compiled form.
+    same statement object reuses its compiled form. Property filters do not change the
+    shape: however many there are, they are one condition of constant depth (a count of
+    matching rows, over an expanding IN of (key, value) pairs), so no client can fill the
+    statement caches with shapes nor reach the database's limit on expression depth.
     """
     conditions: list[ColumnElement[bool]] = [_visible_in_list(scope)]
     if not changes_since:
@@ -388,14 +400,19 @@ def _page_statement(
         conditions.append(images.c.size >= bindparam("size_min"))
     if size_max:
         conditions.append(images.c.size <= bindparam("size_max"))
-    for index in range(properties):
-        conditions.append(
-            exists().where(
+    if properties:
+        # (image_id, key) is unique: the image matches every filter iff as many of its
+        # property rows match a (key, value) pair as there are filters
+        pairs = tuple_(image_properties.c.key, image_properties.c.value)
+        matching = (
+            select(func.count())
+            .where(
                 image_properties.c.image_id == images.c.id,
-                image_properties.c.key == bindparam(f"property_key_{index}"),
-                image_properties.c.value == bindparam(f"property_value_{index}"),
+                pairs.in_(bindparam("properties", expanding=True)),
             )
+            .scalar_subquery()
         )
+        conditions.append(matching == bindparam("property_count"))
     keys = _sort_keys(sort_key)
     expressions = [_sort_expression(key) for key in keys]
     if marker:

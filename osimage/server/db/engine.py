@@ -34,6 +34,11 @@ _T = TypeVar("_T")
 # (with as many connections as threads may use them at once: reads are mostly CPU, and
 # the process has one GIL)
 _READERS = 4
+# Compiled statements kept per engine (SQLAlchemy's LRU, its default size, stated here
+# because the bound matters): list statements vary by shape, a choice among a fixed set
+# of filters and sort keys (see catalog._page_statement), never by a count or value a
+# client gives, so the cache holds at most this many of bounded size.
+_STATEMENT_CACHE = 500
 
 
 class _Reader:
@@ -96,10 +101,10 @@ def open_engine(url: str) -> AsyncEngine:
     BEGIN IMMEDIATE for writes; PostgreSQL runs at READ COMMITTED, its default."""
     parsed = database_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(parsed, pool_pre_ping=True)
+        return create_async_engine(parsed, pool_pre_ping=True, query_cache_size=_STATEMENT_CACHE)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(parsed)
+    engine = create_async_engine(parsed, query_cache_size=_STATEMENT_CACHE)
     _tune_sqlite(engine.sync_engine)
     if parsed.database and parsed.database != ":memory:":
         reader = create_engine(
@@ -107,6 +112,7 @@ def open_engine(url: str) -> AsyncEngine:
             connect_args={"check_same_thread": False},  # pooled; one thread at a time
             pool_size=_READERS + 1,  # and the point-read connection
             max_overflow=0,
+            query_cache_size=_STATEMENT_CACHE,
         )
         _tune_sqlite(reader, read_only=True)
         _SYNC_READERS[engine] = state = _Reader(reader)
