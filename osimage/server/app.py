@@ -77,6 +77,11 @@ def _limits(settings: Settings) -> Limits:
         api_limit_max=settings.api_limit_max,
         limit_param_default=settings.limit_param_default,
         user_storage_quota=settings.user_storage_quota,
+        body_timeout=settings.body_timeout,
+        copy_max=settings.copy_max,
+        copy_max_per_project=settings.copy_max_per_project,
+        copy_timeout=settings.copy_timeout,
+        copy_min_rate=settings.copy_min_rate,
     )
 
 

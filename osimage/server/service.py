@@ -50,6 +50,7 @@ log = logging.getLogger("osimage.service")
 _MAX_ID_LENGTH = 36
 MAX_BIGINT = 2**63 - 1
 _BATCH_SIZE = 1024 * 1024  # upload bytes per hash job and per store write
+IDLE_FLUSH = 0.1  # seconds without upload data after which a partial batch is handed on
 MAX_ID_TEXT = 255  # owner, property keys, member ids: String(255) columns
 _UPDATABLE = (
     "name", "disk_format", "container_format", "min_disk", "min_ram", "virtual_size",
@@ -70,6 +71,11 @@ class Limits:
     api_limit_max: int = 1000
     limit_param_default: int = 25
     user_storage_quota: int = 0  # bytes per project; 0: unlimited
+    body_timeout: float = 60.0  # seconds a request body may send nothing
+    copy_max: int = 10  # concurrent copy-from transfers per process
+    copy_max_per_project: int = 3
+    copy_timeout: float = 3600.0  # seconds per copy in all
+    copy_min_rate: int = 1024  # bytes/s averaged per COPY_RATE_WINDOW; 0: none
 
 
 @dataclass
@@ -92,13 +98,19 @@ class Change:
 
 
 async def _batches(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
-    """Join chunks into batches of at least `size` bytes (the last may be shorter)."""
+    """Join chunks into batches of at least `size` bytes (the last may be shorter).
+
+    An empty chunk (the body's idle tick: the client paused) hands on what is held at
+    once, so a stalled upload pins no batch; only a client that keeps sending fills one.
+    """
     parts: list[bytes] = []
     held = 0
     async for chunk in chunks:
+        if not chunk and not held:
+            continue
         parts.append(chunk)
         held += len(chunk)
-        if held >= size:
+        if held >= size or not chunk:
             yield parts[0] if len(parts) == 1 else b"".join(parts)
             parts, held = [], 0
     if held:
@@ -170,6 +182,23 @@ def _over_storage_quota(size: int | None, room: int) -> TooLarge:
         "Denying attempt to upload image because it exceeds the quota: "
         f"{data} will exceed the limit. {max(room, 0)} bytes remaining."
     )
+
+
+_RESERVE_STEP = 64 * 1024 * 1024  # quota an upload of unknown size reserves at a time
+
+
+class _Reservation:
+    """The storage quota one upload holds (its lease's `reserved`); grows as data arrives.
+
+    Released by the upload's end: only `saving` images' reservations count."""
+
+    def __init__(self, service: ImageService, owner: str | None, image_id: str) -> None:
+        self._service, self._owner, self._image_id = service, owner, image_id
+        self.held = 0
+
+    async def cover(self, needed: int, *, wanted: int) -> None:
+        """Hold at least `needed` bytes (TooLarge if the quota has no room for them)."""
+        self.held = await self._service._reserve(self._owner, self._image_id, needed, wanted)
 
 
 class ImageService:
@@ -476,10 +505,14 @@ class ImageService:
                 log.exception("could not remove blob %s", location)
 
     async def _store(
-        self, image_id: str, chunks: AsyncIterator[bytes], room: int | None = None
+        self,
+        image_id: str,
+        chunks: AsyncIterator[bytes],
+        reservation: _Reservation | None = None,
     ) -> tuple[Any, str, str]:
         """Store `chunks`, counting size and digests as they pass; enforce the size cap and
-        the `room` left in the uploader's storage quota (None: unlimited)."""
+        the uploader's storage quota: no byte reaches the store before `reservation` (None:
+        no quota) holds it."""
         cap = self.limits.image_size_cap
         md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
 
@@ -489,8 +522,8 @@ class ImageService:
                 seen += len(chunk)
                 if seen > cap:
                     raise TooLarge(f"Denying attempt to upload image larger than {cap} bytes.")
-                if room is not None and seen > room:
-                    raise _over_storage_quota(None, room)
+                if reservation is not None and seen > reservation.held:
+                    await reservation.cover(seen, wanted=seen + _RESERVE_STEP)
                 yield chunk
 
         async def digested() -> AsyncIterator[bytes]:
@@ -506,24 +539,38 @@ class ImageService:
                     loop.run_in_executor(None, sha256.update, batch),
                 ]
                 yield batch
+                del batch  # not pinned while the next one is awaited (a stalled client)
             for job in hashing:
                 await job
 
         blob = await self.store.put(image_id, digested())
         return blob, md5.hexdigest(), sha256.hexdigest()
 
-    async def _room(self, owner: str | None, image_id: str, declared: int | None) -> int | None:
-        """What `owner` may still store, checked against a `declared` size (None: unknown);
-        None when there is no storage quota. Raises TooLarge if it cannot fit."""
-        quota = self.limits.user_storage_quota
-        if quota <= 0:
+    async def _reservation(
+        self, owner: str | None, image_id: str, declared: int | None
+    ) -> _Reservation | None:
+        """A storage-quota reservation for an upload of `declared` bytes (None: unknown),
+        already holding them if declared; None when there is no storage quota. Raises
+        TooLarge if it cannot fit."""
+        if self.limits.user_storage_quota <= 0:
             return None
-        async with reading(self.engine) as conn:
+        reservation = _Reservation(self, owner, image_id)
+        await reservation.cover(declared or 0, wanted=declared or _RESERVE_STEP)
+        return reservation
+
+    async def _reserve(self, owner: str | None, image_id: str, needed: int, wanted: int) -> int:
+        """Hold at least `needed`, at most `wanted` bytes of `owner`'s quota for the upload
+        of `image_id`, in one transaction that owner's other reservations wait for;
+        returns what is held. Raises TooLarge if `needed` does not fit."""
+        quota = self.limits.user_storage_quota
+        async with writing(self.engine) as conn:
+            await catalog.lock_owner(conn, owner)
             room = quota - await catalog.storage_usage(conn, owner, exclude=image_id)
-        fits = room > 0 if declared is None else declared <= room
-        if not fits:
-            raise _over_storage_quota(declared, room)
-        return room
+            if needed > room or room <= 0:
+                raise _over_storage_quota(needed or None, room)
+            held = min(max(wanted, needed), room)
+            await leases.reserve(conn, image_id, held)
+        return held
 
     async def _upload(self, image_id: str, data: Upload, owner: str | None) -> None:
         """queued -> saving -> active, or killed with no data left behind."""
@@ -533,8 +580,8 @@ class ImageService:
             declared = data.length
             if declared is None and self.limits.user_storage_quota > 0:
                 declared = (await self._reload(image_id)).size or None
-            room = await self._room(owner, image_id, declared)
-            blob, checksum, sha256 = await self._store(image_id, data.chunks, room)
+            reservation = await self._reservation(owner, image_id, declared)
+            blob, checksum, sha256 = await self._store(image_id, data.chunks, reservation)
         except BaseException as error:
             await self._kill(image_id)
             mapped = _store_error(error)
@@ -553,6 +600,7 @@ class ImageService:
             row = await self._reload(image_id)
             async with writing(self.engine) as conn:
                 if quota > 0:  # again, now the size is known, in the activating transaction
+                    await catalog.lock_owner(conn, owner)
                     used = await catalog.storage_usage(conn, owner, exclude=image_id)
                     if used + blob.size > quota:
                         raise _over_storage_quota(blob.size, quota - used)
@@ -592,9 +640,9 @@ class ImageService:
             return
         try:
             declared = (await self._reload(image_id)).size or None
-            room = await self._room(owner, image_id, declared)
+            reservation = await self._reservation(owner, image_id, declared)
             async with sources.open_source(url, self.source_policy) as source:
-                blob, checksum, sha256 = await self._store(image_id, source.chunks(), room)
+                blob, checksum, sha256 = await self._store(image_id, source.chunks(), reservation)
             # the copy's own size wins over a declared one (§12)
             async with writing(self.engine) as conn:
                 await catalog.update_image(conn, image_id, {"size": blob.size}, status="saving")

@@ -6,6 +6,7 @@ of an image's properties or members first lock its row (see `lock_image`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import BindParameter
 
-from osimage.server.db.tables import image_members, image_properties, images
+from osimage.server.db.tables import image_members, image_properties, images, upload_leases
 
 HIDDEN_STATUSES = ("killed", "deleted", "pending_delete")
 SORT_KEYS = (
@@ -253,7 +254,9 @@ async def storage_usage(conn: AsyncConnection, owner: str | None, *, exclude: st
     """Bytes of stored data held by `owner`'s images (None: ownerless ones), but `exclude`.
 
     Counts data this service stores (not external locations) of images not `killed` or
-    `deleted`: a `pending_delete` image's data counts until the scrubber removes it.
+    `deleted`: a `pending_delete` image's data counts until the scrubber removes it. Also
+    counts what the owner's uploads in progress reserved (`upload_leases.reserved`), so
+    bytes in flight count against the quota too.
     """
     owned = images.c.owner.is_(None) if owner is None else images.c.owner == owner
     result = await conn.execute(
@@ -265,7 +268,25 @@ async def storage_usage(conn: AsyncConnection, owner: str | None, *, exclude: st
             images.c.location_is_external == false(),
         )
     )
-    return int(result.scalar_one())
+    reserved = await conn.execute(
+        select(func.coalesce(func.sum(upload_leases.c.reserved), 0))
+        .select_from(upload_leases.join(images, images.c.id == upload_leases.c.image_id))
+        .where(owned, images.c.id != exclude, images.c.status == "saving")
+    )
+    return int(result.scalar_one()) + int(reserved.scalar_one())
+
+
+async def lock_owner(conn: AsyncConnection, owner: str | None) -> None:
+    """Make quota decisions for `owner` take turns until this transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock keyed by the owner (READ COMMITTED would
+    let two reservations both see the room). SQLite writers already run one at a time.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"osimage-quota:{owner}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    await conn.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def _sort_expression(key: str, columns: Any = images.c) -> ColumnElement[Any]:

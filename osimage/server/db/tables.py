@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -84,4 +85,6 @@ upload_leases = Table(
     Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
     Column("node", String(255), nullable=False),
     Column("seen_at", DateTime, nullable=False),
+    # bytes of the owner's storage quota this upload holds while it runs (see `reserve`)
+    Column("reserved", BigInteger, nullable=False, server_default=text("0")),
 )

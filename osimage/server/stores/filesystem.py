@@ -39,6 +39,7 @@ async def _write_all(out: IO[bytes], chunks: AsyncIterator[bytes]) -> int:
                 await asyncio.shield(writing)
             writing = loop.run_in_executor(None, out.write, chunk)
             size += len(chunk)
+            del chunk  # the write holds it while it runs, and nothing after
         if writing is not None:
             await asyncio.shield(writing)
     finally:
