@@ -11,6 +11,7 @@ import uvicorn
 
 from osimage.server.app import create_app, prepare
 from osimage.server.db.engine import DatabaseConfigError, database_url
+from osimage.server.instance import DataInUse, exclusive, lock_paths
 from osimage.server.settings import Settings
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -27,6 +28,14 @@ def run(settings: Settings) -> None:
     except DatabaseConfigError as exc:
         sys.exit(f"osimage serve: {exc}")
     _configure_logging(settings.log_level)
+    try:
+        with exclusive(lock_paths(settings.database, settings.store)):
+            _serve(settings)
+    except DataInUse as exc:
+        sys.exit(f"osimage serve: {exc}")
+
+
+def _serve(settings: Settings) -> None:
     common: dict[str, object] = {
         "host": settings.host,
         "port": settings.port,

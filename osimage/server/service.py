@@ -497,12 +497,15 @@ class ImageService:
             async with writing(self.engine) as conn:
                 await catalog.transition(conn, image_id, "saving", "killed")
 
-    async def _discard(self, location: str) -> None:
+    async def _discard(self, location: str) -> bool:
+        """Remove a blob, even while being cancelled; False (logged) if the store failed."""
         with CancelScope(shield=True):
             try:
                 await self.store.delete(location)
-            except Exception:
-                log.exception("could not remove blob %s", location)
+            except Exception as error:
+                log.warning("could not remove blob %s: %s", location, error)
+                return False
+        return True
 
     async def _store(
         self,
@@ -718,8 +721,10 @@ class ImageService:
                         conn, image_id, {"status": "pending_delete"}, status="deleted", deleted=True
                     )
             if done:
-                if stored and not delay:
-                    await self._discard(row.location or "")
+                # a crash (or a store failure) before `forget_data`: the sweep ends it
+                if stored and not delay and await self._discard(row.location or ""):
+                    async with writing(self.engine) as conn:
+                        await catalog.forget_data(conn, image_id)
                 return
         raise Conflict("Image operation conflicts")
 
@@ -806,9 +811,33 @@ class ImageService:
 
 
 async def _discard_partial(store: BlobStore, killed: list[tuple[str, str | None]]) -> None:
-    for _, location in killed:
-        if location and store.owns(location):
-            await store.delete(location)
+    """Remove what the store holds of uploads just killed: the blob at their location, or
+    where `put` would have stored it (a crash after storing, before activating)."""
+    for image_id, location in killed:
+        where = location if location and store.owns(location) else store.location(image_id)
+        try:
+            await store.delete(where)
+        except Exception as error:  # the next sweep tries again (`leftover_data`)
+            log.warning("could not remove the data of killed image %s: %s", image_id, error)
+
+
+async def _finish_leftovers(engine: AsyncEngine, store: BlobStore) -> int:
+    """Remove the stored data of `killed` and `deleted` images that a crash left (see
+    `catalog.leftover_data`); returns how many were finished."""
+    async with reading(engine) as conn:
+        leftovers = await catalog.leftover_data(conn)
+    finished = 0
+    for image_id, location in leftovers:
+        where = location if location and store.owns(location) else store.location(image_id)
+        try:
+            await store.delete(where)
+        except Exception as error:
+            log.warning("could not remove the data of image %s: %s", image_id, error)
+            continue
+        async with writing(engine) as conn:
+            await catalog.forget_data(conn, image_id)
+        finished += 1
+    return finished
 
 
 async def sweep(
@@ -833,12 +862,15 @@ async def sweep(
                 if await leases.kill(conn, image_id, now, stale_before=stale_before, node=node):
                     stranded.append((image_id, location))
     await _discard_partial(store, stranded)
+    finished = await _finish_leftovers(engine, store)
     removed = await store.sweep()
-    if stranded or removed:
+    if stranded or removed or finished:
         log.warning(
-            "crash sweep: %d image(s) killed, %d partial file(s) removed",
+            "crash sweep: %d image(s) killed, %d partial file(s) removed, "
+            "data of %d killed or deleted image(s) removed",
             len(stranded),
             len(removed),
+            finished,
         )
     return [image_id for image_id, _ in stranded]
 
@@ -853,15 +885,17 @@ async def scrub(engine: AsyncEngine, store: BlobStore) -> int:
         pending = await catalog.image_ids_in_status(conn, "pending_delete")
     scrubbed = 0
     for image_id, location in pending:
+        values: dict[str, Any] = {"status": "deleted"}
         if location and store.owns(location):
             try:
                 await store.delete(location)
             except Exception as error:  # kept pending: the next run tries again
                 log.warning("scrubber could not remove the data of %s: %s", image_id, error)
                 continue
+            values["location"] = None  # gone: nothing for the crash sweep to finish
         async with writing(engine) as conn:
             if await catalog.update_image(
-                conn, image_id, {"status": "deleted"}, status="pending_delete", deleted=True
+                conn, image_id, values, status="pending_delete", deleted=True
             ):
                 scrubbed += 1
     if scrubbed:

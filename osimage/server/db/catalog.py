@@ -250,6 +250,39 @@ async def image_ids_in_status(conn: AsyncConnection, status: str) -> list[tuple[
     return [(image_id, location) for image_id, location in rows]
 
 
+_DEAD = ("killed", "deleted")
+
+
+async def leftover_data(conn: AsyncConnection) -> list[tuple[str, str | None]]:
+    """(id, location) of `killed` and `deleted` images that may still have stored data:
+    a location not yet forgotten (a delete interrupted before its data went), or an upload
+    lease not yet dropped (a blob stored just before its upload was killed or deleted)."""
+    leased = exists().where(upload_leases.c.image_id == images.c.id)
+    rows = await conn.execute(
+        select(images.c.id, images.c.location).where(
+            images.c.status.in_(_DEAD),
+            images.c.location_is_external == false(),
+            or_(images.c.location.is_not(None), leased),
+        )
+    )
+    return [(image_id, location) for image_id, location in rows]
+
+
+async def forget_data(conn: AsyncConnection, image_id: str) -> None:
+    """Record that a `killed` or `deleted` image's stored data is gone: its location and
+    its upload lease go (`updated_at` stays: nothing a client sees changed)."""
+    await conn.execute(
+        update(images)
+        .where(
+            images.c.id == image_id,
+            images.c.status.in_(_DEAD),
+            images.c.location_is_external == false(),
+        )
+        .values(location=None)
+    )
+    await conn.execute(delete(upload_leases).where(upload_leases.c.image_id == image_id))
+
+
 async def storage_usage(conn: AsyncConnection, owner: str | None, *, exclude: str) -> int:
     """Bytes of stored data held by `owner`'s images (None: ownerless ones), but `exclude`.
 

@@ -68,6 +68,10 @@ class FilesystemStore:
         root.mkdir(parents=True, exist_ok=True)
         return cls(root)
 
+    def location(self, image_id: str) -> str:
+        """Where `put` stores the blob of `image_id`."""
+        return Path(self.root / check_image_id(image_id)).as_uri()
+
     def _path(self, location: str) -> anyio.Path:
         parts = urlsplit(location)
         path = Path(unquote(parts.path))
