@@ -26,8 +26,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from osimage import wire
-from osimage.server import sources
+from osimage.server import copies, sources
 from osimage.server.auth import Context
+from osimage.server.copies import Slot
 from osimage.server.db import catalog, leases
 from osimage.server.db.catalog import ImageRow, ListQuery, Scope
 from osimage.server.db.engine import read, reading, writing
@@ -227,6 +228,7 @@ class ImageService:
         self.node = node  # this instance's name in upload leases
         self.upload_lease = upload_lease
         self.uploading: set[str] = set()  # ids of the uploads this process receives
+        self.copies = copies.Copies(limits.copy_max, limits.copy_max_per_project)
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -349,6 +351,15 @@ class ImageService:
 
     async def create(self, ctx: Context, change: Change) -> ImageRow:
         """POST /images: reserve, upload, register a location, or start a copy."""
+        slot = self._copy_slot(ctx, change)  # before the source is probed
+        try:
+            return await self._create(ctx, change, slot)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+
+    async def _create(self, ctx: Context, change: Change, slot: Slot | None) -> ImageRow:
         fields = self._normalise(ctx, change)
         self._check_cap(fields, change)
         if over_quota(len(change.properties), self.limits.property_quota):
@@ -401,8 +412,8 @@ class ImageService:
             raise Conflict(f"An image with identifier {image_id} already exists") from None
         if change.data is not None:
             await self._upload(image_id, change.data, ctx.owner_id)
-        elif change.copy_from is not None:
-            self.tasks.start_soon(self._copy, image_id, change.copy_from, ctx.owner_id)
+        elif change.copy_from is not None and slot is not None:
+            self.tasks.start_soon(self._copy, image_id, change.copy_from, ctx.owner_id, slot)
         return await self._reload(image_id)
 
     def _new_id(self, given: str | None) -> str:
@@ -421,6 +432,17 @@ class ImageService:
 
     async def update(self, ctx: Context, image_id: str, change: Change) -> ImageRow:
         """PUT /images/{id}: change metadata, then upload/locate/copy if the image is queued."""
+        slot = self._copy_slot(ctx, change)
+        try:
+            return await self._update(ctx, image_id, change, slot)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+
+    async def _update(
+        self, ctx: Context, image_id: str, change: Change, slot: Slot | None
+    ) -> ImageRow:
         fields = self._normalise(ctx, change)
         self._check_cap(fields, change)
         if "store" in fields and fields["store"] != self.store.scheme:
@@ -480,8 +502,8 @@ class ImageService:
             await catalog.set_properties(conn, image_id, properties, purge=purge)
         if change.data is not None:
             await self._upload(image_id, change.data, ctx.owner_id)
-        elif change.copy_from is not None:
-            self.tasks.start_soon(self._copy, image_id, change.copy_from, ctx.owner_id)
+        elif change.copy_from is not None and slot is not None:
+            self.tasks.start_soon(self._copy, image_id, change.copy_from, ctx.owner_id, slot)
         return await self._reload(image_id)
 
     async def _reload(self, image_id: str) -> ImageRow:
@@ -637,28 +659,68 @@ class ImageService:
             await self._kill(image_id)
             raise
 
-    async def _copy(self, image_id: str, url: str, owner: str | None) -> None:
-        """Background copy-from: queued -> saving -> active, or killed."""
+    async def _copy(self, image_id: str, url: str, owner: str | None, slot: Slot) -> None:
+        """Background copy-from: queued -> saving -> active, or killed; within
+        `copy_timeout` and `copy_min_rate`, cancelled by a delete of the image."""
+        try:
+            with CancelScope() as deleted:
+                self.copies.watch(image_id, deleted)
+                try:
+                    await self._copy_data(image_id, url, owner)
+                finally:
+                    self.copies.forget(image_id)
+            if deleted.cancelled_caught:
+                log.info("copy of image %s cancelled: the image was deleted", image_id)
+        finally:
+            slot.release()
+
+    async def _copy_data(self, image_id: str, url: str, owner: str | None) -> None:
         if not await self._start_saving(image_id):
             return
+        limits = self.limits
         try:
-            declared = (await self._reload(image_id)).size or None
-            reservation = await self._reservation(owner, image_id, declared)
-            async with sources.open_source(url, self.source_policy) as source:
-                blob, checksum, sha256 = await self._store(image_id, source.chunks(), reservation)
+            with anyio.fail_after(limits.copy_timeout):
+                declared = (await self._reload(image_id)).size or None
+                reservation = await self._reservation(owner, image_id, declared)
+                async with sources.open_source(url, self.source_policy) as source:
+                    chunks = copies.paced(
+                        source.chunks(),
+                        min_rate=limits.copy_min_rate,
+                        still_wanted=partial(self._still_saving, image_id),
+                    )
+                    blob, checksum, sha256 = await self._store(image_id, chunks, reservation)
             # the copy's own size wins over a declared one (§12)
             async with writing(self.engine) as conn:
                 await catalog.update_image(conn, image_id, {"size": blob.size}, status="saving")
             await self._activate(image_id, blob, checksum, sha256, owner)
+        except copies.CopyCancelled:
+            log.info("copy of image %s cancelled: the image was deleted", image_id)
         except Exception as error:
             await self._kill(image_id)
-            reason = error.message if isinstance(error, ApiError | sources.SourceError) else error
+            if isinstance(error, ApiError | sources.SourceError):
+                reason: object = error.message
+            elif isinstance(error, TimeoutError):
+                reason = f"it took longer than copy_timeout ({limits.copy_timeout:g} s)"
+            elif isinstance(error, copies.CopyTooSlow):
+                reason = f"{error} (copy_min_rate)"
+            else:
+                reason = error
             log.warning("copy of image %s failed: %s", image_id, reason)
         except BaseException:
             await self._kill(image_id)
             raise
         finally:
             self.uploading.discard(image_id)
+
+    async def _still_saving(self, image_id: str) -> bool:
+        row = await self._row(image_id)
+        return row is not None and row.status == "saving"
+
+    def _copy_slot(self, ctx: Context, change: Change) -> Slot | None:
+        """A place under the copy caps for a copy-from request (429/503 when full)."""
+        if change.copy_from is None:
+            return None
+        return self.copies.acquire(ctx.owner_id)
 
     async def _start_saving(self, image_id: str) -> bool:
         """queued -> saving, leased to this instance; False if the image was not queued."""
@@ -721,6 +783,8 @@ class ImageService:
                         conn, image_id, {"status": "pending_delete"}, status="deleted", deleted=True
                     )
             if done:
+                if row.status == "saving":
+                    self.copies.cancel(image_id)  # a copy another process runs sees it later
                 # a crash (or a store failure) before `forget_data`: the sweep ends it
                 if stored and not delay and await self._discard(row.location or ""):
                     async with writing(self.engine) as conn:
