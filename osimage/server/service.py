@@ -44,7 +44,13 @@ from osimage.server.errors import (
 )
 from osimage.server.protections import Protections
 from osimage.server.queries import parse_list_query
-from osimage.server.stores.base import BlobNotFound, BlobStore, StoreFull, StoreUnavailable
+from osimage.server.stores.base import (
+    BlobNotFound,
+    BlobStore,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("osimage.service")
 
@@ -116,6 +122,36 @@ async def _batches(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[byt
             parts, held = [], 0
     if held:
         yield b"".join(parts)
+
+
+class DownloadBroken(Exception):
+    """Image data stopped matching its recorded size after the headers went out (logged
+    once, here): the only honest answer left is to abort the connection."""
+
+
+async def _exactly(chunks: AsyncIterator[bytes], row: ImageRow, where: str) -> AsyncIterator[bytes]:
+    """`chunks` while they add up to `row.size`; an error before the first chunk passes
+    through, any failure after it becomes `DownloadBroken`."""
+    expected, sent = row.size or 0, 0
+    try:
+        async for chunk in chunks:
+            if sent + len(chunk) > expected:
+                raise DownloadBroken(f"{where} sent more than the recorded {expected} bytes")
+            sent += len(chunk)
+            yield chunk
+        if sent != expected:
+            raise DownloadBroken(f"{where} ended after {sent} of the recorded {expected} bytes")
+    except (StoreError, sources.SourceError, DownloadBroken) as error:
+        if not sent and isinstance(error, DownloadBroken):  # nothing sent: answer instead
+            log.warning("download of image %s refused: %s", row.id, error)
+            raise ServiceUnavailable(
+                f"The data of image {row.id} does not match its recorded size: {error}."
+            ) from None
+        if not sent:
+            raise
+        reason = error.message if isinstance(error, sources.SourceError) else str(error)
+        log.warning("download of image %s aborted: %s", row.id, reason)
+        raise DownloadBroken(reason) from None
 
 
 def over_quota(count: int, quota: int) -> bool:
@@ -741,23 +777,42 @@ class ImageService:
         return row, self._chunks(row)
 
     async def _chunks(self, row: ImageRow) -> AsyncIterator[bytes]:
+        """The image's bytes, exactly `row.size` of them: a source or store that holds
+        another size is refused before the first chunk (503), and one that breaks off or
+        runs long after it raises `DownloadBroken` (the connection must be aborted)."""
         if not row.size or row.location is None:
             return
         if row.location_is_external:
             try:
                 async with sources.open_source(row.location, self.source_policy) as source:
-                    async for chunk in source.chunks():
+                    if source.size is not None and source.size != row.size:
+                        raise self._mismatch(row, source.size, "its location")
+                    async for chunk in _exactly(source.chunks(), row, "its location"):
                         yield chunk
             except sources.SourceError as error:
                 raise _source_error(error) from None
             return
         try:
-            async for chunk in self.store.get(row.location):
+            held = await self.store.size(row.location)
+            if held != row.size:
+                raise self._mismatch(row, held, "the store")
+            async for chunk in _exactly(self.store.get(row.location), row, "the store"):
                 yield chunk
         except BlobNotFound:
             raise NotFound(f"Data of image {row.id} is missing from the store.") from None
         except StoreUnavailable as error:
             raise ServiceUnavailable(str(error)) from None
+
+    @staticmethod
+    def _mismatch(row: ImageRow, held: int, where: str) -> ServiceUnavailable:
+        log.warning(
+            "download of image %s refused: %s holds %d bytes, the record says %d",
+            row.id, where, held, row.size,
+        )  # fmt: skip
+        return ServiceUnavailable(
+            f"The data of image {row.id} does not match its recorded size "
+            f"({held} bytes held, {row.size} recorded)."
+        )
 
     # -- delete ----------------------------------------------------------------------------
 

@@ -128,6 +128,15 @@ class FilesystemStore:
                 for start in range(0, len(block), CHUNK_SIZE):
                     yield bytes(view[start : start + CHUNK_SIZE])
 
+    async def size(self, location: str) -> int:
+        path = self._path(location)
+        try:
+            return (await path.stat()).st_size
+        except FileNotFoundError:
+            raise BlobNotFound(f"image data is missing: {path.name}") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read image data: {exc.strerror}") from exc
+
     async def delete(self, location: str) -> None:
         try:
             path = self._path(location)
