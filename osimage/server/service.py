@@ -221,7 +221,7 @@ def _over_storage_quota(size: int | None, room: int) -> TooLarge:
     )
 
 
-_RESERVE_STEP = 64 * 1024 * 1024  # quota an upload of unknown size reserves at a time
+_RESERVE_STEP = 8 * 1024 * 1024  # quota an upload of unknown size reserves at a time
 
 
 class _Reservation:
