@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import psutil
 import pytest
 
 from tests.support.http import request
+from tests.support.mounts import read_only, small_tmpfs
 from tests.support.server import Server, start_server
 from tests.support.stored import store_kind, stored_for, stored_names
 
@@ -218,3 +220,55 @@ def test_chunked_uploads_over_the_quota_fail_without_passing_it(quota_server: Se
     assert len(active) * 4 * MiB <= 10 * MiB
     names = stored_names(quota_server)
     assert all(not any(i in name for name in names) for i in ids if i not in active)
+
+
+def put_data(server: Server, image_id: str, data: bytes) -> tuple[int, bytes]:
+    status, _, body = request(
+        server,
+        "PUT",
+        f"/v1/images/{image_id}",
+        {"content-type": "application/octet-stream"},
+        data,
+    )
+    return status, body
+
+
+@pytest.mark.file_store
+def test_a_full_disk_during_an_upload_is_413_and_leaves_nothing(tmp_path: Path) -> None:
+    images = tmp_path / "data" / "images"
+    with small_tmpfs(images, "2m"):
+        server = start_server(tmp_path)
+        try:
+            kept = reserve(server)
+            assert put_data(server, kept, b"k" * MiB)[0] == 200
+            free_before = os.statvfs(images).f_bavail
+            image_id = reserve(server)
+            status, body = put_data(server, image_id, b"f" * (4 * MiB))
+            assert status == 413, body
+            assert b"storage media is full" in body  # the partial filled the disk
+            assert status_of(server, image_id) == "killed"
+            assert stored_names(server) == [kept]
+            assert os.statvfs(images).f_bavail == free_before  # its bytes were given back
+            assert put_data(server, reserve(server), b"s" * 1000)[0] == 200  # still works
+        finally:
+            server.close()
+
+
+@pytest.mark.file_store
+def test_an_unwritable_store_during_an_upload_is_503_and_kills_the_image(
+    tmp_path: Path,
+) -> None:
+    server = start_server(tmp_path)
+    try:
+        kept = reserve(server)
+        assert put_data(server, kept, b"k" * 1000)[0] == 200
+        image_id = reserve(server)
+        with read_only(server.data_dir / "images"):
+            status, body = put_data(server, image_id, b"u" * 100_000)
+        assert status == 503, body
+        assert b"image store" in body
+        assert status_of(server, image_id) == "killed"
+        assert stored_names(server) == [kept]
+        assert "Traceback" not in server.log()
+    finally:
+        server.close()
