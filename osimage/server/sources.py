@@ -449,6 +449,13 @@ async def _send(
         raise SourceUnavailable(target.url, str(exc)) from None
     except httpcore.TimeoutException:
         raise SourceUnavailable(target.url, "the source did not answer in time") from None
+    except httpcore.RemoteProtocolError as exc:
+        if "content-length" in str(exc).lower():  # e.g. more digits than h11 reads
+            raise SourceError(
+                f"External source {redact(target.url)} declares a Content-Length larger "
+                f"than an image may be ({MAX_SIZE} bytes) or unreadable: {exc}"
+            ) from None
+        raise SourceUnavailable(target.url, f"cannot talk to the source: {exc}") from None
     except (httpcore.NetworkError, httpcore.ProtocolError, ssl.SSLError) as exc:
         raise SourceUnavailable(target.url, f"cannot talk to the source: {exc}") from None
     except httpcore.UnsupportedProtocol:
