@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.hostile.test_copies import SLOW, copy, image_id_of
 from tests.hostile.test_uploads import (
     open_put,
     reserve,
@@ -24,6 +25,7 @@ from tests.hostile.test_uploads import (
 from tests.support.http import request
 from tests.support.mounts import read_only
 from tests.support.server import Server, free_port, start_server
+from tests.support.source import serve_source
 from tests.support.stored import store_kind, stored_for
 
 pytestmark = pytest.mark.e2e
@@ -151,3 +153,22 @@ def test_a_scrubber_delete_that_fails_is_retried(tmp_path: Path) -> None:
         wait_until(lambda: status_of(server, image_id) == "deleted", "deleted at last")
     finally:
         server.close()
+
+
+def test_a_copy_killed_mid_transfer_leaves_nothing_after_a_restart(tmp_path: Path) -> None:
+    with serve_source() as source:
+        source.scripts["/slow"] = SLOW
+        server = start_server(tmp_path, "--allow-source-network", "127.0.0.1/32")
+        try:
+            status, body = copy(server, source.url("/slow"))
+            assert status == 201, body
+            image_id = image_id_of(body)
+            wait_until(lambda: source.served > 300_000, "data copied")
+            if store_kind(server) == "file":  # the data existed
+                wait_until(lambda: stored_bytes(server, image_id) > 0, "partial data stored")
+            server.kill()
+            server.start()
+            assert status_of(server, image_id) == "killed"
+            wait_until(lambda: stored_for(server, image_id) == [], "partial data removed")
+        finally:
+            server.close()
