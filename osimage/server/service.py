@@ -107,17 +107,22 @@ class Change:
 async def _batches(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
     """Join chunks into batches of at least `size` bytes (the last may be shorter).
 
-    An empty chunk (the body's idle tick: the client paused) hands on what is held at
-    once, so a stalled upload pins no batch; only a client that keeps sending fills one.
+    A batch is handed on when it is full, when it has been gathering for `IDLE_FLUSH`
+    seconds, or at an empty chunk (the body's idle tick: the client paused). So a stalled
+    upload pins no batch, and a slow one at most what it sends in `IDLE_FLUSH` seconds;
+    only a client sending at `size / IDLE_FLUSH` bytes per second fills one.
     """
     parts: list[bytes] = []
     held = 0
+    since = 0.0
     async for chunk in chunks:
         if not chunk and not held:
             continue
+        if not held:
+            since = anyio.current_time()
         parts.append(chunk)
         held += len(chunk)
-        if held >= size or not chunk:
+        if held >= size or not chunk or anyio.current_time() - since >= IDLE_FLUSH:
             yield parts[0] if len(parts) == 1 else b"".join(parts)
             parts, held = [], 0
     if held:

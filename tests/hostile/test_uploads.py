@@ -136,7 +136,9 @@ def test_stalled_uploads_pin_no_batch_and_keep_the_server_small(tmp_path: Path) 
         )
         grown = process.memory_info().rss - before
         print(f"RSS growth with {count} uploads stalled at {sent} bytes: {grown / MiB:.1f} MiB")
-        assert grown < count * sent / 3, f"{grown / MiB:.1f} MiB"
+        # holding the batches grows it by all that was sent (57 MiB measured); sockets,
+        # tasks and the allocator's leftovers by 10-25 MiB
+        assert grown < 0.75 * count * sent, f"{grown / MiB:.1f} MiB"
     finally:
         for sock in sockets:
             sock.close()
