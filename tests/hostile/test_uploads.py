@@ -114,7 +114,7 @@ def test_a_stalled_upload_is_killed_its_data_removed_and_its_connection_closed(
     wait_until(lambda: stored_for(impatient, image_id) == [], "partial data removed")
 
 
-@pytest.mark.file_store  # S3 buffers a 5 MiB part per upload by protocol; Swift a segment
+@pytest.mark.file_store  # reads the file store; S3 buffers a whole part per upload by protocol
 def test_stalled_uploads_pin_no_batch_and_keep_the_server_small(tmp_path: Path) -> None:
     server = start_server(tmp_path)
     assert server.proc is not None
