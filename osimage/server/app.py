@@ -94,6 +94,11 @@ def _limits(settings: Settings) -> Limits:
         list_filters_max=settings.list_filters_max,
         json_body_max=settings.json_body_max,
         json_depth_max=settings.json_depth_max,
+        body_timeout=settings.body_timeout,
+        copy_max=settings.copy_max,
+        copy_max_per_project=settings.copy_max_per_project,
+        copy_timeout=settings.copy_timeout,
+        copy_min_rate=settings.copy_min_rate,
     )
 
 

@@ -121,3 +121,13 @@ def render(error: ApiError, *, accept: str, head: bool) -> tuple[str, bytes]:
         return "application/json", b"" if head else body.encode()
     text = f"{status}\n\n{error.message}\n"
     return "text/plain; charset=UTF-8", b"" if head else text.encode()
+
+
+class RequestTimeout(ApiError):
+    status_code = 408
+    title = "Request Timeout"
+
+
+class TooManyRequests(ApiError):
+    status_code = 429
+    title = "Too Many Requests"

@@ -13,6 +13,7 @@ import uvicorn
 
 from osimage.server.app import create_app, prepare
 from osimage.server.db.engine import DatabaseConfigError, database_url
+from osimage.server.instance import DataInUse, exclusive, lock_paths
 from osimage.server.operations.metrics import MULTIPROC_VARIABLE
 from osimage.server.settings import Settings
 
@@ -30,6 +31,14 @@ def run(settings: Settings) -> None:
     except DatabaseConfigError as exc:
         sys.exit(f"osimage serve: {exc}")
     _configure_logging(settings.log_level)
+    try:
+        with exclusive(lock_paths(settings.database, settings.store)):
+            _serve(settings)
+    except DataInUse as exc:
+        sys.exit(f"osimage serve: {exc}")
+
+
+def _serve(settings: Settings) -> None:
     common: dict[str, object] = {
         "host": settings.host,
         "port": settings.port,

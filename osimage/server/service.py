@@ -27,9 +27,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from osimage import wire
-from osimage.server import sources
+from osimage.server import copies, sources
 from osimage.server.auth import Context
 from osimage.server.cache import ImageCache, cacheable
+from osimage.server.copies import Slot
 from osimage.server.db import catalog, leases
 from osimage.server.db.catalog import ImageRow, ListQuery, Scope
 from osimage.server.db.engine import read, reading, writing
@@ -50,13 +51,20 @@ from osimage.server.operations.policy import Policy, image_target
 from osimage.server.protections import Protections
 from osimage.server.queries import parse_list_query
 from osimage.server.rules import HASH_ALGO, visibility_of
-from osimage.server.stores.base import BlobNotFound, BlobStore, StoreFull, StoreUnavailable
+from osimage.server.stores.base import (
+    BlobNotFound,
+    BlobStore,
+    StoreError,
+    StoreFull,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("osimage.service")
 
 _MAX_ID_LENGTH = 36
 MAX_BIGINT = 2**63 - 1
 _BATCH_SIZE = 1024 * 1024  # upload bytes per hash job and per store write
+IDLE_FLUSH = 0.1  # seconds without upload data after which a partial batch is handed on
 MAX_ID_TEXT = 255  # owner, property keys, member ids: String(255) columns
 _UPDATABLE = (
     "name", "disk_format", "container_format", "min_disk", "min_ram", "virtual_size",
@@ -82,6 +90,11 @@ class Limits:
     list_filters_max: int = 50
     json_body_max: int = 1024 * 1024
     json_depth_max: int = 32
+    body_timeout: float = 60.0  # seconds a request body may send nothing
+    copy_max: int = 10  # concurrent copy-from transfers per process
+    copy_max_per_project: int = 3
+    copy_timeout: float = 3600.0  # seconds per copy in all
+    copy_min_rate: int = 1024  # bytes/s averaged per COPY_RATE_WINDOW; 0: none
 
 
 @dataclass
@@ -104,13 +117,24 @@ class Change:
 
 
 async def _batches(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
-    """Join chunks into batches of at least `size` bytes (the last may be shorter)."""
+    """Join chunks into batches of at least `size` bytes (the last may be shorter).
+
+    A batch is handed on when it is full, when it has been gathering for `IDLE_FLUSH`
+    seconds, or at an empty chunk (the body's idle tick: the client paused). So a stalled
+    upload pins no batch, and a slow one at most what it sends in `IDLE_FLUSH` seconds;
+    only a client sending at `size / IDLE_FLUSH` bytes per second fills one.
+    """
     parts: list[bytes] = []
     held = 0
+    since = 0.0
     async for chunk in chunks:
+        if not chunk and not held:
+            continue
+        if not held:
+            since = anyio.current_time()
         parts.append(chunk)
         held += len(chunk)
-        if held >= size:
+        if held >= size or not chunk or anyio.current_time() - since >= IDLE_FLUSH:
             yield parts[0] if len(parts) == 1 else b"".join(parts)
             parts, held = [], 0
     if held:
@@ -121,6 +145,36 @@ def _plausible_id(image_id: str) -> bool:
     """Whether an image could have this id: not too long for the column, and no NUL
     (PostgreSQL text cannot hold one: looking it up would be an error, not a miss)."""
     return len(image_id) <= _MAX_ID_LENGTH and "\x00" not in image_id
+
+
+class DownloadBroken(Exception):
+    """Image data stopped matching its recorded size after the headers went out (logged
+    once, here): the only honest answer left is to abort the connection."""
+
+
+async def _exactly(chunks: AsyncIterator[bytes], row: ImageRow, where: str) -> AsyncIterator[bytes]:
+    """`chunks` while they add up to `row.size`; an error before the first chunk passes
+    through, any failure after it becomes `DownloadBroken`."""
+    expected, sent = row.size or 0, 0
+    try:
+        async for chunk in chunks:
+            if sent + len(chunk) > expected:
+                raise DownloadBroken(f"{where} sent more than the recorded {expected} bytes")
+            sent += len(chunk)
+            yield chunk
+        if sent != expected:
+            raise DownloadBroken(f"{where} ended after {sent} of the recorded {expected} bytes")
+    except (StoreError, sources.SourceError, DownloadBroken) as error:
+        if not sent and isinstance(error, DownloadBroken):  # nothing sent: answer instead
+            log.warning("download of image %s refused: %s", row.id, error)
+            raise ServiceUnavailable(
+                f"The data of image {row.id} does not match its recorded size: {error}."
+            ) from None
+        if not sent:
+            raise
+        reason = error.message if isinstance(error, sources.SourceError) else str(error)
+        log.warning("download of image %s aborted: %s", row.id, reason)
+        raise DownloadBroken(reason) from None
 
 
 def over_quota(count: int, quota: int) -> bool:
@@ -190,6 +244,23 @@ def _over_storage_quota(size: int | None, room: int) -> TooLarge:
     )
 
 
+_RESERVE_STEP = 8 * 1024 * 1024  # quota an upload of unknown size reserves at a time
+
+
+class _Reservation:
+    """The storage quota one upload holds (its lease's `reserved`); grows as data arrives.
+
+    Released by the upload's end: only `saving` images' reservations count."""
+
+    def __init__(self, service: ImageService, owner: str | None, image_id: str) -> None:
+        self._service, self._owner, self._image_id = service, owner, image_id
+        self.held = 0
+
+    async def cover(self, needed: int, *, wanted: int) -> None:
+        """Hold at least `needed` bytes (TooLarge if the quota has no room for them)."""
+        self.held = await self._service._reserve(self._owner, self._image_id, needed, wanted)
+
+
 class ImageService:
     """Every image operation, each checked against the caller's `Context`."""
 
@@ -226,6 +297,7 @@ class ImageService:
         self.notifier: Notifier = notifier if notifier is not None else NoNotifier()
         self.metrics = metrics
         self.cache = cache  # this node's image cache (issue 16), if enabled
+        self.copies = copies.Copies(limits.copy_max, limits.copy_max_per_project)
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -376,6 +448,15 @@ class ImageService:
                 "owner and be visible to everyone."
             )
         self.policy.enforce(ctx, "add_image", image_target(owner=ctx.owner_id))
+        slot = self._copy_slot(ctx, change)  # before the source is probed
+        try:
+            return await self._create(ctx, change, slot)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+
+    async def _create(self, ctx: Context, change: Change, slot: Slot | None) -> ImageRow:
         fields = self._normalise(ctx, change)
         self._enforce_sources(ctx, change, image_target(**{"owner": ctx.owner_id, **fields}))
         self._check_cap(fields, change)
@@ -433,9 +514,9 @@ class ImageService:
             self.notifier.info(ctx, "image.create", events.image_payload(row))
         if change.data is not None:
             await self._upload(image_id, change.data, ctx.owner_id, ctx=ctx)
-        elif change.copy_from is not None:
+        elif change.copy_from is not None and slot is not None:
             self.tasks.start_soon(
-                partial(self._copy, image_id, change.copy_from, ctx.owner_id, ctx=ctx)
+                partial(self._copy, image_id, change.copy_from, ctx.owner_id, slot, ctx=ctx)
             )
         return await self._reload(image_id)
 
@@ -455,6 +536,17 @@ class ImageService:
 
     async def update(self, ctx: Context, image_id: str, change: Change) -> ImageRow:
         """PUT /images/{id}: change metadata, then upload/locate/copy if the image is queued."""
+        slot = self._copy_slot(ctx, change)
+        try:
+            return await self._update(ctx, image_id, change, slot)
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
+
+    async def _update(
+        self, ctx: Context, image_id: str, change: Change, slot: Slot | None
+    ) -> ImageRow:
         fields = self._normalise(ctx, change)
         self._check_cap(fields, change)
         if "store" in fields and fields["store"] != self.store.scheme:
@@ -517,9 +609,9 @@ class ImageService:
             await catalog.set_properties(conn, image_id, properties, purge=purge)
         if change.data is not None:
             await self._upload(image_id, change.data, ctx.owner_id, ctx=ctx)
-        elif change.copy_from is not None:
+        elif change.copy_from is not None and slot is not None:
             self.tasks.start_soon(
-                partial(self._copy, image_id, change.copy_from, ctx.owner_id, ctx=ctx)
+                partial(self._copy, image_id, change.copy_from, ctx.owner_id, slot, ctx=ctx)
             )
         updated = await self._reload(image_id)
         self.notifier.info(ctx, "image.update", events.image_payload(updated))
@@ -538,23 +630,30 @@ class ImageService:
             async with writing(self.engine) as conn:
                 await catalog.transition(conn, image_id, "saving", "killed")
 
-    async def _discard(self, location: str) -> None:
+    async def _discard(self, location: str) -> bool:
+        """Remove a blob, even while being cancelled; False (logged) if the store failed."""
         with CancelScope(shield=True):
             try:
                 await self.store.delete(location)
-            except Exception:
+            except Exception as error:
                 self._count_store_error("delete")
-                log.exception("could not remove blob %s", location)
+                log.warning("could not remove blob %s: %s", location, error)
+                return False
+        return True
 
     def _count_store_error(self, operation: str) -> None:
         if self.metrics is not None:
             self.metrics.store_error(operation)
 
     async def _store(
-        self, image_id: str, chunks: AsyncIterator[bytes], room: int | None = None
+        self,
+        image_id: str,
+        chunks: AsyncIterator[bytes],
+        reservation: _Reservation | None = None,
     ) -> tuple[Any, str, str]:
         """Store `chunks`, counting size and digests as they pass; enforce the size cap and
-        the `room` left in the uploader's storage quota (None: unlimited)."""
+        the uploader's storage quota: no byte reaches the store before `reservation` (None:
+        no quota) holds it."""
         cap = self.limits.image_size_cap
         md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
         multihash = hashlib.new(HASH_ALGO)
@@ -565,8 +664,8 @@ class ImageService:
                 seen += len(chunk)
                 if seen > cap:
                     raise TooLarge(f"Denying attempt to upload image larger than {cap} bytes.")
-                if room is not None and seen > room:
-                    raise _over_storage_quota(None, room)
+                if reservation is not None and seen > reservation.held:
+                    await reservation.cover(seen, wanted=seen + _RESERVE_STEP)
                 if self.metrics is not None:
                     self.metrics.uploaded.inc(len(chunk))
                 yield chunk
@@ -585,6 +684,7 @@ class ImageService:
                     loop.run_in_executor(None, multihash.update, batch),
                 ]
                 yield batch
+                del batch  # not pinned while the next one is awaited (a stalled client)
             for job in hashing:
                 await job
 
@@ -592,18 +692,31 @@ class ImageService:
         self.multihashes[image_id] = multihash.hexdigest()  # read by _activate
         return blob, md5.hexdigest(), sha256.hexdigest()
 
-    async def _room(self, owner: str | None, image_id: str, declared: int | None) -> int | None:
-        """What `owner` may still store, checked against a `declared` size (None: unknown);
-        None when there is no storage quota. Raises TooLarge if it cannot fit."""
-        quota = self.limits.user_storage_quota
-        if quota <= 0:
+    async def _reservation(
+        self, owner: str | None, image_id: str, declared: int | None
+    ) -> _Reservation | None:
+        """A storage-quota reservation for an upload of `declared` bytes (None: unknown),
+        already holding them if declared; None when there is no storage quota. Raises
+        TooLarge if it cannot fit."""
+        if self.limits.user_storage_quota <= 0:
             return None
-        async with reading(self.engine) as conn:
+        reservation = _Reservation(self, owner, image_id)
+        await reservation.cover(declared or 0, wanted=declared or _RESERVE_STEP)
+        return reservation
+
+    async def _reserve(self, owner: str | None, image_id: str, needed: int, wanted: int) -> int:
+        """Hold at least `needed`, at most `wanted` bytes of `owner`'s quota for the upload
+        of `image_id`, in one transaction that owner's other reservations wait for;
+        returns what is held. Raises TooLarge if `needed` does not fit."""
+        quota = self.limits.user_storage_quota
+        async with writing(self.engine) as conn:
+            await catalog.lock_owner(conn, owner)
             room = quota - await catalog.storage_usage(conn, owner, exclude=image_id)
-        fits = room > 0 if declared is None else declared <= room
-        if not fits:
-            raise _over_storage_quota(declared, room)
-        return room
+            if needed > room or room <= 0:
+                raise _over_storage_quota(needed or None, room)
+            held = min(max(wanted, needed), room)
+            await leases.reserve(conn, image_id, held)
+        return held
 
     async def _upload(
         self, image_id: str, data: Upload, owner: str | None, *, ctx: Context | None = None
@@ -636,8 +749,8 @@ class ImageService:
             declared = data.length
             if declared is None and self.limits.user_storage_quota > 0:
                 declared = (await self._reload(image_id)).size or None
-            room = await self._room(owner, image_id, declared)
-            blob, checksum, sha256 = await self._store(image_id, data.chunks, room)
+            reservation = await self._reservation(owner, image_id, declared)
+            blob, checksum, sha256 = await self._store(image_id, data.chunks, reservation)
         except BaseException as error:
             await self._kill(image_id)
             if isinstance(error, StoreFull | StoreUnavailable | OSError):
@@ -681,6 +794,7 @@ class ImageService:
             row = await self._reload(image_id)
             async with writing(self.engine) as conn:
                 if quota > 0:  # again, now the size is known, in the activating transaction
+                    await catalog.lock_owner(conn, owner)
                     used = await catalog.storage_usage(conn, owner, exclude=image_id)
                     if used + blob.size > quota:
                         raise _over_storage_quota(blob.size, quota - used)
@@ -718,43 +832,80 @@ class ImageService:
             raise
 
     async def _copy(
-        self, image_id: str, url: str, owner: str | None, *, ctx: Context | None = None
+        self, image_id: str, url: str, owner: str | None, slot: Slot, *, ctx: Context | None = None
     ) -> None:
-        """Background copy-from: queued -> saving -> active, or killed."""
-        if not await self._start_saving(image_id):
-            return
-        with self._transfer("copy"):
-            await self._copy_data(image_id, url, owner, ctx)
+        """Background copy-from: queued -> saving -> active, or killed; within
+        `copy_timeout` and `copy_min_rate`, cancelled by a delete of the image."""
+        try:
+            with CancelScope() as deleted:
+                self.copies.watch(image_id, deleted)
+                try:
+                    with self._transfer("copy"):
+                        await self._copy_data(image_id, url, owner, ctx)
+                finally:
+                    self.copies.forget(image_id)
+            if deleted.cancelled_caught:
+                log.info("copy of image %s cancelled: the image was deleted", image_id)
+        finally:
+            slot.release()
 
     async def _copy_data(
         self, image_id: str, url: str, owner: str | None, ctx: Context | None
     ) -> None:
+        if not await self._start_saving(image_id):
+            return
+        limits = self.limits
         try:
-            if self.notifier.enabled:
-                row = await self._reload(image_id)
-                self.notifier.info(ctx, "image.prepare", events.image_payload(row))
-            declared = (await self._reload(image_id)).size or None
-            room = await self._room(owner, image_id, declared)
-            async with sources.open_source(url, self.source_policy) as source:
-                blob, checksum, sha256 = await self._store(image_id, source.chunks(), room)
+            with anyio.fail_after(limits.copy_timeout):
+                if self.notifier.enabled:
+                    row = await self._reload(image_id)
+                    self.notifier.info(ctx, "image.prepare", events.image_payload(row))
+                declared = (await self._reload(image_id)).size or None
+                reservation = await self._reservation(owner, image_id, declared)
+                async with sources.open_source(url, self.source_policy) as source:
+                    chunks = copies.paced(
+                        source.chunks(),
+                        min_rate=limits.copy_min_rate,
+                        still_wanted=partial(self._still_saving, image_id),
+                    )
+                    blob, checksum, sha256 = await self._store(image_id, chunks, reservation)
             # the copy's own size wins over a declared one (§12)
             async with writing(self.engine) as conn:
                 await catalog.update_image(conn, image_id, {"size": blob.size}, status="saving")
             await self._activate(image_id, blob, checksum, sha256, owner)
             if self.notifier.enabled:
                 self._notify_activated(ctx, await self._reload(image_id))
+        except copies.CopyCancelled:
+            log.info("copy of image %s cancelled: the image was deleted", image_id)
         except Exception as error:
             await self._kill(image_id)
             if isinstance(error, StoreFull | StoreUnavailable | OSError):
                 self._count_store_error("put")
             self._notify_failed(ctx, image_id, error)
-            reason = error.message if isinstance(error, ApiError | sources.SourceError) else error
+            if isinstance(error, ApiError | sources.SourceError):
+                reason: object = error.message
+            elif isinstance(error, TimeoutError):
+                reason = f"it took longer than copy_timeout ({limits.copy_timeout:g} s)"
+            elif isinstance(error, copies.CopyTooSlow):
+                reason = f"{error} (copy_min_rate)"
+            else:
+                reason = error
             log.warning("copy of image %s failed: %s", image_id, reason)
         except BaseException:
             await self._kill(image_id)
             raise
         finally:
             self.uploading.discard(image_id)
+
+    async def _still_saving(self, image_id: str) -> bool:
+        row = await self._row(image_id)
+        return row is not None and row.status == "saving"
+
+    def _copy_slot(self, ctx: Context, change: Change) -> Slot | None:
+        """A place under the copy caps for a copy-from request (429/503 when full)."""
+        if change.copy_from is None:
+            return None
+        return self.copies.acquire(ctx.owner_id)
 
     async def _start_saving(self, image_id: str) -> bool:
         """queued -> saving, leased to this instance; False if the image was not queued."""
@@ -794,18 +945,28 @@ class ImageService:
                 self.notifier.error(ctx, "image.send", payload)
 
     async def _chunks(self, row: ImageRow) -> AsyncIterator[bytes]:
+        """The image's bytes, exactly `row.size` of them: a source or store that holds
+        another size is refused before the first chunk (503), and one that breaks off or
+        runs long after it raises `DownloadBroken` (the connection must be aborted)."""
         if not row.size or row.location is None:
             return
         if row.location_is_external:
             try:
                 async with sources.open_source(row.location, self.source_policy) as source:
-                    async for chunk in source.chunks():
+                    if source.size is not None and source.size != row.size:
+                        raise self._mismatch(row, source.size, "its location")
+                    async for chunk in _exactly(source.chunks(), row, "its location"):
                         yield chunk
             except sources.SourceError as error:
                 raise _source_error(error) from None
             return
         try:
-            async for chunk in self._stored(row, row.location):
+            if self.cache is None or not cacheable(row, self.store):
+                # the cache checks size and md5 itself, and spares the store a request
+                held = await self.store.size(row.location)
+                if held != row.size:
+                    raise self._mismatch(row, held, "the store")
+            async for chunk in _exactly(self._stored(row, row.location), row, "the store"):
                 yield chunk
         except BlobNotFound:
             raise NotFound(f"Data of image {row.id} is missing from the store.") from None
@@ -821,6 +982,17 @@ class ImageService:
         assert row.checksum is not None
         assert row.size is not None
         return self.cache.read(row.id, row.checksum, row.size, partial(self.store.get, location))
+
+    @staticmethod
+    def _mismatch(row: ImageRow, held: int, where: str) -> ServiceUnavailable:
+        log.warning(
+            "download of image %s refused: %s holds %d bytes, the record says %d",
+            row.id, where, held, row.size,
+        )  # fmt: skip
+        return ServiceUnavailable(
+            f"The data of image {row.id} does not match its recorded size "
+            f"({held} bytes held, {row.size} recorded)."
+        )
 
     # -- delete ----------------------------------------------------------------------------
 
@@ -846,8 +1018,12 @@ class ImageService:
                         conn, image_id, {"status": "pending_delete"}, status="deleted", deleted=True
                     )
             if done:
-                if stored and not delay:
-                    await self._discard(row.location or "")
+                if row.status == "saving":
+                    self.copies.cancel(image_id)  # a copy another process runs sees it later
+                # a crash (or a store failure) before `forget_data`: the sweep ends it
+                if stored and not delay and await self._discard(row.location or ""):
+                    async with writing(self.engine) as conn:
+                        await catalog.forget_data(conn, image_id)
                 if self.notifier.enabled:
                     gone = await self._reload(image_id)
                     payload = events.image_payload(gone, deleted=True, deleted_at=events.isotime())
@@ -944,9 +1120,33 @@ class ImageService:
 
 
 async def _discard_partial(store: BlobStore, killed: list[tuple[str, str | None]]) -> None:
-    for _, location in killed:
-        if location and store.owns(location):
-            await store.delete(location)
+    """Remove what the store holds of uploads just killed: the blob at their location, or
+    where `put` would have stored it (a crash after storing, before activating)."""
+    for image_id, location in killed:
+        where = location if location and store.owns(location) else store.location(image_id)
+        try:
+            await store.delete(where)
+        except Exception as error:  # the next sweep tries again (`leftover_data`)
+            log.warning("could not remove the data of killed image %s: %s", image_id, error)
+
+
+async def _finish_leftovers(engine: AsyncEngine, store: BlobStore) -> int:
+    """Remove the stored data of `killed` and `deleted` images that a crash left (see
+    `catalog.leftover_data`); returns how many were finished."""
+    async with reading(engine) as conn:
+        leftovers = await catalog.leftover_data(conn)
+    finished = 0
+    for image_id, location in leftovers:
+        where = location if location and store.owns(location) else store.location(image_id)
+        try:
+            await store.delete(where)
+        except Exception as error:
+            log.warning("could not remove the data of image %s: %s", image_id, error)
+            continue
+        async with writing(engine) as conn:
+            await catalog.forget_data(conn, image_id)
+        finished += 1
+    return finished
 
 
 async def sweep(
@@ -971,12 +1171,15 @@ async def sweep(
                 if await leases.kill(conn, image_id, now, stale_before=stale_before, node=node):
                     stranded.append((image_id, location))
     await _discard_partial(store, stranded)
+    finished = await _finish_leftovers(engine, store)
     removed = await store.sweep()
-    if stranded or removed:
+    if stranded or removed or finished:
         log.warning(
-            "crash sweep: %d image(s) killed, %d partial file(s) removed",
+            "crash sweep: %d image(s) killed, %d partial file(s) removed, "
+            "data of %d killed or deleted image(s) removed",
             len(stranded),
             len(removed),
+            finished,
         )
     return [image_id for image_id, _ in stranded]
 
@@ -991,15 +1194,17 @@ async def scrub(engine: AsyncEngine, store: BlobStore) -> int:
         pending = await catalog.image_ids_in_status(conn, "pending_delete")
     scrubbed = 0
     for image_id, location in pending:
+        values: dict[str, Any] = {"status": "deleted"}
         if location and store.owns(location):
             try:
                 await store.delete(location)
             except Exception as error:  # kept pending: the next run tries again
                 log.warning("scrubber could not remove the data of %s: %s", image_id, error)
                 continue
+            values["location"] = None  # gone: nothing for the crash sweep to finish
         async with writing(engine) as conn:
             if await catalog.update_image(
-                conn, image_id, {"status": "deleted"}, status="pending_delete", deleted=True
+                conn, image_id, values, status="pending_delete", deleted=True
             ):
                 scrubbed += 1
     if scrubbed:

@@ -455,8 +455,8 @@ class ImagesV2:
         chunks = data.chunks if isinstance(data, Upload) else data
         declared = data.length if isinstance(data, Upload) else None
         try:
-            room = await images._room(owner, image_id, declared)
-            blob, checksum, sha256 = await images._store(image_id, chunks, room)
+            reservation = await images._reservation(owner, image_id, declared)
+            blob, checksum, sha256 = await images._store(image_id, chunks, reservation)
         except BaseException as error:
             images.multihashes.pop(image_id, None)
             await self._requeue(image_id)

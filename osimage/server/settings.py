@@ -5,6 +5,7 @@ This module is imported by the CLI before the server is, so it uses the standard
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import socket
 from collections.abc import Callable, Mapping
@@ -200,7 +201,8 @@ SETTINGS: Final = (
         "node_id",
         None,
         "Names this osimage serve instance (all its workers) in the upload leases of a "
-        "shared database; unique per host [default: <hostname>:<port>].",
+        "shared database; unique per host [default: <hostname>:<hash of the data dir>, "
+        "the same whatever the port, so a restart kills its own interrupted uploads].",
     ),
     Setting(
         "upload_lease",
@@ -208,6 +210,40 @@ SETTINGS: Final = (
         "Seconds an upload's lease lasts unrenewed (renewed every third of it); after "
         "that any instance kills the upload as stranded.",
         _positive_seconds,
+    ),
+    Setting(
+        "body_timeout",
+        "60",
+        "Seconds a request body (an upload) may send nothing; then the request fails with "
+        "408, the upload's image is killed and its partial data removed.",
+        _positive_seconds,
+    ),
+    Setting(
+        "copy_max",
+        "10",
+        "Most copy-from transfers one server process runs at once; beyond it a new copy "
+        "is refused with 503.",
+        _positive,
+    ),
+    Setting(
+        "copy_max_per_project",
+        "3",
+        "Most copy-from transfers of one project a server process runs at once; beyond it "
+        "that project's new copies are refused with 429.",
+        _positive,
+    ),
+    Setting(
+        "copy_timeout",
+        "3600",
+        "Seconds a copy-from transfer may take in all; then its image is killed.",
+        _positive_seconds,
+    ),
+    Setting(
+        "copy_min_rate",
+        "1024",
+        "Bytes per second a copy-from source must average over each 30 s window "
+        "(0: no minimum); a slower copy is killed.",
+        _non_negative,
     ),
     Setting(
         "property_protection_file",
@@ -377,6 +413,11 @@ class Settings:
     scrub_interval: float = 300.0
     node_id: str = ""
     upload_lease: float = 300.0
+    body_timeout: float = 60.0
+    copy_max: int = 10
+    copy_max_per_project: int = 3
+    copy_timeout: float = 3600.0
+    copy_min_rate: int = 1024
     property_protection_file: Path | None = None
     cache_dir: Path | None = None
     cache_size: int = 10 * 1024**3
@@ -432,7 +473,7 @@ class Settings:
         if not values["store"]:
             values["store"] = (data_dir / "images").resolve().as_uri()
         if not values["node_id"]:
-            values["node_id"] = f"{socket.gethostname()}:{values['port']}"
+            values["node_id"] = default_node_id(data_dir)
         if values["tokens_file"] is not None:
             values["tokens_file"] = Path(values["tokens_file"]).expanduser()
         settings = cls(**values)
@@ -491,6 +532,12 @@ class Settings:
             else:
                 env[row.variable] = str(value)
         return env
+
+
+def default_node_id(data_dir: Path) -> str:
+    """`<hostname>:<12 hex digits naming the data dir>`: stable across restarts and ports."""
+    where = str(data_dir.expanduser().resolve())
+    return f"{socket.gethostname()}:{hashlib.sha256(where.encode()).hexdigest()[:12]}"
 
 
 def is_loopback(host: str) -> bool:

@@ -370,7 +370,7 @@ class Source:
 
     def __init__(self, url: str, response: httpcore.Response) -> None:
         self._url = url  # may carry credentials: only ever shown redacted
-        self.size = _content_length(response)
+        self.size = _content_length(url, response)
         self._response = response
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -385,10 +385,21 @@ class Source:
             raise SourceUnavailable(self._url, f"the transfer broke: {exc}") from None
 
 
-def _content_length(response: httpcore.Response) -> int | None:
+MAX_SIZE: Final = 2**63 - 1  # what the size column holds
+
+
+def _content_length(url: str, response: httpcore.Response) -> int | None:
+    """The declared size; SourceInvalid (400) for one no image size column can hold."""
     for name, value in response.headers:
-        if name.lower() == b"content-length" and value.strip().isdigit():
-            return int(value)
+        text = value.strip()
+        if name.lower() == b"content-length" and text.isdigit() and text.isascii():
+            size = int(text)
+            if size > MAX_SIZE:
+                raise SourceError(
+                    f"External source {redact(url)} declares a Content-Length larger than an "
+                    f"image may be ({MAX_SIZE} bytes): {text[:40].decode()}"
+                )
+            return size
     return None
 
 
@@ -438,6 +449,13 @@ async def _send(
         raise SourceUnavailable(target.url, str(exc)) from None
     except httpcore.TimeoutException:
         raise SourceUnavailable(target.url, "the source did not answer in time") from None
+    except httpcore.RemoteProtocolError as exc:
+        if "content-length" in str(exc).lower():  # e.g. more digits than h11 reads
+            raise SourceError(
+                f"External source {redact(target.url)} declares a Content-Length larger "
+                f"than an image may be ({MAX_SIZE} bytes) or unreadable: {exc}"
+            ) from None
+        raise SourceUnavailable(target.url, f"cannot talk to the source: {exc}") from None
     except (httpcore.NetworkError, httpcore.ProtocolError, ssl.SSLError) as exc:
         raise SourceUnavailable(target.url, f"cannot talk to the source: {exc}") from None
     except httpcore.UnsupportedProtocol:
@@ -475,7 +493,7 @@ async def probe_size(url: str, policy: SourcePolicy) -> int | None:
         if response.status in _GONE:
             raise SourceNotFound(final)
         if 200 <= response.status < 300:
-            size = _content_length(response)
+            size = _content_length(final, response)
             if size is not None:
                 return size
     # HEAD refused (405, a URL signed for GET only, ...) or silent about size: ask GET.

@@ -76,6 +76,19 @@ class StoreContract:
         assert blob.size == 0
         assert await read(store, blob.location) == (md5(b""), 0, 0)
 
+    async def test_size_and_location_name_what_put_stored(
+        self, store: BlobStore, segment: int
+    ) -> None:
+        data = payload(segment + 3, seed=2)
+        image_id = new_id()
+        assert store.owns(store.location(image_id))
+        blob = await store.put(image_id, chunked(data))
+        assert blob.location == store.location(image_id)
+        assert await store.size(blob.location) == len(data)
+        await store.delete(store.location(image_id))
+        with pytest.raises(BlobNotFound):
+            await store.size(blob.location)
+
     async def test_get_of_a_deleted_blob_raises_blob_not_found(self, store: BlobStore) -> None:
         blob = await store.put(new_id(), chunked(b"soon gone"))
         await store.delete(blob.location)

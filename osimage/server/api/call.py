@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio
+
 from osimage.server.api.http import Receive, Scope, Send, header
 from osimage.server.auth import Context
-from osimage.server.errors import BadRequest, TooLarge
+from osimage.server.errors import BadRequest, RequestTimeout, TooLarge
 from osimage.server.service import ImageService
 from osimage.server.sharing import Sharing
 
@@ -65,10 +67,30 @@ class Call:
                 raise BadRequest(f"Query parameter {name[:64]!r}: NUL characters are not allowed")
         return dict(pairs)
 
-    async def body(self) -> AsyncIterator[bytes]:
-        """The request body as it arrives; a disconnect raises `ClientGone` (400)."""
+    async def body(self, *, idle_tick: float | None = None) -> AsyncIterator[bytes]:
+        """The request body as it arrives; a disconnect raises `ClientGone` (400).
+
+        A body that sends nothing for the service's `body_timeout` raises `RequestTimeout`
+        (408; the connection then closes, the body being unread). With `idle_tick`, an
+        empty chunk is yielded whenever nothing arrived for that long, so that a consumer
+        holding a partial batch can hand it on instead of keeping it while the client stalls.
+        """
+        timeout = self.service.limits.body_timeout
+        idle, ticked = 0.0, idle_tick is None
         while True:
-            message = await self.receive()
+            wait = timeout - idle if ticked else min(idle_tick or 0.0, timeout - idle)
+            with anyio.move_on_after(wait) as waiting:
+                message = await self.receive()  # cancelling this wait loses no message
+            if waiting.cancelled_caught:
+                idle += wait
+                if idle >= timeout:
+                    raise RequestTimeout(
+                        f"No request body data for {timeout:g} seconds (body_timeout)."
+                    )
+                ticked = True  # one tick per stall: a stalled upload costs no wakeups
+                yield b""
+                continue
+            idle, ticked = 0.0, idle_tick is None
             if message["type"] == "http.disconnect":
                 raise ClientGone()
             chunk = message.get("body", b"")

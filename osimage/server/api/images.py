@@ -9,7 +9,7 @@ from osimage.server.api import render
 from osimage.server.api.call import Call
 from osimage.server.api.http import base_url, reply, reply_json, reply_stream
 from osimage.server.errors import BadRequest, MethodNotAllowed
-from osimage.server.service import Change, Upload
+from osimage.server.service import IDLE_FLUSH, Change, DownloadBroken, Upload
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _NOT_TOKEN = re.compile(r'[\x00-\x20\x7f()<>@,;:\\"/\[\]?={}]')
@@ -35,7 +35,7 @@ def _upload(call: Call) -> Upload | None:
     content_type = (call.header("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/octet-stream":
         raise BadRequest("Content-Type must be application/octet-stream")
-    return Upload(chunks=call.body(), length=length)
+    return Upload(chunks=call.body(idle_tick=IDLE_FLUSH), length=length)
 
 
 def _check_servable(meta: wire.Metadata) -> None:
@@ -144,4 +144,9 @@ async def _download(call: Call, image_id: str) -> None:
         ("content-type", "application/octet-stream"),
         ("content-length", str(row.size or 0)),
     ]
-    await reply_stream(call.send, 200, chunks, headers=headers, receive=call.receive, first=first)
+    try:
+        await reply_stream(
+            call.send, 200, chunks, headers=headers, receive=call.receive, first=first
+        )
+    except* DownloadBroken:
+        pass  # logged; returning with the body short makes the server drop the connection

@@ -6,6 +6,7 @@ of an image's properties or members first lock its row (see `lock_image`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import BindParameter
 
-from osimage.server.db.tables import image_members, image_properties, images
+from osimage.server.db.tables import image_members, image_properties, images, upload_leases
 
 HIDDEN_STATUSES = ("killed", "deleted", "pending_delete")
 SORT_KEYS = (
@@ -257,11 +258,46 @@ async def image_ids_in_status(conn: AsyncConnection, status: str) -> list[tuple[
     return [(image_id, location) for image_id, location in rows]
 
 
+_DEAD = ("killed", "deleted")
+
+
+async def leftover_data(conn: AsyncConnection) -> list[tuple[str, str | None]]:
+    """(id, location) of `killed` and `deleted` images that may still have stored data:
+    a location not yet forgotten (a delete interrupted before its data went), or an upload
+    lease not yet dropped (a blob stored just before its upload was killed or deleted)."""
+    leased = exists().where(upload_leases.c.image_id == images.c.id)
+    rows = await conn.execute(
+        select(images.c.id, images.c.location).where(
+            images.c.status.in_(_DEAD),
+            images.c.location_is_external == false(),
+            or_(images.c.location.is_not(None), leased),
+        )
+    )
+    return [(image_id, location) for image_id, location in rows]
+
+
+async def forget_data(conn: AsyncConnection, image_id: str) -> None:
+    """Record that a `killed` or `deleted` image's stored data is gone: its location and
+    its upload lease go (`updated_at` stays: nothing a client sees changed)."""
+    await conn.execute(
+        update(images)
+        .where(
+            images.c.id == image_id,
+            images.c.status.in_(_DEAD),
+            images.c.location_is_external == false(),
+        )
+        .values(location=None)
+    )
+    await conn.execute(delete(upload_leases).where(upload_leases.c.image_id == image_id))
+
+
 async def storage_usage(conn: AsyncConnection, owner: str | None, *, exclude: str) -> int:
     """Bytes of stored data held by `owner`'s images (None: ownerless ones), but `exclude`.
 
     Counts data this service stores (not external locations) of images not `killed` or
-    `deleted`: a `pending_delete` image's data counts until the scrubber removes it.
+    `deleted`: a `pending_delete` image's data counts until the scrubber removes it. Also
+    counts what the owner's uploads in progress reserved (`upload_leases.reserved`), so
+    bytes in flight count against the quota too.
     """
     owned = images.c.owner.is_(None) if owner is None else images.c.owner == owner
     result = await conn.execute(
@@ -273,7 +309,25 @@ async def storage_usage(conn: AsyncConnection, owner: str | None, *, exclude: st
             images.c.location_is_external == false(),
         )
     )
-    return int(result.scalar_one())
+    reserved = await conn.execute(
+        select(func.coalesce(func.sum(upload_leases.c.reserved), 0))
+        .select_from(upload_leases.join(images, images.c.id == upload_leases.c.image_id))
+        .where(owned, images.c.id != exclude, images.c.status == "saving")
+    )
+    return int(result.scalar_one()) + int(reserved.scalar_one())
+
+
+async def lock_owner(conn: AsyncConnection, owner: str | None) -> None:
+    """Make quota decisions for `owner` take turns until this transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock keyed by the owner (READ COMMITTED would
+    let two reservations both see the room). SQLite writers already run one at a time.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"osimage-quota:{owner}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    await conn.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def _sort_expression(key: str, columns: Any = images.c) -> ColumnElement[Any]:

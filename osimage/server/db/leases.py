@@ -96,3 +96,10 @@ async def drop_finished(conn: AsyncConnection) -> None:
     """Remove the leases of images no longer `saving`."""
     saving = select(images.c.id).where(images.c.status == _SAVING)
     await conn.execute(delete(upload_leases).where(upload_leases.c.image_id.not_in(saving)))
+
+
+async def reserve(conn: AsyncConnection, image_id: str, amount: int) -> None:
+    """Set the bytes of storage quota the upload of `image_id` holds (see `storage_usage`)."""
+    await conn.execute(
+        update(upload_leases).where(upload_leases.c.image_id == image_id).values(reserved=amount)
+    )

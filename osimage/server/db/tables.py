@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 
 metadata = MetaData()
@@ -94,6 +95,8 @@ upload_leases = Table(
     Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
     Column("node", String(255), nullable=False),
     Column("seen_at", DateTime, nullable=False),
+    # bytes of the owner's storage quota this upload holds while it runs (see `reserve`)
+    Column("reserved", BigInteger, nullable=False, server_default=text("0")),
 )
 
 # v2 image tags (migration 0003): a set of strings per image; v1 never shows them.

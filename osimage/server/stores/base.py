@@ -57,6 +57,14 @@ class BlobStore(Protocol):
         """Remove a blob; removing a missing one is not an error."""
         ...
 
+    async def size(self, location: str) -> int:
+        """How many bytes the blob holds; raises BlobNotFound if it is gone."""
+        ...
+
+    def location(self, image_id: str) -> str:
+        """Where `put` stores (or would store) the blob of `image_id`."""
+        ...
+
     def owns(self, location: str) -> bool:
         """Whether `location` is a blob of this store."""
         ...

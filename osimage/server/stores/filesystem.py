@@ -39,6 +39,7 @@ async def _write_all(out: IO[bytes], chunks: AsyncIterator[bytes]) -> int:
                 await asyncio.shield(writing)
             writing = loop.run_in_executor(None, out.write, chunk)
             size += len(chunk)
+            del chunk  # the write holds it while it runs, and nothing after
         if writing is not None:
             await asyncio.shield(writing)
     finally:
@@ -66,6 +67,10 @@ class FilesystemStore:
         root = Path(unquote(parts.path))
         root.mkdir(parents=True, exist_ok=True)
         return cls(root)
+
+    def location(self, image_id: str) -> str:
+        """Where `put` stores the blob of `image_id`."""
+        return Path(self.root / check_image_id(image_id)).as_uri()
 
     def _path(self, location: str) -> anyio.Path:
         parts = urlsplit(location)
@@ -122,6 +127,15 @@ class FilesystemStore:
                 view = memoryview(block)
                 for start in range(0, len(block), CHUNK_SIZE):
                     yield bytes(view[start : start + CHUNK_SIZE])
+
+    async def size(self, location: str) -> int:
+        path = self._path(location)
+        try:
+            return (await path.stat()).st_size
+        except FileNotFoundError:
+            raise BlobNotFound(f"image data is missing: {path.name}") from None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read image data: {exc.strerror}") from exc
 
     async def delete(self, location: str) -> None:
         try:

@@ -244,6 +244,11 @@ class S3Store:
             with move_on_after(CLEANUP_TIMEOUT, shield=True):
                 await to_thread.run_sync(body.close)
 
+    async def size(self, location: str) -> int:
+        key = self._key(location)
+        response = await self._call("head_object", Bucket=self.config.bucket, Key=key)
+        return int(response["ContentLength"])
+
     async def delete(self, location: str) -> None:
         try:
             key = self._key(location)

@@ -375,6 +375,14 @@ class SwiftStore:
             with move_on_after(CLEANUP_TIMEOUT, shield=True):
                 await response.aclose()
 
+    async def size(self, location: str) -> int:
+        name = self._object(location)
+        response = await self._send("HEAD", self.config.container, name)
+        try:
+            return int(response.headers["content-length"])
+        except (KeyError, ValueError):
+            raise StoreUnavailable(f"swift HEAD {name}: no usable Content-Length") from None
+
     async def delete(self, location: str) -> None:
         try:
             name = self._object(location)
