@@ -22,6 +22,9 @@ from tests.interop.helpers import Target, md5, payload, unique
 pytestmark = pytest.mark.e2e
 
 OPENSTACK = str(Path(sys.executable).parent / "openstack")
+# every `openstack` run costs seconds of start-up: the long tests run in tokens mode only
+# (the noauth cloud is covered by test_projects_and_member_list)
+TOKENS_ONLY = pytest.mark.parametrize("target", ["tokens"], indirect=True)
 FORMATS = ["--disk-format", "raw", "--container-format", "bare"]
 
 
@@ -72,6 +75,7 @@ def properties(shown: dict[str, Any]) -> dict[str, Any]:
     return props if isinstance(props, dict) else {}
 
 
+@TOKENS_ONLY
 def test_create_list_show_save_delete(cli: Cli, tmp_path: Path) -> None:
     data = payload(350_000, "osc-create")
     source = tmp_path / "disk.raw"
@@ -99,6 +103,7 @@ def test_create_list_show_save_delete(cli: Cli, tmp_path: Path) -> None:
     assert cli.run("image", "show", made["id"], check=False).returncode != 0
 
 
+@TOKENS_ONLY
 def test_set_and_unset(cli: Cli) -> None:
     name = unique("osc-set")
     made = cli.json("image", "create", *FORMATS, "--property", "a=1", "--property", "b=2", name)
