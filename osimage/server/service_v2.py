@@ -34,6 +34,7 @@ from osimage.server.errors import (
     NotFound,
     TooLarge,
 )
+from osimage.server.operations.policy import image_target
 from osimage.server.service import (
     ImageService,
     Upload,
@@ -522,7 +523,8 @@ class ImagesV2:
             )
         if row.location is None or row.status not in ("active", "deactivated"):
             return row, None
-        return row, self.images._chunks(row)
+        self.images.policy.enforce(ctx, "download_image", image_target(row))
+        return row, self.images._sent(ctx, row, self.images._chunks(row))
 
     # -- import ----------------------------------------------------------------------------
 

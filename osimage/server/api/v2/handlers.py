@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from osimage import wire
 from osimage.server.api.call import Call
 from osimage.server.api.http import base_url, reply, reply_json, reply_stream
 from osimage.server.api.v2 import render, schemas
@@ -16,7 +17,7 @@ from osimage.server.errors import (
     RangeNotSatisfiable,
     UnsupportedMediaType,
 )
-from osimage.server.service import Upload
+from osimage.server.service import IDLE_FLUSH, DownloadBroken, Upload
 from osimage.server.service_v2 import IMPORT_METHODS, ImagesV2, Patch
 
 PATCH_TYPES = (
@@ -75,13 +76,13 @@ def _upload(call: Call) -> Upload:
         text = call.header(name)
         if text is not None and text.strip():
             try:
-                length = int(text.strip(), 10)
+                length = wire.parse_decimal(text)
             except ValueError:
-                raise BadRequest("Invalid or missing image size in request headers.") from None
-            if length < 0:
-                raise BadRequest("Invalid or missing image size in request headers.")
+                raise BadRequest(
+                    f"Invalid or missing image size in request headers ({name}: {text!r})."
+                ) from None
             break
-    return Upload(chunks=call.body(), length=length)
+    return Upload(chunks=call.body(idle_tick=IDLE_FLUSH), length=length)
 
 
 # -- images ----------------------------------------------------------------------------------
@@ -317,7 +318,12 @@ async def _download(call: Call, v2: ImagesV2, image_id: str) -> None:
     else:
         headers.append(("content-length", str(size)))
     head = await anext(chunks, b"")  # store errors become answers before any byte is sent
-    await reply_stream(call.send, status, chunks, headers=headers, receive=call.receive, first=head)
+    try:
+        await reply_stream(
+            call.send, status, chunks, headers=headers, receive=call.receive, first=head
+        )
+    except* DownloadBroken:
+        pass  # logged; returning with the body short makes the server drop the connection
 
 
 async def stage(call: Call, v2: ImagesV2, image_id: str) -> None:
