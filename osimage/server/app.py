@@ -18,7 +18,17 @@ import anyio
 
 from osimage.server import sources
 from osimage.server.api.call import Call
-from osimage.server.api.http import Message, Receive, Scope, Send, header, reply
+from osimage.server.api.http import (
+    Message,
+    Receive,
+    ResponseAborted,
+    Scope,
+    Send,
+    describe_failure,
+    header,
+    refuse_ambiguous_framing,
+    reply,
+)
 from osimage.server.api.routes import dispatch
 from osimage.server.api.versions import (
     MEDIA_PREFIX,
@@ -180,30 +190,36 @@ class App:
                 message = {**message, "headers": headers}
             await send(message)
 
+        failure = ""  # why the request failed unexpectedly: its one log line says so
         try:
             try:
                 request_id = self._request_id(scope)
+                refuse_ambiguous_framing(scope)
                 await self._dispatch(scope, receive, send_with_id)
             except ApiError as error:
                 request_id = request_id or new_request_id()  # the supplied one was refused
                 if status:
-                    raise
-                await _send_error(scope, send_with_id, error)
-            except Exception:
+                    failure = f"failed after the response started: {error.message}"
+                    raise ResponseAborted from None
+                await _send_error_or_abort(scope, send_with_id, error)
+            except ResponseAborted:
+                failure = failure or "aborted"
+                raise
+            except Exception as exc:
                 request_id = request_id or new_request_id()
-                log.exception("%s %s %s failed", request_id, scope["method"], scope["path"])
+                failure = describe_failure(exc)
+                log.debug("%s traceback", request_id, exc_info=True)
                 if status:
-                    raise
-                await _send_error(scope, send_with_id, ApiError("The server failed to answer."))
+                    raise ResponseAborted from None
+                message = f"The server failed to answer (request {request_id})."
+                await _send_error_or_abort(scope, send_with_id, ApiError(message))
         finally:
-            access_log.info(
-                "%s %s %s %s %.1fms",
-                request_id,
-                scope["method"],
-                scope["path"],
-                status or "-",
-                (time.perf_counter() - started) * 1000,
-            )
+            line = (request_id, scope["method"], scope["path"], status or "-")
+            elapsed = (time.perf_counter() - started) * 1000
+            if failure:
+                log.error("%s %s %s %s %.1fms %s", *line, elapsed, failure)
+            else:
+                access_log.info("%s %s %s %s %.1fms", *line, elapsed)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -242,6 +258,13 @@ class App:
         except Unauthorized as error:
             raise NotAuthenticated(str(error)) from None
         await dispatch(Call(scope, receive, send, context, self._service, self._sharing), rest)
+
+
+async def _send_error_or_abort(scope: Scope, send: Send, error: ApiError) -> None:
+    try:
+        await _send_error(scope, send, error)
+    except Exception:  # the connection broke under the answer (e.g. an h11 state error)
+        raise ResponseAborted from None
 
 
 async def _send_error(scope: Scope, send: Send, error: ApiError) -> None:
