@@ -183,7 +183,7 @@ def big_image(conn) -> Iterator[tuple[str, bytes]]:
     conn.image.delete_image(image)
 
 
-def _start_download(home: Path, relay: Relay, image_id: str, target: Path) -> subprocess.Popen:
+def _start_download(home: Path, relay: Relay, image_id: str, target: Path) -> subprocess.Popen[bytes]:
     env = {**clean_env(home), "OS_IMAGE_URL": relay.url}
     return subprocess.Popen(
         [str(OSIMAGE), "image", "download", image_id, "--file", str(target), "--no-progress"],
@@ -191,7 +191,7 @@ def _start_download(home: Path, relay: Relay, image_id: str, target: Path) -> su
     )  # fmt: skip
 
 
-def _wait_for_partial(directory: Path, proc: subprocess.Popen) -> Path:
+def _wait_for_partial(directory: Path, proc: subprocess.Popen[bytes]) -> Path:
     """The download's partial file, once some data is in it."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
