@@ -52,6 +52,7 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
         ["--sizes", "1000,10000,100000", "--requests", "200"],
         ["--sizes", "1000,10000", "--requests", "50"],
     ),
+    "hostile": (["--seconds", "60"], ["--seconds", "20", "--quiet-seconds", "10"]),
 }
 
 # benchmarks written for other issues; they print their own numbers and we record
