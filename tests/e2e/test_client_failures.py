@@ -183,7 +183,9 @@ def big_image(conn) -> Iterator[tuple[str, bytes]]:
     conn.image.delete_image(image)
 
 
-def _start_download(home: Path, relay: Relay, image_id: str, target: Path) -> subprocess.Popen[bytes]:
+def _start_download(
+    home: Path, relay: Relay, image_id: str, target: Path
+) -> subprocess.Popen[bytes]:
     env = {**clean_env(home), "OS_IMAGE_URL": relay.url}
     return subprocess.Popen(
         [str(OSIMAGE), "image", "download", image_id, "--file", str(target), "--no-progress"],
