@@ -120,11 +120,30 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self.conn.their_state is h11.IDLE and self._head_timer is None:
+        waiting_for_head = self.conn.their_state is h11.IDLE
+        if waiting_for_head and self._head_timer is None:
             self._arm_head_timer()  # the first bytes of a request on a kept-alive connection
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
+        state = self.conn.their_state
+        if waiting_for_head and state is not h11.IDLE:
             self._cancel_head_timer()  # the head is complete (or refused)
+        elif (
+            state is h11.IDLE
+            and self._head_timer is None
+            and self.timeout_keep_alive_task is None
+            and not self.transport.is_closing()
+        ):
+            # a body drained after an early answer: now the next head is awaited, and
+            # uvicorn's keep-alive timer was cancelled by the body's bytes
+            self._arm_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            # answered before the whole body arrived: the rest of it may take as long as
+            # a request head would, then the connection ends (its bytes would otherwise
+            # keep cancelling the keep-alive timer)
+            self._arm_head_timer()
 
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
@@ -137,12 +156,18 @@ class GuardedH11Protocol(H11Protocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing():
             return
-        started, _closed = self.conn.trailing_data
-        if started:  # part of a request arrived: say why the connection ends
-            self.transport.write(HEAD_TIMEOUT)
-        self.transport.close()
+        if self.conn.their_state is h11.IDLE:
+            started, _closed = self.conn.trailing_data
+            if started:  # part of a request arrived: say why the connection ends
+                self.transport.write(HEAD_TIMEOUT)
+            self.transport.close()
+        elif self.conn.their_state is h11.SEND_BODY and self.conn.our_state in (
+            h11.DONE,
+            h11.MUST_CLOSE,
+        ):
+            self.transport.close()  # the rest of an answered request's body never came
 
     # -- malformed requests ----------------------------------------------------------
 

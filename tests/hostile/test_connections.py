@@ -6,6 +6,7 @@ asserted is that the server closes what it must and keeps answering everyone els
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import resource
@@ -231,3 +232,31 @@ def test_the_open_file_limit_is_raised_for_the_cap_or_the_cap_lowered() -> None:
     assert _fit_in_child(300, 1000, 300) == (300, 856)
     # no room: the cap comes down to what the hard limit leaves
     assert _fit_in_child(600, 600, 4096) == (172, 600)
+
+
+def test_a_body_trickled_after_an_early_answer_meets_the_deadline(timeouts_server: Server) -> None:
+    # the server answers 400 before reading the body; the client keeps sending the body a
+    # byte at a time, which alone would keep cancelling uvicorn's keep-alive timer
+    with connect(timeouts_server) as sock:
+        sock.sendall(
+            b"POST /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/octet-stream\r\nx-image-meta-min_ram: -1\r\n"
+            b"Content-Length: 100000\r\n\r\n"
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        closed = False
+        for _ in range(HEADER_TIMEOUT * 10):  # three times the deadline, in 0.3 s steps
+            try:
+                sock.sendall(b"x")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            time.sleep(0.3)
+        if not closed:  # the writes may all have fitted in buffers: the close shows here
+            with contextlib.suppress(ConnectionResetError):
+                read_until_closed(sock, timeout=5)  # the rest of the 400's body, then EOF
