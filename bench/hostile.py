@@ -18,7 +18,7 @@ client's p99 against the quiet run's (target: within 3x), the server's peak RSS 
 whole run (target: under 300 MiB) and the well-behaved client's failed requests
 (target: 0). What the attacker saw is printed as notes.
 
-    .venv/bin/python -m bench hostile [--seconds 60] [--quiet-seconds 20]
+    .venv/bin/python -m bench hostile [--seconds 60] [--quiet-seconds 20] [--attacks idle,...]
 """
 
 from __future__ import annotations
@@ -293,23 +293,30 @@ async def _copy_flood(port: int, source_port: int, stats: Counter[str], deadline
         await asyncio.sleep(1 / COPY_RATE)
 
 
-async def _attack(port: int, seconds: float) -> dict[str, int]:
+ATTACKS = ("idle", "stalled", "lists", "copies")
+
+
+async def _attack(port: int, seconds: float, attacks: tuple[str, ...]) -> dict[str, int]:
     stats: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
     source = await asyncio.start_server(functools.partial(_slow_source, deadline), "127.0.0.1", 0)
     source_port = source.sockets[0].getsockname()[1]
     async with source:
-        await asyncio.gather(
-            _idle_sockets(port, stats, deadline),
-            *(_stalled_upload(port, stats, deadline) for _ in range(STALLED_UPLOADS)),
-            _filter_shapes(port, stats, deadline),
-            _copy_flood(port, source_port, stats, deadline),
-        )
+        loops = []
+        if "idle" in attacks:
+            loops.append(_idle_sockets(port, stats, deadline))
+        if "stalled" in attacks:
+            loops += [_stalled_upload(port, stats, deadline) for _ in range(STALLED_UPLOADS)]
+        if "lists" in attacks:
+            loops.append(_filter_shapes(port, stats, deadline))
+        if "copies" in attacks:
+            loops.append(_copy_flood(port, source_port, stats, deadline))
+        await asyncio.gather(*loops)
         await asyncio.sleep(0.3)  # the source's copies notice the deadline and hang up
     return dict(stats)
 
 
-def attacker(port: int, seconds: float, results: Any) -> None:
+def attacker(port: int, seconds: float, attacks: tuple[str, ...], results: Any) -> None:
     """The attacker process: runs every hostile loop until `seconds` pass."""
     import resource
 
@@ -317,7 +324,7 @@ def attacker(port: int, seconds: float, results: Any) -> None:
     wanted = IDLE_SOCKETS + STALLED_UPLOADS + COPIES_MAX + 256
     if hard == resource.RLIM_INFINITY or hard >= wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    results.put(asyncio.run(_attack(port, seconds)))
+    results.put(asyncio.run(_attack(port, seconds, attacks)))
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -327,8 +334,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench hostile", description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the hostile run")
     parser.add_argument("--quiet-seconds", type=float, default=20.0, help="the quiet run")
+    parser.add_argument(
+        "--attacks",
+        default=",".join(ATTACKS),
+        help=f"comma-separated, of {', '.join(ATTACKS)} (default: all at once)",
+    )
     add_json_argument(parser)
     args = parser.parse_args(argv)
+    attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    if unknown := set(attacks) - set(ATTACKS):
+        parser.error(f"unknown attacks: {', '.join(sorted(unknown))}")
 
     with tempfile.TemporaryDirectory(prefix="osimage-bench-") as tmp:
         server = start_bench_server(Path(tmp) / "hostile", "--allow-source-network", "127.0.0.1/32")
@@ -342,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
                 results = context.Queue()
                 # by its module's name, so that the spawned child imports it (not `__main__`)
                 target = importlib.import_module("bench.hostile").attacker
-                attack = context.Process(target=target, args=(server.port, args.seconds, results))
+                attack = context.Process(
+                    target=target, args=(server.port, args.seconds, attacks, results)
+                )
                 attack.start()
                 time.sleep(min(5.0, args.seconds / 6))  # let the attack build up
                 loud = Client(server.port)
@@ -407,9 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             target="0",
         ),
     ]
-    print_table(
-        figures, f"hostile load: {args.seconds:g} s against a {args.quiet_seconds:g} s quiet run"
-    )
+    title = f"hostile load ({', '.join(attacks)}): {args.seconds:g} s"
+    print_table(figures, f"{title} against a {args.quiet_seconds:g} s quiet run")
     print("\nwhat the attacker saw:")
     for key, value in sorted(seen.items()):
         print(f"  {key}: {value}")
