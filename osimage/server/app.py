@@ -19,7 +19,17 @@ import anyio
 
 from osimage.server import sources
 from osimage.server.api.call import Call
-from osimage.server.api.http import Message, Receive, Scope, Send, header, reply
+from osimage.server.api.http import (
+    Message,
+    Receive,
+    ResponseAborted,
+    Scope,
+    Send,
+    describe_failure,
+    header,
+    refuse_ambiguous_framing,
+    reply,
+)
 from osimage.server.api.routes import dispatch
 from osimage.server.api.v2 import routes as v2_routes
 from osimage.server.api.versions import (
@@ -246,35 +256,40 @@ class App:
                 message = {**message, "headers": headers}
             await send(message)
 
+        failure = ""  # why the request failed unexpectedly: its one log line says so
         try:
             try:
                 request_id = self._request_id(scope)
+                refuse_ambiguous_framing(scope)
                 await self._dispatch(scope, receive, send_with_id)
             except ApiError as error:
                 request_id = request_id or new_request_id()  # the supplied one was refused
                 if status:
-                    raise
-                await _send_error(scope, send_with_id, error)
-            except Exception as error:
+                    failure = f"failed after the response started: {error.message}"
+                    raise ResponseAborted from None
+                await _send_error_or_abort(scope, send_with_id, error)
+            except ResponseAborted:
+                failure = failure or "aborted"
+                raise
+            except Exception as exc:
                 request_id = request_id or new_request_id()
-                if self._metrics is not None and endpoints.is_database_error(error):
+                if self._metrics is not None and endpoints.is_database_error(exc):
                     self._metrics.database_errors.inc()
-                log.exception("%s %s %s failed", request_id, scope["method"], scope["path"])
+                failure = describe_failure(exc)
+                log.debug("%s traceback", request_id, exc_info=True)
                 if status:
-                    raise
-                await _send_error(scope, send_with_id, ApiError("The server failed to answer."))
+                    raise ResponseAborted from None
+                message = f"The server failed to answer (request {request_id})."
+                await _send_error_or_abort(scope, send_with_id, ApiError(message))
         finally:
+            elapsed = (time.perf_counter() - started) * 1000
             if self._metrics is not None:
-                seconds = time.perf_counter() - started
-                self._metrics.request(scope["path"], scope["method"], status, seconds)
-            access_log.info(
-                "%s %s %s %s %.1fms",
-                request_id,
-                scope["method"],
-                scope["path"],
-                status or "-",
-                (time.perf_counter() - started) * 1000,
-            )
+                self._metrics.request(scope["path"], scope["method"], status, elapsed / 1000)
+            line = (request_id, scope["method"], scope["path"], status or "-")
+            if failure:
+                log.error("%s %s %s %s %.1fms %s", *line, elapsed, failure)
+            else:
+                access_log.info("%s %s %s %s %.1fms", *line, elapsed)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
@@ -343,6 +358,13 @@ class App:
             await v2_routes.dispatch(call, ImagesV2(self._service), rest)
             return
         await dispatch(call, rest)
+
+
+async def _send_error_or_abort(scope: Scope, send: Send, error: ApiError) -> None:
+    try:
+        await _send_error(scope, send, error)
+    except Exception:  # the connection broke under the answer (e.g. an h11 state error)
+        raise ResponseAborted from None
 
 
 async def _send_error(scope: Scope, send: Send, error: ApiError) -> None:
