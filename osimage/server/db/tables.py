@@ -109,3 +109,15 @@ image_tags = Table(
     UniqueConstraint("image_id", "value", name="uq_image_tags_image_value"),
     Index("ix_image_tags_value", "value", "image_id"),
 )
+
+# Each image's v1 detail record as JSON text, rewritten whenever the image or its
+# properties change (migration 0005, `osimage.server.db.records`): a list page joins
+# these instead of rendering every row. `updated_at` is the image's when the record was
+# rendered; a record whose stamp differs from its image's is stale and not used.
+image_records = Table(
+    "image_records",
+    metadata,
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("updated_at", DateTime, nullable=False),
+    Column("v1", Text, nullable=False),
+)
