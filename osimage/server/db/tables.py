@@ -56,6 +56,9 @@ images = Table(
     Index("ix_images_name", "name"),
     Index("ix_images_visibility", "visibility", "created_at"),
     Index("ix_images_v2_listing", "deleted", "os_hidden", "created_at", "id"),  # v2 default order
+    # v1 lists of every visibility (an admin's is_public=none, the SDK's default) in the
+    # default order, without sorting the catalogue (migration 0005, issue 14)
+    Index("ix_images_live", "deleted", "created_at", "id"),
 )
 
 image_properties = Table(
