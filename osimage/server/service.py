@@ -1115,7 +1115,7 @@ class ImageService:
                 query.marker = self._marker(conn, ctx, marker)
             return catalog.list_records(conn, query)
 
-        return await read(self.engine, page)
+        return await read(self.engine, page, point=catalog.is_bounded_page(query))
 
     @classmethod
     def _page(

@@ -417,6 +417,29 @@ def list_records(conn: Connection, query: ListQuery) -> list[str] | None:
     return records
 
 
+# The most records a page read on the event loop may join (see `is_bounded_page`).
+BOUNDED_PAGE = 100
+
+
+def is_bounded_page(query: ListQuery) -> bool:
+    """Whether the page's read does work bounded by its limit, whatever the catalogue:
+    no filter, the default order, a scope whose index holds exactly its candidates (so
+    the range read from the newest image or the marker on stops after `limit` matches
+    or a few hidden ones), and at most `BOUNDED_PAGE` records. Such a read may run on
+    the event loop (`engine.read(point=True)`), as a lookup by id does, which saves the
+    worker-thread hop that is the largest part of a small page (issue 14)."""
+    return (
+        query.scope in (Scope.PUBLIC, Scope.NON_PUBLIC, Scope.ALL)
+        and query.limit <= BOUNDED_PAGE
+        and query.sort_key == "created_at"
+        and query.changes_since is None
+        and not query.exact
+        and query.size_min is None
+        and query.size_max is None
+        and not query.properties
+    )
+
+
 def _shape(query: ListQuery) -> tuple[Any, ...]:
     scope = query.scope
     if scope is Scope.PROJECT and query.project is None:
