@@ -423,11 +423,12 @@ BOUNDED_PAGE = 100
 
 def is_bounded_page(query: ListQuery) -> bool:
     """Whether the page's read does work bounded by its limit, whatever the catalogue:
-    no filter, the default order, a scope whose index holds exactly its candidates (so
-    the range read from the newest image or the marker on stops after `limit` matches
-    or a few hidden ones), and at most `BOUNDED_PAGE` records. Such a read may run on
-    the event loop (`engine.read(point=True)`), as a lookup by id does, which saves the
-    worker-thread hop that is the largest part of a small page (issue 14)."""
+    no filter, the default order, a scope an index serves in that order (so the range
+    read from the newest image or the marker on stops after `limit` matches, passing
+    only hidden images: deleted, killed or pending delete ones among them), and at most
+    `BOUNDED_PAGE` records. Such a read may run on the event loop (`engine.read(point=
+    True)`), as a lookup by id does, which saves the worker-thread hop that was the
+    largest part of a small page (issue 14)."""
     return (
         query.scope in (Scope.PUBLIC, Scope.NON_PUBLIC, Scope.ALL)
         and query.limit <= BOUNDED_PAGE
