@@ -37,6 +37,10 @@ MAX_INT32: Final = 2147483647
 TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%f"
 
 TRUE_WORDS: Final = frozenset({"1", "t", "true", "on", "y", "yes"})
+"""The words (lower-cased) that mean true; v1 reads every other word as false."""
+FALSE_WORDS: Final = frozenset({"0", "f", "false", "off", "n", "no"})
+"""The words (lower-cased) that mean false, for strict readers that refuse anything else
+(the SDK's attribute coercion, its configuration)."""
 
 DISK_FORMATS: Final = (
     "ami",

@@ -7,13 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from osimage.connection import (
-    LOCAL_ENDPOINT,
-    ConfigException,
-    Connection,
-    resolve_config,
-    versioned_endpoint,
-)
+from osimage.config import LOCAL_ENDPOINT, ConfigException, resolve_config, versioned_endpoint
+from osimage.connection import Connection
 
 
 @pytest.fixture

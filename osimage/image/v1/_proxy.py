@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 from osimage import exceptions
 from osimage.image.v1 import member as _member
-from osimage.image.v1.image import Digests, Image
+from osimage.image.v1.image import Image
+from osimage.transfer import Digests
 
 if TYPE_CHECKING:
     from keystoneauth1.adapter import Adapter
-
-    from osimage.connection import Connection
 
 CHUNK_SIZE: Final = 1024 * 1024
 MD5_KEY: Final = "owner_specified.openstack.md5"
@@ -116,17 +115,16 @@ class Proxy:
     Methods taking an ``image`` accept an `Image` or an image id (not a name: use
     `find_image` for names).
 
-    A connection without credentials (``auth_type`` none) lists with ``is_public=none``
-    unless told otherwise: a noauth server treats every caller as an admin without a
+    `list_defaults` are query parameters every listing sends unless the caller gives
+    them. A `Connection` without credentials (``auth_type`` none) passes
+    ``is_public=none``: a noauth server treats every caller as an admin without a
     project, to whom v1 would list only public images, so an image just created would
     not be found by name.
     """
 
-    def __init__(self, session: Adapter, connection: Connection | None = None) -> None:
+    def __init__(self, session: Adapter, *, list_defaults: Mapping[str, Any] | None = None) -> None:
         self.session = session
-        self.connection = connection
-        anonymous = connection is not None and connection.config.auth_type == "none"
-        self._list_defaults: dict[str, Any] = {"is_public": "none"} if anonymous else {}
+        self._list_defaults: dict[str, Any] = dict(list_defaults or {})
 
     # ---- images ---------------------------------------------------------------------
 
