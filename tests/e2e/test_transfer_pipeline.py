@@ -12,7 +12,7 @@ import pytest
 
 from osimage.connection import Connection
 from osimage.image.v1._proxy import MD5_KEY, SHA256_KEY
-from osimage.image.v1.image import Digests, Relay
+from osimage.transfer import Digests, Relay
 from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
