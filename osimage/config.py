@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from osimage.exceptions import SDKException
-from osimage.wire import FALSE_WORDS, TRUE_WORDS
+from osimage.wire import strict_flag
 
 LOCAL_ENDPOINT: Final = "http://127.0.0.1:9292"
 """Where a Connection with no configuration at all looks: `osimage serve`'s default."""
@@ -250,11 +250,9 @@ def _versioned_plugin(auth_type: str, identity_api_version: str | None) -> str:
 
 
 def _flag(key: str, value: str, origin: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in TRUE_WORDS:
-        return True
-    if lowered in FALSE_WORDS:
-        return False
+    found = strict_flag(value)
+    if found is not None:
+        return found
     raise ConfigException(f"{key} from {origin}: expected true or false, got {value!r}")
 
 

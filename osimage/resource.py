@@ -29,7 +29,7 @@ from typing import (
 from urllib.parse import quote
 
 from osimage import exceptions
-from osimage.wire import FALSE_WORDS, TRUE_WORDS
+from osimage.wire import strict_flag
 
 if TYPE_CHECKING:
     import requests
@@ -69,12 +69,9 @@ def _to_bool(value: object) -> bool:
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
+    found = strict_flag(value) if isinstance(value, str) else None
+    if found is not None:
+        return found
     raise ValueError(f"expected a boolean, got {value!r}")
 
 

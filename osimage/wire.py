@@ -119,6 +119,17 @@ def parse_flag(value: str) -> bool:
     return value.strip().lower() in TRUE_WORDS
 
 
+def strict_flag(value: str) -> bool | None:
+    """True or False for one of the true or false words (any case, spaces around
+    ignored), None for any other text: for readers that refuse what v1 would read as false."""
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return None
+
+
 def render_flag(value: bool) -> str:
     return "True" if value else "False"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Collection, Iterator, Mapping
-from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, Self, TypeVar, overload
 
 from osimage import exceptions, resource, wire
@@ -473,12 +472,7 @@ class ImageData:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
