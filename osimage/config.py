@@ -15,7 +15,6 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from osimage.exceptions import SDKException
-from osimage.wire import strict_flag
 
 LOCAL_ENDPOINT: Final = "http://127.0.0.1:9292"
 """Where a Connection with no configuration at all looks: `osimage serve`'s default."""
@@ -250,6 +249,8 @@ def _versioned_plugin(auth_type: str, identity_api_version: str | None) -> str:
 
 
 def _flag(key: str, value: str, origin: str) -> bool:
+    from osimage.wire import strict_flag  # the codec's words; loaded only for these flags
+
     found = strict_flag(value)
     if found is not None:
         return found

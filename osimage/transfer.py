@@ -1,13 +1,13 @@
 """Moving image data on the client: chunks hashed and written in a helper thread, and
 files written beside their target and renamed into place only when complete.
 
-Imported when data flows, not by ``import osimage``.
+Imported when data flows, not by ``import osimage``; it imports its own heavier
+dependencies (threads, hashlib) only when first used.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
@@ -68,6 +68,8 @@ class Digests(Relay):
 
     def __init__(self, *, sha256: bool = True) -> None:
         super().__init__(self._hash, "osimage-digest")
+        import hashlib  # only once data flows
+
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.sha256 = hashlib.sha256() if sha256 else None
 

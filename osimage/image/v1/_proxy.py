@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 from osimage import exceptions
 from osimage.image.v1 import member as _member
 from osimage.image.v1.image import Image
-from osimage.transfer import Digests
 
 if TYPE_CHECKING:
     from keystoneauth1.adapter import Adapter
@@ -53,6 +52,8 @@ class _Hasher:
     """md5 and sha256 of the bytes passing through `chunks`, computed in one pass."""
 
     def __init__(self) -> None:
+        from osimage.transfer import Digests  # only once data flows
+
         self.digests = Digests()
         self.size = 0
         self.source_error: Exception | None = None
