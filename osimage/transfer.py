@@ -11,10 +11,14 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Self
+from typing import IO, TYPE_CHECKING, BinaryIO, Final, Self
 
 if TYPE_CHECKING:
+    import io
     from concurrent.futures import Future, ThreadPoolExecutor
+
+CHUNK_SIZE: Final = 1024 * 1024
+"""Bytes per read of a file that is uploaded or hashed."""
 
 
 class Relay:
@@ -77,6 +81,58 @@ class Digests(Relay):
         self.md5.update(chunk)
         if self.sha256 is not None:
             self.sha256.update(chunk)
+
+
+class Hasher:
+    """md5 and sha256 of the bytes passing through `chunks`, computed in one pass."""
+
+    def __init__(self) -> None:
+        self.digests = Digests()
+        self.size = 0
+        self.source_error: Exception | None = None
+
+    def md5(self) -> str:
+        self.digests.wait()
+        return self.digests.md5.hexdigest()
+
+    def sha256(self) -> str:
+        self.digests.wait()
+        assert self.digests.sha256 is not None
+        return self.digests.sha256.hexdigest()
+
+    def through(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        """Yield `chunks`, hashing each in a helper thread while the next is read and
+        sent; an error of the source is kept in `source_error`."""
+        with self.digests:
+            try:
+                for chunk in chunks:
+                    self.digests.put(chunk)
+                    self.size += len(chunk)
+                    yield chunk
+            except Exception as exc:
+                self.source_error = exc  # requests wraps it into a connection error
+                raise
+
+    def hashes(self, chunks: Iterable[bytes]) -> tuple[str, str]:
+        """The md5 and sha256 of all of `chunks`."""
+        for _ in self.through(chunks):
+            pass
+        return self.md5(), self.sha256()
+
+
+def read_chunks(handle: BinaryIO | io.RawIOBase, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """The contents of the binary file `handle`, `chunk_size` bytes at a time."""
+    while True:
+        chunk = handle.read(chunk_size)
+        if not chunk:
+            return
+        yield bytes(chunk)
+
+
+def file_hashes(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """The md5 and sha256 hex digests of a file, read once in chunks."""
+    with open(path, "rb") as handle:
+        return Hasher().hashes(read_chunks(handle))
 
 
 @contextlib.contextmanager
