@@ -331,10 +331,7 @@ class ImagesV2:
         if "owner" in body and not ctx.is_admin and body["owner"] != ctx.owner_id:
             raise Forbidden(f"You are not permitted to create images owned by '{body['owner']}'.")
         visibility = body.get("visibility", rules.DEFAULT_VISIBILITY)
-        if not rules.may_set_visibility(ctx, visibility):
-            raise Forbidden(
-                f"You are not permitted to create image with visibility '{visibility}'."
-            )
+        # public needs publicize_image (admins by default), community communitize_image
         self._enforce_visibility(ctx, visibility, owner=body.get("owner", ctx.owner_id))
         tags = _unique(body.get("tags") or [])
         if over_quota(len(tags), self.limits.tag_quota):
@@ -462,8 +459,6 @@ class ImagesV2:
     def _check_base_change(self, ctx: Context, row: ImageRow, key: str, value: Any) -> None:
         if key == "owner" and not ctx.is_admin and value != row.owner:
             raise Forbidden("Owner can't be updated by non admin.")  # add as replace (§21)
-        if key == "visibility" and not rules.may_set_visibility(ctx, value):
-            raise Forbidden(f"You are not permitted to set visibility '{value}'.")
         if key == "visibility" and value != row.visibility:
             self._enforce_visibility(ctx, value, owner=row.owner, id=row.id)
         formats = ("disk_format", "container_format")
