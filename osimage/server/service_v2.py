@@ -296,7 +296,13 @@ class ImagesV2:
             pairs,
             limit_default=self.limits.limit_param_default,
             limit_max=self.limits.api_limit_max,
+            filters_max=self.limits.list_filters_max,
         )
+        protections = self.images.protections
+        if protections is not None and not all(
+            protections.allows(ctx.roles, key, "read") for key in query.properties
+        ):
+            return []  # a filter on a property the caller may not read matches nothing
 
         def page(conn: Connection) -> list[ImageView]:
             if marker is not None:
