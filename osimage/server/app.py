@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import anyio
@@ -41,7 +42,7 @@ from osimage.server.operations.notifications import open_notifier, redacted
 from osimage.server.operations.policy import Policy
 from osimage.server.protections import Protections
 from osimage.server.service import ImageService, Limits, scrub, sweep
-from osimage.server.service_v2 import ImagesV2
+from osimage.server.service_v2 import ImagesV2, sweep_imports, sweep_imports_forever
 from osimage.server.settings import Settings
 from osimage.server.sharing import Sharing
 from osimage.server.stores.registry import open_store
@@ -72,6 +73,7 @@ async def prepare(settings: Settings) -> None:
     try:
         await migrate(engine)
         await sweep(engine, store, node=settings.node_id, lease=settings.upload_lease)
+        await sweep_imports(engine, node=settings.node_id, lease=settings.upload_lease)
         if not settings.delayed_delete:
             await scrub(engine, store)
         if settings.cache_dir is not None:
@@ -173,6 +175,8 @@ class App:
             cache=start_cache(settings, engine, store, tasks),
         )
         tasks.start_soon(self._service.renew_leases_forever, settings.upload_lease / 3)
+        lease = settings.upload_lease
+        tasks.start_soon(partial(sweep_imports_forever, engine, lease=lease, interval=lease / 3))
         if settings.delayed_delete:
             tasks.start_soon(self._service.scrub_forever, settings.scrub_interval)
         self._sharing = Sharing(self._service)

@@ -12,6 +12,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from functools import partial
 from typing import Any, Final
 
@@ -19,6 +20,7 @@ import anyio
 from anyio import CancelScope
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from osimage import wire
 from osimage.server import copies, rules, sources, v2query
@@ -758,6 +760,9 @@ class ImagesV2:
             async with writing(self.engine) as conn:
                 if not await catalog.transition(conn, image_id, "queued", "importing"):
                     raise Conflict(f"Image needs to be in 'queued' state to use '{name}' method")
+                # leased like an upload: a crash leaves it for `sweep_imports`
+                await leases.claim(conn, image_id, self.images.node, catalog.now())
+            self.images.uploading.add(image_id)  # renewed while it connects to the source
             await self._notify_id(ctx, "image.prepare", image_id)
             self.images.tasks.start_soon(
                 partial(self._web_download, image_id, uri, row.owner, slot, ctx=ctx)
@@ -778,6 +783,7 @@ class ImagesV2:
                     await self._fetch(image_id, uri, owner, ctx)
                 finally:
                     self.images.copies.forget(image_id)
+                    self.images.uploading.discard(image_id)
             if deleted.cancelled_caught:
                 log.info("web-download of image %s cancelled: the image was deleted", image_id)
         finally:
@@ -922,3 +928,37 @@ class ImagesV2:
                 raise NotFound(f"{member} not found in the member list of the image {image_id}.")
         if found is not None:
             self._notify_member(ctx, "image.member.delete", found, deleted=True)
+
+
+async def sweep_imports(engine: AsyncEngine, *, lease: float, node: str | None = None) -> list[str]:
+    """Web-downloads a crash stranded in `importing` go back to `queued` (as a failed one).
+
+    `importing` holds no data (the data moves under `saving`, which `service.sweep`
+    kills). With a `node` (at its start), its own too; else only unleased or stale ones.
+    """
+    now = catalog.now()
+    stale_before = now - timedelta(seconds=lease)
+    requeued: list[str] = []
+    async with writing(engine) as conn:
+        for image_id in await leases.stranded_imports(conn, stale_before, node):
+            if await leases.requeue_import(
+                conn, image_id, now, stale_before=stale_before, node=node
+            ):
+                requeued.append(image_id)
+    if requeued:
+        log.warning(
+            "import sweep: %d stranded web-download(s) back to queued: %s",
+            len(requeued),
+            ", ".join(requeued),
+        )
+    return requeued
+
+
+async def sweep_imports_forever(engine: AsyncEngine, *, lease: float, interval: float) -> None:
+    """`sweep_imports` of stale leases every `interval` seconds until cancelled."""
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await sweep_imports(engine, lease=lease)
+        except Exception:
+            log.exception("import sweep failed")
