@@ -26,9 +26,9 @@ from osimage.server.api.v2 import routes as v2_routes
 from osimage.server.api.versions import (
     MEDIA_PREFIX,
     V1_TOKENS,
-    V2_TOKENS,
     send_v1_version,
     send_versions,
+    v2_tokens,
 )
 from osimage.server.auth import Authenticator, Unauthorized, open_authenticator
 from osimage.server.cache import start_cache, sweep_cache
@@ -285,29 +285,31 @@ class App:
         if path in endpoints.PATHS:  # before authentication and version routing
             await self._operations(scope, send, path)
             return
+        cache = self.settings.cache_dir is not None  # the cache API's versions (v2.14, 2.16)
+        v2 = v2_tokens(cache=cache)
         segments = path.split("/")
         first = segments[1] if len(segments) > 1 else ""
         accept = header(scope, "accept") or ""
         if accept.lower().startswith(MEDIA_PREFIX):
             token = accept[len(MEDIA_PREFIX) :].split(",")[0].split(";")[0].strip().lower()
-            if token not in V1_TOKENS and token not in V2_TOKENS:
-                await send_versions(scope, send, 300)
+            if token not in V1_TOKENS and token not in v2:
+                await send_versions(scope, send, 300, cache=cache)
                 return
-            if first not in V1_TOKENS and first not in V2_TOKENS:
+            if first not in V1_TOKENS and first not in v2:
                 segments = ["", token, *segments[1:]]
                 first = token
         if first == "versions":
-            await send_versions(scope, send, 200)
+            await send_versions(scope, send, 200, cache=cache)
             return
-        if first in V2_TOKENS:
+        if first in v2:
             await self._v1(scope, receive, send, "/" + "/".join(segments[2:]), v2=True)
             return
         if first not in V1_TOKENS:
-            await send_versions(scope, send, 300)
+            await send_versions(scope, send, 300, cache=cache)
             return
         rest = "/" + "/".join(segments[2:]) if len(segments) > 2 else ""
         if rest == "" and scope["method"] in {"GET", "HEAD"}:
-            await send_v1_version(scope, send)
+            await send_v1_version(scope, send, cache=cache)
             return
         await self._v1(scope, receive, send, rest)
 
