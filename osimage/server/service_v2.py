@@ -874,7 +874,9 @@ class ImagesV2:
         if not isinstance(member, str) or len(member) > 255 or not member.isprintable():
             raise BadRequest(f"Invalid member id {str(member)[:64]!r}")
         if not ctx.is_admin and ctx.owner_id is None:
-            raise Forbidden(_NO_PROJECT.format(what="share images").replace("the image", "it"))
+            raise Forbidden(
+                "A caller without a project cannot add members: sharing needs an owner project."
+            )
         view = await self._shared(ctx, image_id)
         self._enforce(ctx, "add_member", view.row, member_id=member)
         if not rules.writable(ctx, view.row):
