@@ -201,18 +201,24 @@ class ImagesV2:
 
         return await read(self.engine, fetch, point=True)
 
-    def _notify_failed(self, ctx: Context | None, image_id: str, error: BaseException) -> None:
+    def _notify_failed(
+        self,
+        ctx: Context | None,
+        image_id: str,
+        error: BaseException,
+        *,
+        reason: object = None,
+    ) -> None:
         """Glance's error-priority image.upload: a message, not an image."""
         notifier = self.images.notifier
         if not notifier.enabled:
             return
-        reason: object = error
-        if isinstance(error, ApiError | sources.SourceError):
-            reason = error.message
-        elif isinstance(error, TimeoutError):
-            reason = f"it took longer than copy_timeout ({self.limits.copy_timeout:g} s)"
-        elif not isinstance(error, Exception):  # cancelled: the client went away
-            reason = "the upload was interrupted"
+        if reason is None:
+            reason = error
+            if isinstance(error, ApiError | sources.SourceError):
+                reason = error.message
+            elif not isinstance(error, Exception):  # cancelled: the client went away
+                reason = "the upload was interrupted"
         notifier.error(
             ctx, "image.upload", f"Failed to upload image data for image {image_id}: {reason}"
         )
@@ -799,7 +805,9 @@ class ImagesV2:
                         min_rate=limits.copy_min_rate,
                         still_wanted=partial(self._still_saving, image_id),
                     )
-                    await self._receive(image_id, owner, chunks, source="importing", ctx=ctx)
+                    # no ctx: this method tells of the import's end, once, with its reason
+                    await self._receive(image_id, owner, chunks, source="importing")
+            await self._notify_activated(ctx, image_id)
         except copies.CopyCancelled:
             log.info("web-download of image %s cancelled: the image was deleted", image_id)
         except Exception as error:
@@ -812,8 +820,7 @@ class ImagesV2:
             else:
                 reason = error
             self._import_failed(image_id, reason)
-            if not isinstance(error, ApiError):  # _receive has told of its own failures
-                self._notify_failed(ctx, image_id, error)
+            self._notify_failed(ctx, image_id, error, reason=reason)
             async with writing(self.engine) as conn:  # importing -> queued (current Glance)
                 await catalog.transition(conn, image_id, "importing", "queued", size=None)
 

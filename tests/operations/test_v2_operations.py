@@ -13,10 +13,12 @@ import pytest
 
 from tests.e2e.api_client import Api, unique
 from tests.e2e.v2_client import OCTETS, V2
+from tests.hostile.test_uploads import wait_until
 from tests.operations import test_notifications
 from tests.operations.test_health_metrics import samples, value
 from tests.operations.test_notifications import IMAGE_FIELDS, MEMBER_FIELDS, TRANSPORT, consume
 from tests.support.server import TOKENS, Server, start_server
+from tests.support.source import Script, serve_source
 
 pytestmark = pytest.mark.e2e
 
@@ -269,3 +271,50 @@ def test_metrics_label_v2_requests_by_route_template(tmp_path: Path) -> None:
     routes = {dict(labels).get("route") for (name, labels) in found if name == requests}
     assert not any(image_id in route for route in routes if route), routes
     assert value(found, "osimage_image_bytes_downloaded_total") == 1000
+
+
+def test_imports_send_prepare_upload_activate(topic: str, tmp_path: Path) -> None:
+    data = b"imported data " * 500
+    with serve_source() as source:
+        source.scripts["/image"] = Script(str(len(data)), str(len(data)), data)
+        srv = start_server(
+            tmp_path / "srv",
+            "--allow-source-network", "127.0.0.1/32",
+            "--notification-transport-url", TRANSPORT,
+            "--notification-topic", topic,
+            auth="tokens",
+        )  # fmt: skip
+        try:
+            alice = _v2(srv, "alice")
+            fetched = alice.create(name=unique("v2-web"))["id"]
+            body = {"method": {"name": "web-download", "uri": source.url("/image")}}
+            assert alice.call("POST", f"images/{fetched}/import", body).status == 202
+            wait_until(lambda: alice.show(fetched).json()["status"] == "active", "imported")
+            staged = alice.create(name=unique("v2-direct"))["id"]
+            resp = alice.call("PUT", f"images/{staged}/stage", headers=OCTETS, data=data)
+            assert resp.status == 204, resp
+            body = {"method": {"name": "glance-direct"}}
+            assert alice.call("POST", f"images/{staged}/import", body).status == 202
+            failed = alice.create(name=unique("v2-missing"))["id"]
+            body = {"method": {"name": "web-download", "uri": source.url("/missing")}}
+            assert alice.call("POST", f"images/{failed}/import", body).status == 202
+            errors = consume(topic, "error", 1)
+        finally:
+            srv.close()
+    events = consume(topic, "info", 10)
+    seen = [(event["event_type"], event["payload"]["id"]) for event in events]
+    assert seen == [
+        ("image.create", fetched),
+        ("image.prepare", fetched),
+        ("image.upload", fetched),
+        ("image.activate", fetched),
+        ("image.create", staged),
+        ("image.prepare", staged),
+        ("image.upload", staged),
+        ("image.activate", staged),
+        ("image.create", failed),
+        ("image.prepare", failed),
+    ], seen
+    assert events[3]["payload"]["size"] == len(data)
+    assert errors[0]["event_type"] == "image.upload"
+    assert failed in errors[0]["payload"]
