@@ -557,7 +557,8 @@ class ImagesV2:
         cap = self.limits.image_size_cap
         if data.length is not None and data.length > cap:
             raise TooLarge(f"The incoming image is too large: {data.length} > {cap} bytes.")
-        await self._receive(image_id, row.owner, data, source="queued", ctx=ctx)
+        with self.images._transfer("upload"):  # osimage_transfers_in_progress
+            await self._receive(image_id, row.owner, data, source="queued", ctx=ctx)
 
     @staticmethod
     def _require_formats(row: ImageRow) -> None:
@@ -718,7 +719,8 @@ class ImagesV2:
         cap = self.limits.image_size_cap
         if data.length is not None and data.length > cap:
             raise TooLarge(f"The incoming image is too large: {data.length} > {cap} bytes.")
-        await self._receive(image_id, row.owner, data, source="queued", target="uploading")
+        with self.images._transfer("upload"):
+            await self._receive(image_id, row.owner, data, source="queued", target="uploading")
 
     async def start_import(self, ctx: Context, image_id: str, body: Any) -> None:
         """`POST /v2/images/{id}/import` (v2 §9.4); the data moves in the background."""
@@ -798,7 +800,7 @@ class ImagesV2:
     async def _fetch(self, image_id: str, uri: str, owner: str | None, ctx: Context) -> None:
         limits = self.limits
         try:
-            with anyio.fail_after(limits.copy_timeout):
+            with self.images._transfer("copy"), anyio.fail_after(limits.copy_timeout):
                 async with sources.open_source(uri, self.images.source_policy) as source:
                     chunks = copies.paced(
                         source.chunks(),

@@ -271,6 +271,8 @@ def test_metrics_label_v2_requests_by_route_template(tmp_path: Path) -> None:
     routes = {dict(labels).get("route") for (name, labels) in found if name == requests}
     assert not any(image_id in route for route in routes if route), routes
     assert value(found, "osimage_image_bytes_downloaded_total") == 1000
+    assert value(found, "osimage_image_bytes_uploaded_total") == 1000
+    assert ("osimage_transfers_in_progress", (("kind", "upload"),)) in found
 
 
 def test_imports_send_prepare_upload_activate(topic: str, tmp_path: Path) -> None:
