@@ -250,6 +250,14 @@ class App:
         started = time.perf_counter()
         status = 0
         request_id = ""
+        counted = False
+
+        def count() -> None:
+            nonlocal counted
+            if self._metrics is not None and not counted:
+                counted = True
+                seconds = time.perf_counter() - started
+                self._metrics.request(scope["path"], scope["method"], status, seconds)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -258,6 +266,8 @@ class App:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-openstack-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
+            elif not message.get("more_body", False):
+                count()  # before the client can see the end: a scrape after it counts it
             await send(message)
 
         failure = ""  # why the request failed unexpectedly: its one log line says so
@@ -286,9 +296,8 @@ class App:
                 message = f"The server failed to answer (request {request_id})."
                 await _send_error_or_abort(scope, send_with_id, ApiError(message))
         finally:
+            count()
             elapsed = (time.perf_counter() - started) * 1000
-            if self._metrics is not None:
-                self._metrics.request(scope["path"], scope["method"], status, elapsed / 1000)
             line = (request_id, scope["method"], scope["path"], status or "-")
             if failure:
                 log.error("%s %s %s %s %.1fms %s", *line, elapsed, failure)
