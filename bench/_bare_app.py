@@ -3,7 +3,10 @@
 Same uvicorn settings as osimage's runner (one process, no access log, no server
 header); the routes have the shapes the benchmark requests, and answer fixed bytes.
 
-    .venv/bin/python -m bench._bare_app PORT
+    .venv/bin/python -m bench._bare_app PORT [h11|httptools]
+
+The HTTP implementation is h11 unless named, as in `osimage serve` (uvicorn's "auto"
+would pick httptools when it is installed, and the baseline would change with it).
 """
 
 from __future__ import annotations
@@ -50,4 +53,5 @@ if __name__ == "__main__":
         log_level="warning",
         lifespan="on",
         server_header=False,
+        http=sys.argv[2] if len(sys.argv) > 2 else "h11",
     )

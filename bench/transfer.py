@@ -101,15 +101,18 @@ class Transfer:
         self.server_growth = 0
         self.client_cpu = 0.0
         self.server_cpu = 0.0
+        self.load = (0.0, 0.0)  # the machine's 1-minute load average before and after
 
     def run(self, action: Callable[[], Any]) -> Any:
         with PeakRss(os.getpid()) as client, PeakRss(self.server_pid) as server:
             cpu = _cpu(client.process), _cpu(server.process)
+            before = os.getloadavg()[0]
             start = time.perf_counter()
             result = action()
             self.seconds = time.perf_counter() - start
             self.client_cpu = _cpu(client.process) - cpu[0]
             self.server_cpu = _cpu(server.process) - cpu[1]
+            self.load = (before, os.getloadavg()[0])
         self.client_growth, self.server_growth = client.growth, server.growth
         return result
 
@@ -187,14 +190,16 @@ def measure(base: Path, size: int, store: str | None, *, two_pass: bool) -> list
             image = transfer.run(action)
             transfers.append(transfer)
             checksums_match &= image.checksum == md5 and image.size == size
-            print(f"{label}: {size / MIB / transfer.seconds:.0f} MiB/s", flush=True)
+            print(f"{label}: {size / MIB / transfer.seconds:.0f} MiB/s (load average "
+                  f"{transfer.load[0]:.1f} -> {transfer.load[1]:.1f})", flush=True)  # fmt: skip
         assert image is not None
         target = base / "back.raw"
         transfer = Transfer("download, download_image(output)", server.proc.pid)
         transfer.run(lambda: conn.image.download_image(image, output=str(target)))
         transfers.append(transfer)
         checksums_match &= target.stat().st_size == size  # content verified by the SDK
-        print(f"download: {size / MIB / transfer.seconds:.0f} MiB/s", flush=True)
+        print(f"download: {size / MIB / transfer.seconds:.0f} MiB/s (load average "
+              f"{transfer.load[0]:.1f} -> {transfer.load[1]:.1f})", flush=True)  # fmt: skip
         target.unlink()
         limit = min(limit, machine_limit(source, base / "copy.raw"))  # best of two
         for found in list(conn.image.images()):
@@ -228,9 +233,15 @@ def measure(base: Path, size: int, store: str | None, *, two_pass: bool) -> list
                 target=f">= {SPEED_TARGET:.0%} of the limit",
                 note=(
                     f"CPU busy: client {t.client_cpu / t.seconds:.0%}, "
-                    f"server {t.server_cpu / t.seconds:.0%} of one core over {t.seconds:.1f} s"
+                    f"server {t.server_cpu / t.seconds:.0%} of one core over {t.seconds:.1f} s; "
+                    f"load average {t.load[0]:.1f} -> {t.load[1]:.1f} on {os.cpu_count()} CPUs"
                 ),
-                detail={"client_cpu_s": t.client_cpu, "server_cpu_s": t.server_cpu},
+                detail={
+                    "client_cpu_s": t.client_cpu,
+                    "server_cpu_s": t.server_cpu,
+                    "load_before": t.load[0],
+                    "load_after": t.load[1],
+                },
             )
         )
         for who, growth in (("client", t.client_growth), ("server", t.server_growth)):

@@ -400,17 +400,30 @@ def encode_flag_header(value: bool) -> str:
 
 def check_json_record(record: Mapping[str, Any], keys: Iterable[str] = DETAIL_KEYS) -> None:
     """Raise `WireError` if a JSON image record has a value of the wrong type."""
+    exact = _JSON_EXACT
     for key in keys:
-        if key not in record or record[key] is None:
+        value = record.get(key)
+        # decoded JSON holds exactly these types: one set lookup per value (issue 14)
+        if value is None or type(value) in exact[key]:
             continue
-        value = record[key]
-        if key == "properties":
-            if not isinstance(value, dict):
-                raise WireError(key, f"properties: expected an object, got {value!r}")
-            continue
-        kind = FIELDS[key]
-        ok = isinstance(value, kind.json_types) and not (
-            bool not in kind.json_types and isinstance(value, bool)
-        )
-        if not ok:
-            raise WireError(key, f"{key}: unexpected JSON value {value!r}")
+        _check_json_value(key, value)
+
+
+def _check_json_value(key: str, value: Any) -> None:
+    if key == "properties":
+        if not isinstance(value, dict):
+            raise WireError(key, f"properties: expected an object, got {value!r}")
+        return
+    kind = FIELDS[key]
+    ok = isinstance(value, kind.json_types) and not (
+        bool not in kind.json_types and isinstance(value, bool)
+    )
+    if not ok:
+        raise WireError(key, f"{key}: unexpected JSON value {value!r}")
+
+
+# key -> the exact types its JSON value may have (a subclass takes the slower full check)
+_JSON_EXACT: Final[Mapping[str, frozenset[type]]] = {
+    **{key: frozenset(kind.json_types) for key, kind in FIELDS.items()},
+    "properties": frozenset({dict}),
+}

@@ -1096,6 +1096,27 @@ class ImageService:
             return []  # a filter on a property the caller may not read matches nothing (§13.2)
         return await read(self.engine, partial(self._page, ctx=ctx, query=query, marker=marker))
 
+    async def list_records(self, ctx: Context, params: Mapping[str, str]) -> list[str] | None:
+        """A detail page as the images' stored v1 records (JSON text), or None when they
+        cannot serve it (property protections, a stale record): then `list_images`."""
+        if self.protections is not None:
+            return None
+        self.policy.enforce(ctx, "get_images", image_target(owner=ctx.owner_id))
+        query, is_public, marker = parse_list_query(
+            params,
+            limit_default=self.limits.limit_param_default,
+            limit_max=self.limits.api_limit_max,
+            filters_max=self.limits.list_filters_max,
+        )
+        query.scope, query.project = self._list_scope(ctx, is_public), ctx.owner_id
+
+        def page(conn: Connection) -> list[str] | None:
+            if marker is not None:
+                query.marker = self._marker(conn, ctx, marker)
+            return catalog.list_records(conn, query)
+
+        return await read(self.engine, page, point=catalog.is_bounded_page(query))
+
     @classmethod
     def _page(
         cls, conn: Connection, *, ctx: Context, query: ListQuery, marker: str | None

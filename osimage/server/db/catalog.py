@@ -35,7 +35,13 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import BindParameter
 
-from osimage.server.db.tables import image_members, image_properties, images, upload_leases
+from osimage.server.db.tables import (
+    image_members,
+    image_properties,
+    image_records,
+    images,
+    upload_leases,
+)
 
 HIDDEN_STATUSES = ("killed", "deleted", "pending_delete")
 SORT_KEYS = (
@@ -115,6 +121,13 @@ class ListQuery:
     with_properties: bool = True
 
 
+async def refresh_record(conn: AsyncConnection, image_id: str) -> None:
+    """Rewrite the image's rendered record (see `osimage.server.db.records`)."""
+    from osimage.server.db import records  # records renders with the API, which imports this
+
+    await records.refresh(conn, image_id)
+
+
 # The image and its properties in one statement: one row per property (or one with NULLs).
 _IMAGE_WITH_PROPERTIES = (
     select(images, image_properties.c.key.label("_key"), image_properties.c.value.label("_value"))
@@ -158,6 +171,7 @@ async def insert_image(
             insert(image_properties),
             [{"image_id": values["id"], "key": k, "value": v} for k, v in properties.items()],
         )
+    await refresh_record(conn, values["id"])
 
 
 async def update_image(
@@ -175,7 +189,10 @@ async def update_image(
     if deleted is not None:
         statement = statement.where(images.c.deleted == deleted)
     result = await conn.execute(statement.values(**values, updated_at=now()))
-    return bool(result.rowcount == 1)
+    if result.rowcount != 1:
+        return False
+    await refresh_record(conn, image_id)
+    return True
 
 
 async def transition(
@@ -210,6 +227,7 @@ async def set_properties(
             statement = statement.where(image_properties.c.key.not_in(list(properties)))
         await conn.execute(statement)
     if not properties:
+        await refresh_record(conn, image_id)
         return
     existing = await conn.execute(
         select(image_properties.c.key).where(
@@ -231,6 +249,7 @@ async def set_properties(
     ]
     if new:
         await conn.execute(insert(image_properties), new)
+    await refresh_record(conn, image_id)
 
 
 async def soft_delete(conn: AsyncConnection, image_id: str, *, from_status: str) -> bool:
@@ -370,10 +389,63 @@ def list_images(conn: Connection, query: ListQuery) -> list[ImageRow]:
     Synchronous: run it through `engine.read`."""
     if query.limit <= 0:
         return []
+    statement = _page_statement(*_shape(query), query.with_properties)
+    result = conn.execute(statement, _page_params(query))
+    if not query.with_properties:
+        return [ImageRow(*values) for values in result]
+    rows: list[ImageRow] = []
+    width = len(_COLUMNS)
+    for values in result:
+        if not rows or rows[-1].id != values[0]:
+            rows.append(ImageRow(*values[:width]))
+        if values[width] is not None:
+            rows[-1].properties[values[width]] = values[width + 1]
+    return rows
+
+
+def list_records(conn: Connection, query: ListQuery) -> list[str] | None:
+    """The same page as `list_images` with properties, as the images' v1 detail records
+    (JSON text, see `osimage.server.db.records`); None if one of them is missing or stale,
+    and the caller renders the page from `list_images` instead. Synchronous."""
+    if query.limit <= 0:
+        return []
+    records: list[str] = []
+    for record, fresh in conn.execute(_records_statement(*_shape(query)), _page_params(query)):
+        if record is None or not fresh:
+            return None
+        records.append(record)
+    return records
+
+
+# The most records a page read on the event loop may join (see `is_bounded_page`).
+BOUNDED_PAGE = 100
+
+
+def is_bounded_page(query: ListQuery) -> bool:
+    """Whether the page's read does work bounded by its limit, whatever the catalogue:
+    no filter, the default order, a scope an index serves in that order (so the range
+    read from the newest image or the marker on stops after `limit` matches, passing
+    only hidden images: deleted, killed or pending delete ones among them), and at most
+    `BOUNDED_PAGE` records. Such a read may run on the event loop (`engine.read(point=
+    True)`), as a lookup by id does, which saves the worker-thread hop that was the
+    largest part of a small page (issue 14)."""
+    return (
+        query.scope in (Scope.PUBLIC, Scope.NON_PUBLIC, Scope.ALL)
+        and query.limit <= BOUNDED_PAGE
+        and query.sort_key == "created_at"
+        and query.changes_since is None
+        and not query.exact
+        and query.size_min is None
+        and query.size_max is None
+        and not query.properties
+    )
+
+
+def _shape(query: ListQuery) -> tuple[Any, ...]:
     scope = query.scope
     if scope is Scope.PROJECT and query.project is None:
         scope = Scope.PUBLIC
-    statement = _page_statement(
+    return (
         scope,
         query.changes_since is not None,
         tuple(sorted(query.exact)),  # one shape whatever order the client gave them in
@@ -383,8 +455,24 @@ def list_images(conn: Connection, query: ListQuery) -> list[ImageRow]:
         query.sort_key,
         query.sort_dir == "desc",
         query.marker is not None,
-        query.with_properties,
     )
+
+
+@lru_cache(maxsize=256)
+def _records_statement(*shape: Any) -> Select[Any]:
+    """The page query of one shape (`_page_statement`) joined to the images' records."""
+    page = _page_statement(*shape, False).subquery()
+    keys = _sort_keys(shape[6])
+    descending = shape[7]
+    outer = [_sort_expression(key, page.c) for key in keys]
+    return (
+        select(image_records.c.v1, image_records.c.updated_at == page.c.updated_at)
+        .select_from(page.outerjoin(image_records, image_records.c.image_id == page.c.id))
+        .order_by(*(e.desc() if descending else e.asc() for e in outer))
+    )
+
+
+def _page_params(query: ListQuery) -> dict[str, Any]:
     params: dict[str, Any] = {"limit": query.limit, "project": query.project}
     if query.changes_since is not None:
         params["changes_since"] = query.changes_since
@@ -402,17 +490,7 @@ def list_images(conn: Connection, query: ListQuery) -> list[ImageRow]:
     if query.marker is not None:
         for index, key in enumerate(_sort_keys(query.sort_key)):
             params[f"mark_{index}"] = _sort_value(query.marker, key)
-    result = conn.execute(statement, params)
-    if not query.with_properties:
-        return [ImageRow(*values) for values in result]
-    rows: list[ImageRow] = []
-    width = len(_COLUMNS)
-    for values in result:
-        if not rows or rows[-1].id != values[0]:
-            rows.append(ImageRow(*values[:width]))
-        if values[width] is not None:
-            rows[-1].properties[values[width]] = values[width + 1]
-    return rows
+    return params
 
 
 def _sort_keys(sort_key: str) -> list[str]:

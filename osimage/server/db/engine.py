@@ -7,6 +7,7 @@ the `postgres` extra) is shared by any number of hosts.
 from __future__ import annotations
 
 import importlib
+import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -39,6 +40,8 @@ _READERS = 4
 # of filters and sort keys (see catalog._page_statement), never by a count or value a
 # client gives, so the cache holds at most this many of bounded size.
 _STATEMENT_CACHE = 500
+
+log = logging.getLogger("osimage.server.db")
 
 
 class _Reader:
@@ -235,4 +238,13 @@ async def migrate(engine: AsyncEngine) -> None:
         if engine.dialect.name == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         await conn.run_sync(_upgrade)
+        await conn.run_sync(_backfill_records)
         await conn.commit()
+
+
+def _backfill_records(conn: Connection) -> None:
+    from osimage.server.db.records import backfill  # records imports the API's rendering
+
+    done = backfill(conn)
+    if done:
+        log.info("rendered the records of %d image(s)", done)

@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import and_, delete, exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from osimage.server.db.catalog import refresh_record
 from osimage.server.db.tables import images, upload_leases
 
 _SAVING = "saving"
@@ -90,7 +91,10 @@ async def kill(
         .where(images.c.id == image_id, images.c.status == _SAVING, ~exists().where(fresh))
         .values(status="killed", updated_at=now)
     )
-    return bool(result.rowcount == 1)
+    if result.rowcount != 1:
+        return False
+    await refresh_record(conn, image_id)
+    return True
 
 
 async def drop_finished(conn: AsyncConnection) -> None:

@@ -35,6 +35,7 @@ from osimage.server.db.catalog import (
     _sort_value,
     lock_image,
     now,
+    refresh_record,
 )
 from osimage.server.db.tables import image_members, image_properties, image_tags, images
 
@@ -298,6 +299,7 @@ async def remove_tag(conn: AsyncConnection, image_id: str, tag: str) -> bool:
 async def touch(conn: AsyncConnection, image_id: str) -> None:
     """Refresh `updated_at` (tag changes rewrite the image row, v2 §21)."""
     await conn.execute(update(images).where(images.c.id == image_id).values(updated_at=now()))
+    await refresh_record(conn, image_id)
 
 
 # -- member status -------------------------------------------------------------------------

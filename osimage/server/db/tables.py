@@ -56,6 +56,9 @@ images = Table(
     Index("ix_images_name", "name"),
     Index("ix_images_visibility", "visibility", "created_at"),
     Index("ix_images_v2_listing", "deleted", "os_hidden", "created_at", "id"),  # v2 default order
+    # v1 lists of every visibility (an admin's is_public=none, the SDK's default) in the
+    # default order, without sorting the catalogue (migration 0005, issue 14)
+    Index("ix_images_live", "deleted", "created_at", "id"),
 )
 
 image_properties = Table(
@@ -108,4 +111,16 @@ image_tags = Table(
     Column("value", String(255), nullable=False),
     UniqueConstraint("image_id", "value", name="uq_image_tags_image_value"),
     Index("ix_image_tags_value", "value", "image_id"),
+)
+
+# Each image's v1 detail record as JSON text, rewritten whenever the image or its
+# properties change (migration 0005, `osimage.server.db.records`): a list page joins
+# these instead of rendering every row. `updated_at` is the image's when the record was
+# rendered; a record whose stamp differs from its image's is stale and not used.
+image_records = Table(
+    "image_records",
+    metadata,
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("updated_at", DateTime, nullable=False),
+    Column("v1", Text, nullable=False),
 )

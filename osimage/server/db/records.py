@@ -1,0 +1,92 @@
+"""Each image's rendered v1 detail record, kept with its row (issue 14).
+
+A v1 detail page is then a keyset range read joined to ready JSON fragments
+(`catalog.list_records`), not 25 rows of ~27 columns plus properties turned into
+objects, dicts and JSON. Every writer in `catalog` (and `listing.touch`,
+`leases.kill_stale`) calls `refresh` in its transaction after changing an image or its
+properties, when it holds the image's row (an UPDATE or a lock), so two writers of one
+image refresh one after the other. A record is used only while its `updated_at` equals
+its image's, so a writer that forgot to refresh makes lists slower, not wrong.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import Connection, delete, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from osimage.server.api import render
+from osimage.server.db.catalog import ImageRow, fetch_image
+from osimage.server.db.tables import image_properties, image_records, images
+
+BACKFILL_BATCH = 500
+
+
+def v1_record(row: ImageRow) -> str:
+    """The v1 detail record as `json.dumps` writes it inside a list (default separators)."""
+    return json.dumps(render.detail(row))
+
+
+def refresh_now(conn: Connection, image_id: str) -> None:
+    """Rewrite the record of `image_id` from its row and properties (synchronous)."""
+    row = fetch_image(conn, image_id)
+    conn.execute(delete(image_records).where(image_records.c.image_id == image_id))
+    if row is not None:
+        conn.execute(
+            insert(image_records).values(
+                image_id=image_id, updated_at=row.updated_at, v1=v1_record(row)
+            )
+        )
+
+
+async def refresh(conn: AsyncConnection, image_id: str) -> None:
+    """Rewrite the record of `image_id` in the caller's transaction."""
+    await conn.run_sync(refresh_now, image_id)
+
+
+def backfill(conn: Connection) -> int:
+    """Render the record of every image that has none or a stale one; the count done.
+
+    `engine.migrate` runs it at every start: after migration 0005, and for images
+    written straight into the tables (the benchmarks' seeded catalogues). In batches:
+    one read of the images and their properties, one delete and one insert per batch.
+    """
+    stale = (
+        select(images.c.id)
+        .outerjoin(image_records, image_records.c.image_id == images.c.id)
+        .where(
+            or_(
+                image_records.c.image_id.is_(None),
+                image_records.c.updated_at != images.c.updated_at,
+            )
+        )
+    )
+    ids = [image_id for (image_id,) in conn.execute(stale)]
+    width = len(images.c)
+    for first in range(0, len(ids), BACKFILL_BATCH):
+        batch = ids[first : first + BACKFILL_BATCH]
+        # a running process may be writing one of them: take their rows as writers do
+        conn.execute(select(images.c.id).where(images.c.id.in_(batch)).with_for_update())
+        rows: dict[str, ImageRow] = {}
+        for values in conn.execute(
+            select(images, image_properties.c.key, image_properties.c.value)
+            .outerjoin(image_properties, image_properties.c.image_id == images.c.id)
+            .where(images.c.id.in_(batch))
+            .order_by(images.c.id, image_properties.c.id)
+        ):
+            row = rows.get(values[0])
+            if row is None:
+                row = rows[values[0]] = ImageRow(*values[:width])
+            if values[width] is not None:
+                row.properties[values[width]] = values[width + 1]
+        conn.execute(delete(image_records).where(image_records.c.image_id.in_(batch)))
+        if rows:
+            conn.execute(
+                insert(image_records),
+                [
+                    {"image_id": row.id, "updated_at": row.updated_at, "v1": v1_record(row)}
+                    for row in rows.values()
+                ],
+            )
+    return len(ids)
