@@ -39,6 +39,7 @@ MAX_INT64: Final = 2**63 - 1
 TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%f"
 
 TRUE_WORDS: Final = frozenset({"1", "t", "true", "on", "y", "yes"})
+FALSE_WORDS: Final = frozenset({"0", "f", "false", "off", "n", "no"})
 
 DISK_FORMATS: Final = (
     "ami",

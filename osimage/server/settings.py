@@ -1,6 +1,7 @@
 """The service's settings: one table of rows, each readable as ``--<name>`` or ``OSIMAGE_<NAME>``.
 
-This module is imported by the CLI before the server is, so it uses the standard library only.
+This module is imported by the CLI before the server is, so it uses the standard library
+(and the SDK's `wire` codec) only.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from osimage.wire import FALSE_WORDS, TRUE_WORDS
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -99,9 +102,9 @@ def _network(value: str) -> Network:
 
 def _flag(value: str) -> bool:
     lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
+    if lowered in TRUE_WORDS:
         return True
-    if lowered in {"0", "false", "no", "off", ""}:
+    if lowered in FALSE_WORDS or not lowered:
         return False
     raise ValueError(f"expected true or false, got {value!r}")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
@@ -13,6 +12,7 @@ from urllib.parse import unquote, urlsplit
 import anyio
 from anyio import CancelScope, to_thread
 
+from osimage.server.durable import settle
 from osimage.server.stores.base import (
     CHUNK_SIZE,
     Blob,
@@ -98,8 +98,7 @@ class FilesystemStore:
             async with await partial.open("xb") as out:
                 size = await _write_all(out.wrapped, chunks)
                 await out.flush()
-                await to_thread.run_sync(os.fsync, out.wrapped.fileno())
-            await partial.replace(final)
+                await to_thread.run_sync(settle, out.wrapped.fileno(), Path(partial), Path(final))
         except BaseException as exc:
             with CancelScope(shield=True):
                 await partial.unlink(missing_ok=True)
