@@ -50,7 +50,7 @@ from osimage.server.operations.metrics import Metrics, forget_dead_workers, mult
 from osimage.server.operations.notifications import open_notifier, redacted
 from osimage.server.operations.policy import Policy
 from osimage.server.protections import Protections
-from osimage.server.service import ImageService, Limits, scrub, sweep
+from osimage.server.service import ImageService, scrub, sweep
 from osimage.server.service_v2 import ImagesV2
 from osimage.server.settings import Settings
 from osimage.server.sharing import Sharing
@@ -89,27 +89,6 @@ async def prepare(settings: Settings) -> None:
     finally:
         await store.aclose()
         await close_engine(engine)
-
-
-def _limits(settings: Settings) -> Limits:
-    return Limits(
-        image_size_cap=settings.image_size_cap,
-        property_quota=settings.property_quota,
-        member_quota=settings.member_quota,
-        tag_quota=settings.tag_quota,
-        api_limit_max=settings.api_limit_max,
-        limit_param_default=settings.limit_param_default,
-        user_storage_quota=settings.user_storage_quota,
-        query_params_max=settings.query_params_max,
-        list_filters_max=settings.list_filters_max,
-        json_body_max=settings.json_body_max,
-        json_depth_max=settings.json_depth_max,
-        body_timeout=settings.body_timeout,
-        copy_max=settings.copy_max,
-        copy_max_per_project=settings.copy_max_per_project,
-        copy_timeout=settings.copy_timeout,
-        copy_min_rate=settings.copy_min_rate,
-    )
 
 
 class App:
@@ -172,7 +151,7 @@ class App:
         self._service = ImageService(
             engine,
             store,
-            limits=_limits(settings),
+            limits=settings.limits,
             source_policy=policy,
             tasks=tasks,
             delayed_delete=settings.delayed_delete,
@@ -180,7 +159,7 @@ class App:
             node=settings.node_id,
             upload_lease=settings.upload_lease,
             **operations,
-            cache=start_cache(settings, engine, store, tasks),
+            cache=start_cache(settings.cache, engine, store, tasks),
         )
         tasks.start_soon(self._service.renew_leases_forever, settings.upload_lease / 3)
         if settings.delayed_delete:
@@ -204,26 +183,19 @@ class App:
         metrics = self._metrics = Metrics(multiprocess_dir=directory)
         if hasattr(authenticator, "on_cache_lookup"):
             authenticator.on_cache_lookup = metrics.token_lookup
-        self._health = HealthCheck(
-            engine,
-            store,
-            disable_file=settings.healthcheck_disable_file,
-            cache_seconds=settings.healthcheck_cache_seconds,
-            timeout=settings.healthcheck_timeout,
-        )
+        self._health = HealthCheck.from_options(engine, store, settings.healthcheck)
+        notifications = settings.notifications
         notifier = open_notifier(
-            settings.notification_transport_url,
-            topic=settings.notification_topic,
-            queue_size=settings.notification_queue_size,
+            notifications,
             on_drop=metrics.notification_dropped,
             on_sent=metrics.notification_sent,
         )
         stack.callback(notifier.close)
-        if settings.notification_transport_url:
+        if notifications.transport_url:
             log.info(
                 "notifications: to %s, topic %s",
-                redacted(settings.notification_transport_url),
-                settings.notification_topic,
+                redacted(notifications.transport_url),
+                notifications.topic,
             )
         return {
             "policy": Policy(settings.policy_file),
@@ -333,10 +305,8 @@ class App:
                 send,
                 self._metrics,
                 self._authenticator,
-                access=self.settings.metrics_access,
+                self.settings.metrics,
                 engine=self._health.engine,
-                cache_seconds=self.settings.metrics_cache_seconds,
-                render_seconds=self.settings.metrics_render_seconds,
             )
 
     async def _v1(
