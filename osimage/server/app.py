@@ -323,7 +323,7 @@ class App:
             context = await self._authenticator.authenticate(headers)
         except Unauthorized as error:
             raise NotAuthenticated(str(error)) from None
-        call = Call(scope, receive, send, context, self._service, self._sharing)
+        call = Call(scope, receive, send, context, self._service, self._sharing, headers)
         if v2:
             await v2_routes.dispatch(call, ImagesV2(self._service), rest)
             return
