@@ -78,7 +78,7 @@ async def prepare(settings: Settings) -> None:
     scrubbed here; with it, the scrubber of each process does that.
     """
     engine = open_engine(settings.database)
-    store = open_store(settings.store)
+    store = open_store(settings.store, settings.store_options)
     try:
         await migrate(engine)
         await sweep(engine, store, node=settings.node_id, lease=settings.upload_lease)
@@ -132,7 +132,7 @@ class App:
             await prepare(settings)
         engine = open_engine(settings.database)
         stack.push_async_callback(close_engine, engine)
-        store = open_store(settings.store)
+        store = open_store(settings.store, settings.store_options)
         stack.push_async_callback(store.aclose)
         authenticator = open_authenticator(
             settings.auth,

@@ -25,6 +25,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "::1"})
 AUTH_KINDS: Final = ("noauth", "tokens", "keystone")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+S3_MIN_PART_SIZE: Final = 5 * 1024**2  # S3's smallest part but the last
 
 
 class SettingsError(ValueError):
@@ -85,6 +86,19 @@ def _storage_size(value: str) -> int:
     if not digits.isdigit() or unit not in _STORAGE_UNITS:
         raise ValueError(f"expected a size such as 500, 500B, 10MB or 2TB, got {value!r}")
     return int(digits) * _STORAGE_UNITS[unit]
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+        return number
+
+    return parse
 
 
 def _path(value: str) -> Path:
@@ -411,6 +425,57 @@ SETTINGS: Final = (
         _positive,
     ),
     Setting("log_level", "info", "Logging threshold.", _choice(LOG_LEVELS)),
+    # Store options (docs/stores.md): a swift:// or s3:// store URL's query overrides them.
+    Setting("swift_auth_url", None, "Swift store: tempauth or Keystone (ending in /v3) URL."),
+    Setting(
+        "swift_auth_version",
+        None,
+        "Swift store: 1 (tempauth) or 3 (Keystone) [default: 3 if the auth URL ends in v3].",
+        _choice(("1", "3")),
+    ),
+    Setting("swift_user", None, "Swift store: the user (tempauth: account:user)."),
+    Setting("swift_key", None, "Swift store: the user's key (never in the store URL)."),
+    Setting("swift_password", None, "Swift store: the Keystone password (as --swift-key)."),
+    Setting("swift_storage_url", None, "Swift store: account URL to use instead of the catalog's."),
+    Setting("swift_project_name", None, "Swift store: Keystone project (auth version 3)."),
+    Setting("swift_project_domain_name", "Default", "Swift store: the project's domain."),
+    Setting("swift_user_domain_name", "Default", "Swift store: the user's domain."),
+    Setting("swift_region", None, "Swift store: catalog region."),
+    Setting("swift_interface", "public", "Swift store: catalog interface."),
+    # Segments are streamed, so their size costs no memory; 1 GiB x 1000 segments ~ 1 TiB.
+    Setting(
+        "swift_segment_size",
+        "1073741824",
+        "Swift store: bytes per SLO segment (capped by the cluster's max_file_size).",
+        _at_least(1),
+    ),
+    Setting(
+        "swift_sweep_after",
+        "3600",
+        "Swift store: seconds an upload's newest segment must be idle before the sweep removes it.",
+        _at_least(0),
+    ),
+    Setting("s3_endpoint", None, "S3 store: endpoint URL (Ceph RGW, MinIO...); unset: AWS."),
+    Setting("s3_region", None, "S3 store: region."),
+    Setting("s3_profile", None, "S3 store: ~/.aws profile for credentials."),
+    Setting(
+        "s3_addressing_style",
+        None,
+        "S3 store: auto, path or virtual [default: path with an endpoint, else auto].",
+        _choice(("auto", "path", "virtual")),
+    ),
+    Setting(
+        "s3_part_size",
+        "8388608",
+        "S3 store: bytes per multipart part (at least 5 MiB); one part per upload is buffered.",
+        _at_least(S3_MIN_PART_SIZE),
+    ),
+    Setting(
+        "s3_sweep_after",
+        "86400",
+        "S3 store: seconds after which an unfinished multipart upload is aborted by the sweep.",
+        _at_least(0),
+    ),
 )
 
 
@@ -602,6 +667,30 @@ class Settings:
     notification_topic: str
     notification_queue_size: int
     log_level: str
+    swift_auth_url: str | None
+    swift_auth_version: str | None
+    swift_user: str | None
+    swift_key: str | None = field(repr=False)
+    swift_password: str | None = field(repr=False)
+    swift_storage_url: str | None
+    swift_project_name: str | None
+    swift_project_domain_name: str
+    swift_user_domain_name: str
+    swift_region: str | None
+    swift_interface: str
+    swift_segment_size: int
+    swift_sweep_after: int
+    s3_endpoint: str | None
+    s3_region: str | None
+    s3_profile: str | None
+    s3_addressing_style: str | None
+    s3_part_size: int
+    s3_sweep_after: int
+
+    @property
+    def store_options(self) -> dict[str, Any]:
+        """The `<scheme>_*` rows of the configured store, by option name (unset ones left out)."""
+        return store_options(urlsplit(self.store).scheme, self)
 
     @property
     def limits(self) -> Limits:
@@ -716,6 +805,34 @@ class Settings:
             else:
                 env[row.variable] = str(value)
         return env
+
+
+def store_options(scheme: str, values: Settings | Mapping[str, str]) -> dict[str, Any]:
+    """The options of a `scheme` store (swift, s3), by option name, from its `<scheme>_*` rows.
+
+    `values` is `Settings` (resolved from flags, variables and defaults) or an environment
+    (variables and defaults only). Unset options are left out.
+    """
+    prefix = f"{scheme.lower()}_"
+    options: dict[str, Any] = {}
+    for row in SETTINGS:
+        if not row.name.startswith(prefix):
+            continue
+        if isinstance(values, Settings):
+            value = getattr(values, row.name)
+        elif row.variable in values:
+            value = _parse_text(row, values[row.variable], row.variable)
+        else:
+            value = default(row.name)
+        if value is not None and value != "":
+            options[row.name[len(prefix) :]] = value
+    return options
+
+
+def parse_store_option(scheme: str, option: str, text: str) -> Any:
+    """Parse a store URL's query option as its row does. Raises KeyError for an unknown
+    option, ValueError (saying what was expected) for a bad value."""
+    return _ROWS[f"{scheme.lower()}_{option}"].parse(text)
 
 
 def default_node_id(data_dir: Path) -> str:

@@ -41,7 +41,7 @@ async def _run(settings: Settings, action: str, image_id: str | None) -> Any:
     if options.directory is None:
         raise ValueError("no cache: give --cache-dir (OSIMAGE_CACHE_DIR)")
     engine = open_engine(settings.database)
-    store = open_store(settings.store)
+    store = open_store(settings.store, settings.store_options)
     try:
         async with anyio.create_task_group() as tasks:
             cache = ImageCache(options.directory, options.size, tasks)

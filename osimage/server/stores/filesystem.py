@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -87,6 +87,11 @@ class FilesystemStore:
         root = Path(unquote(parts.path))
         root.mkdir(parents=True, exist_ok=True)
         return cls(root)
+
+    @classmethod
+    def from_options(cls, url: str, options: Mapping[str, Any]) -> FilesystemStore:
+        """As `from_url`: the file store has no options."""
+        return cls.from_url(url)
 
     def location(self, image_id: str) -> str:
         """Where `put` stores the blob of `image_id`."""
