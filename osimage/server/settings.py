@@ -1,7 +1,9 @@
 """The service's settings: one table of rows, each readable as ``--<name>`` or ``OSIMAGE_<NAME>``.
 
-This module is imported by the CLI before the server is, so it uses the standard library
-(and the SDK's `wire` codec) only.
+Each row holds its default; `Settings` holds the parsed values and hands components
+groups of them (`Limits`, `KeystoneOptions`, `CacheOptions`..., `store_options`) whose
+fields name their rows. This module is imported by the CLI before the server is, so it
+uses the standard library (and the SDK's `wire` codec) only.
 """
 
 from __future__ import annotations
