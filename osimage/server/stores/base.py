@@ -100,18 +100,24 @@ def image_id_in(location: str, *, scheme: str, netloc: str, prefix: str = "") ->
 
 
 def url_options(
-    url: str, scheme: str, given: Mapping[str, Any], *, secrets: Collection[str] = ()
+    url: str,
+    scheme: str,
+    given: Mapping[str, Any],
+    *,
+    secrets: Collection[str] = (),
+    credentials: str = "the store's variables",
 ) -> tuple[SplitResult, dict[str, Any]]:
     """Split a store URL and lay its query options over `given` (the resolved settings).
 
     Each option is parsed by its settings row; an empty one leaves `given` in force. Refuses
-    unknown options, secrets and user:password in the URL (URLs are logged).
+    unknown options, secrets and user:password in the URL (URLs are logged); `credentials`
+    says where they belong.
     """
     from osimage.server.settings import SETTINGS, parse_store_option  # stdlib-only module
 
     parts = urlsplit(url)
     if parts.username or parts.password:
-        raise StoreConfigError(f"put {scheme} credentials in its variables, not in the store URL")
+        raise StoreConfigError(f"put {scheme} credentials in {credentials}, not in the store URL")
     known = sorted(
         row.name[len(scheme) + 1 :]
         for row in SETTINGS

@@ -79,7 +79,9 @@ class S3Config:
         """Parse `s3://<bucket>[/<prefix>]?<option>=...`; the URL's options override `given`
         (the `s3_*` settings, see `Settings.store_options`). Credentials: the AWS_* variables
         of `environ` when given, else boto3's own chain (which reads them too)."""
-        parts, options = url_options(url, "s3", given)
+        parts, options = url_options(
+            url, "s3", given, credentials="AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a profile)"
+        )
         if parts.scheme != "s3" or not parts.netloc:
             raise StoreConfigError(f"expected s3://<bucket>[/<prefix>], got {url!r}")
         endpoint = options.get("endpoint")

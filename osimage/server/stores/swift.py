@@ -87,7 +87,13 @@ class SwiftConfig:
         The key (tempauth) or password (keystone) comes only from the settings, so the
         store URL can be logged.
         """
-        parts, options = url_options(url, "swift", given, secrets=_SECRETS)
+        parts, options = url_options(
+            url,
+            "swift",
+            given,
+            secrets=_SECRETS,
+            credentials="OSIMAGE_SWIFT_USER and OSIMAGE_SWIFT_KEY",
+        )
         if parts.scheme != "swift" or not parts.netloc or parts.path not in ("", "/"):
             raise StoreConfigError(f"expected swift://<container>?auth_url=..., got {url!r}")
         auth_url, user = options.get("auth_url"), options.get("user")
