@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import anyio
@@ -35,9 +36,9 @@ from osimage.server.api.v2 import routes as v2_routes
 from osimage.server.api.versions import (
     MEDIA_PREFIX,
     V1_TOKENS,
-    V2_TOKENS,
     send_v1_version,
     send_versions,
+    v2_tokens,
 )
 from osimage.server.auth import Authenticator, Unauthorized, open_authenticator
 from osimage.server.cache import start_cache, sweep_cache
@@ -51,7 +52,7 @@ from osimage.server.operations.notifications import open_notifier, redacted
 from osimage.server.operations.policy import Policy
 from osimage.server.protections import Protections
 from osimage.server.service import ImageService, scrub, sweep
-from osimage.server.service_v2 import ImagesV2
+from osimage.server.service_v2 import ImagesV2, sweep_imports, sweep_imports_forever
 from osimage.server.settings import Settings
 from osimage.server.sharing import Sharing
 from osimage.server.stores.registry import open_store
@@ -82,6 +83,7 @@ async def prepare(settings: Settings) -> None:
     try:
         await migrate(engine)
         await sweep(engine, store, node=settings.node_id, lease=settings.upload_lease)
+        await sweep_imports(engine, node=settings.node_id, lease=settings.upload_lease)
         if not settings.delayed_delete:
             await scrub(engine, store)
         if settings.cache_dir is not None:
@@ -162,6 +164,8 @@ class App:
             cache=start_cache(settings.cache, engine, store, tasks),
         )
         tasks.start_soon(self._service.renew_leases_forever, settings.upload_lease / 3)
+        lease = settings.upload_lease
+        tasks.start_soon(partial(sweep_imports_forever, engine, lease=lease, interval=lease / 3))
         if settings.delayed_delete:
             tasks.start_soon(self._service.scrub_forever, settings.scrub_interval)
         self._sharing = Sharing(self._service)
@@ -268,29 +272,31 @@ class App:
         if path in endpoints.PATHS:  # before authentication and version routing
             await self._operations(scope, send, path)
             return
+        cache = self.settings.cache_dir is not None  # the cache API's versions (v2.14, 2.16)
+        v2 = v2_tokens(cache=cache)
         segments = path.split("/")
         first = segments[1] if len(segments) > 1 else ""
         accept = header(scope, "accept") or ""
         if accept.lower().startswith(MEDIA_PREFIX):
             token = accept[len(MEDIA_PREFIX) :].split(",")[0].split(";")[0].strip().lower()
-            if token not in V1_TOKENS and token not in V2_TOKENS:
-                await send_versions(scope, send, 300)
+            if token not in V1_TOKENS and token not in v2:
+                await send_versions(scope, send, 300, cache=cache)
                 return
-            if first not in V1_TOKENS and first not in V2_TOKENS:
+            if first not in V1_TOKENS and first not in v2:
                 segments = ["", token, *segments[1:]]
                 first = token
         if first == "versions":
-            await send_versions(scope, send, 200)
+            await send_versions(scope, send, 200, cache=cache)
             return
-        if first in V2_TOKENS:
+        if first in v2:
             await self._v1(scope, receive, send, "/" + "/".join(segments[2:]), v2=True)
             return
         if first not in V1_TOKENS:
-            await send_versions(scope, send, 300)
+            await send_versions(scope, send, 300, cache=cache)
             return
         rest = "/" + "/".join(segments[2:]) if len(segments) > 2 else ""
         if rest == "" and scope["method"] in {"GET", "HEAD"}:
-            await send_v1_version(scope, send)
+            await send_v1_version(scope, send, cache=cache)
             return
         await self._v1(scope, receive, send, rest)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from osimage.wire import FALSE_WORDS, TRUE_WORDS
+from osimage.wire import strict_flag
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -121,10 +121,10 @@ def _network(value: str) -> Network:
 
 
 def _flag(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in TRUE_WORDS:
-        return True
-    if lowered in FALSE_WORDS or not lowered:
+    flag = strict_flag(value)
+    if flag is not None:
+        return flag
+    if not value.strip():
         return False
     raise ValueError(f"expected true or false, got {value!r}")
 
