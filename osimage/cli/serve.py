@@ -1,6 +1,6 @@
 """`osimage serve`: run the image service. Options come from the settings table.
 
-The server's dependencies (starlette, sqlalchemy, uvicorn) are imported inside the
+The server's dependencies (sqlalchemy, uvicorn, anyio) are imported inside the
 command, so `osimage --help` and the SDK stay light.
 """
 

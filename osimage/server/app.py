@@ -51,7 +51,7 @@ from osimage.server.operations.metrics import Metrics, forget_dead_workers, mult
 from osimage.server.operations.notifications import open_notifier, redacted
 from osimage.server.operations.policy import Policy
 from osimage.server.protections import Protections
-from osimage.server.service import ImageService, Limits, scrub, sweep
+from osimage.server.service import ImageService, scrub, sweep
 from osimage.server.service_v2 import ImagesV2, sweep_imports, sweep_imports_forever
 from osimage.server.settings import Settings
 from osimage.server.sharing import Sharing
@@ -79,7 +79,7 @@ async def prepare(settings: Settings) -> None:
     scrubbed here; with it, the scrubber of each process does that.
     """
     engine = open_engine(settings.database)
-    store = open_store(settings.store)
+    store = open_store(settings.store, settings.store_options)
     try:
         await migrate(engine)
         await sweep(engine, store, node=settings.node_id, lease=settings.upload_lease)
@@ -91,27 +91,6 @@ async def prepare(settings: Settings) -> None:
     finally:
         await store.aclose()
         await close_engine(engine)
-
-
-def _limits(settings: Settings) -> Limits:
-    return Limits(
-        image_size_cap=settings.image_size_cap,
-        property_quota=settings.property_quota,
-        member_quota=settings.member_quota,
-        tag_quota=settings.tag_quota,
-        api_limit_max=settings.api_limit_max,
-        limit_param_default=settings.limit_param_default,
-        user_storage_quota=settings.user_storage_quota,
-        query_params_max=settings.query_params_max,
-        list_filters_max=settings.list_filters_max,
-        json_body_max=settings.json_body_max,
-        json_depth_max=settings.json_depth_max,
-        body_timeout=settings.body_timeout,
-        copy_max=settings.copy_max,
-        copy_max_per_project=settings.copy_max_per_project,
-        copy_timeout=settings.copy_timeout,
-        copy_min_rate=settings.copy_min_rate,
-    )
 
 
 class App:
@@ -155,7 +134,7 @@ class App:
             await prepare(settings)
         engine = open_engine(settings.database)
         stack.push_async_callback(close_engine, engine)
-        store = open_store(settings.store)
+        store = open_store(settings.store, settings.store_options)
         stack.push_async_callback(store.aclose)
         authenticator = open_authenticator(
             settings.auth,
@@ -174,7 +153,7 @@ class App:
         self._service = ImageService(
             engine,
             store,
-            limits=_limits(settings),
+            limits=settings.limits,
             source_policy=policy,
             tasks=tasks,
             delayed_delete=settings.delayed_delete,
@@ -182,7 +161,7 @@ class App:
             node=settings.node_id,
             upload_lease=settings.upload_lease,
             **operations,
-            cache=start_cache(settings, engine, store, tasks),
+            cache=start_cache(settings.cache, engine, store, tasks),
         )
         tasks.start_soon(self._service.renew_leases_forever, settings.upload_lease / 3)
         lease = settings.upload_lease
@@ -208,26 +187,19 @@ class App:
         metrics = self._metrics = Metrics(multiprocess_dir=directory)
         if hasattr(authenticator, "on_cache_lookup"):
             authenticator.on_cache_lookup = metrics.token_lookup
-        self._health = HealthCheck(
-            engine,
-            store,
-            disable_file=settings.healthcheck_disable_file,
-            cache_seconds=settings.healthcheck_cache_seconds,
-            timeout=settings.healthcheck_timeout,
-        )
+        self._health = HealthCheck.from_options(engine, store, settings.healthcheck)
+        notifications = settings.notifications
         notifier = open_notifier(
-            settings.notification_transport_url,
-            topic=settings.notification_topic,
-            queue_size=settings.notification_queue_size,
+            notifications,
             on_drop=metrics.notification_dropped,
             on_sent=metrics.notification_sent,
         )
         stack.callback(notifier.close)
-        if settings.notification_transport_url:
+        if notifications.transport_url:
             log.info(
                 "notifications: to %s, topic %s",
-                redacted(settings.notification_transport_url),
-                settings.notification_topic,
+                redacted(notifications.transport_url),
+                notifications.topic,
             )
         return {
             "policy": Policy(settings.policy_file),
@@ -348,10 +320,8 @@ class App:
                 send,
                 self._metrics,
                 self._authenticator,
-                access=self.settings.metrics_access,
+                self.settings.metrics,
                 engine=self._health.engine,
-                cache_seconds=self.settings.metrics_cache_seconds,
-                render_seconds=self.settings.metrics_render_seconds,
             )
 
     async def _v1(
@@ -368,7 +338,7 @@ class App:
             context = await self._authenticator.authenticate(headers)
         except Unauthorized as error:
             raise NotAuthenticated(str(error)) from None
-        call = Call(scope, receive, send, context, self._service, self._sharing)
+        call = Call(scope, receive, send, context, self._service, self._sharing, headers)
         if v2:
             await v2_routes.dispatch(call, ImagesV2(self._service), rest)
             return

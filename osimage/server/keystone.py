@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import anyio
 from anyio import to_thread
@@ -28,7 +28,7 @@ from keystoneauth1.identity import v3
 from osimage import __version__
 from osimage.server.auth import TOKEN_HEADER, Context, Unauthorized
 from osimage.server.errors import ServiceUnavailable
-from osimage.server.settings import Settings
+from osimage.server.settings import KeystoneOptions, Settings
 
 log = logging.getLogger("osimage.keystone")
 
@@ -41,54 +41,6 @@ BAD_TOKEN: Final = "The token is not valid: Keystone does not know it, or it has
 
 class AuthUnavailable(ServiceUnavailable):
     """Keystone cannot be asked (unreachable, failing, refusing our credentials): 503."""
-
-
-@dataclass(frozen=True)
-class KeystoneOptions:
-    """Where Keystone is, how the service logs in to it, and how long validations are kept.
-
-    Either `username`, `password` and `project_name`, or an application credential
-    (`application_credential_id` and `application_credential_secret`).
-    """
-
-    auth_url: str
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    project_name: str | None = None
-    user_domain_name: str = "Default"
-    project_domain_name: str = "Default"
-    application_credential_id: str | None = None
-    application_credential_secret: str | None = field(default=None, repr=False)
-    admin_role: str = "admin"
-    cache_seconds: float = 60.0
-    cache_size: int = 10_000
-    timeout: float = 10.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> KeystoneOptions:
-        if not settings.keystone_auth_url:
-            raise ValueError("--auth keystone needs --keystone-auth-url")
-        return cls(
-            auth_url=settings.keystone_auth_url,
-            username=settings.keystone_username,
-            password=settings.keystone_password,
-            project_name=settings.keystone_project_name,
-            user_domain_name=settings.keystone_user_domain_name,
-            project_domain_name=settings.keystone_project_domain_name,
-            application_credential_id=settings.keystone_application_credential_id,
-            application_credential_secret=settings.keystone_application_credential_secret,
-            admin_role=settings.admin_role,
-            cache_seconds=settings.keystone_cache_seconds,
-            cache_size=settings.keystone_cache_size,
-            timeout=settings.keystone_timeout,
-        )
-
-    @property
-    def identity_url(self) -> str:
-        """The v3 endpoint: `auth_url` itself, or `<auth_url>/v3` when it has no path."""
-        parts = urlsplit(self.auth_url.strip())
-        path = parts.path.rstrip("/") or "/v3"
-        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 @dataclass(frozen=True)
@@ -362,7 +314,7 @@ def _plugin(options: KeystoneOptions) -> v3.Auth:
 
 def open_keystone(settings: Settings) -> KeystoneAuthenticator:
     """Build the keystone authenticator from the server's settings (nothing is sent yet)."""
-    authenticator = KeystoneAuthenticator(KeystoneOptions.from_settings(settings))
+    authenticator = KeystoneAuthenticator(settings.keystone)
     options = authenticator.options
     log.info(
         "keystone auth: validating tokens at %s as %s; validations kept up to %gs",

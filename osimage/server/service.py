@@ -51,6 +51,7 @@ from osimage.server.operations.policy import Policy, image_target
 from osimage.server.protections import Protections
 from osimage.server.queries import parse_list_query
 from osimage.server.rules import HASH_ALGO, visibility_of
+from osimage.server.settings import Limits
 from osimage.server.stores.base import (
     BlobNotFound,
     BlobStore,
@@ -75,26 +76,6 @@ _AMAZON_MIX = (
     "Invalid mix of disk and container formats. When setting a disk or container format to "
     "one of 'aki', 'ari', or 'ami', the container and disk formats must match."
 )
-
-
-@dataclass(frozen=True)
-class Limits:
-    image_size_cap: int = 1099511627776
-    property_quota: int = 128
-    member_quota: int = 128
-    tag_quota: int = 128
-    api_limit_max: int = 1000
-    limit_param_default: int = 25
-    user_storage_quota: int = 0  # bytes per project; 0: unlimited
-    query_params_max: int = 100
-    list_filters_max: int = 50
-    json_body_max: int = 1024 * 1024
-    json_depth_max: int = 32
-    body_timeout: float = 60.0  # seconds a request body may send nothing
-    copy_max: int = 10  # concurrent copy-from transfers per process
-    copy_max_per_project: int = 3
-    copy_timeout: float = 3600.0  # seconds per copy in all
-    copy_min_rate: int = 1024  # bytes/s averaged per COPY_RATE_WINDOW; 0: none
 
 
 @dataclass

@@ -1,6 +1,9 @@
 """The service's settings: one table of rows, each readable as ``--<name>`` or ``OSIMAGE_<NAME>``.
 
-This module is imported by the CLI before the server is, so it uses the standard library only.
+Each row holds its default; `Settings` holds the parsed values and hands components
+groups of them (`Limits`, `KeystoneOptions`, `CacheOptions`..., `store_options`) whose
+fields name their rows. This module is imported by the CLI before the server is, so it
+uses the standard library (and the SDK's `wire` codec) only.
 """
 
 from __future__ import annotations
@@ -9,15 +12,22 @@ import hashlib
 import ipaddress
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from osimage.wire import strict_flag
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "::1"})
 AUTH_KINDS: Final = ("noauth", "tokens", "keystone")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+S3_MIN_PART_SIZE: Final = 5 * 1024**2  # S3's smallest part but the last
 
 
 class SettingsError(ValueError):
@@ -80,6 +90,19 @@ def _storage_size(value: str) -> int:
     return int(digits) * _STORAGE_UNITS[unit]
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+        return number
+
+    return parse
+
+
 def _path(value: str) -> Path:
     return Path(value).expanduser()
 
@@ -98,10 +121,10 @@ def _network(value: str) -> Network:
 
 
 def _flag(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
+    flag = strict_flag(value)
+    if flag is not None:
+        return flag
+    if not value.strip():
         return False
     raise ValueError(f"expected true or false, got {value!r}")
 
@@ -404,75 +427,297 @@ SETTINGS: Final = (
         _positive,
     ),
     Setting("log_level", "info", "Logging threshold.", _choice(LOG_LEVELS)),
+    # Store options (docs/stores.md): a swift:// or s3:// store URL's query overrides them.
+    Setting("swift_auth_url", None, "Swift store: tempauth or Keystone (ending in /v3) URL."),
+    Setting(
+        "swift_auth_version",
+        None,
+        "Swift store: 1 (tempauth) or 3 (Keystone) [default: 3 if the auth URL ends in v3].",
+        _choice(("1", "3")),
+    ),
+    Setting("swift_user", None, "Swift store: the user (tempauth: account:user)."),
+    Setting("swift_key", None, "Swift store: the user's key (never in the store URL)."),
+    Setting("swift_password", None, "Swift store: the Keystone password (as --swift-key)."),
+    Setting("swift_storage_url", None, "Swift store: account URL to use instead of the catalog's."),
+    Setting("swift_project_name", None, "Swift store: Keystone project (auth version 3)."),
+    Setting("swift_project_domain_name", "Default", "Swift store: the project's domain."),
+    Setting("swift_user_domain_name", "Default", "Swift store: the user's domain."),
+    Setting("swift_region", None, "Swift store: catalog region."),
+    Setting("swift_interface", "public", "Swift store: catalog interface."),
+    # Segments are streamed, so their size costs no memory; 1 GiB x 1000 segments ~ 1 TiB.
+    Setting(
+        "swift_segment_size",
+        "1073741824",
+        "Swift store: bytes per SLO segment (capped by the cluster's max_file_size).",
+        _at_least(1),
+    ),
+    Setting(
+        "swift_sweep_after",
+        "3600",
+        "Swift store: seconds an upload's newest segment must be idle before the sweep removes it.",
+        _at_least(0),
+    ),
+    Setting("s3_endpoint", None, "S3 store: endpoint URL (Ceph RGW, MinIO...); unset: AWS."),
+    Setting("s3_region", None, "S3 store: region."),
+    Setting("s3_profile", None, "S3 store: ~/.aws profile for credentials."),
+    Setting(
+        "s3_addressing_style",
+        None,
+        "S3 store: auto, path or virtual [default: path with an endpoint, else auto].",
+        _choice(("auto", "path", "virtual")),
+    ),
+    Setting(
+        "s3_part_size",
+        "8388608",
+        "S3 store: bytes per multipart part (at least 5 MiB); one part per upload is buffered.",
+        _at_least(S3_MIN_PART_SIZE),
+    ),
+    Setting(
+        "s3_sweep_after",
+        "86400",
+        "S3 store: seconds after which an unfinished multipart upload is aborted by the sweep.",
+        _at_least(0),
+    ),
 )
+
+
+_ROWS: Final = {row.name: row for row in SETTINGS}
+_Group = TypeVar("_Group", bound="DataclassInstance")
+
+
+def default(name: str) -> Any:
+    """The parsed default of the row `name`; None (or ``()``) where it is computed or unset."""
+    row = _ROWS[name]
+    if row.default is None:
+        return () if row.multiple else None
+    return row.parse(row.default)
+
+
+def _row(name: str, *, secret: bool = False) -> Any:
+    """A group's field that holds the row `name` and defaults to that row's default."""
+    return field(default=default(name), repr=not secret, metadata={"row": name})
+
+
+def _group(cls: type[_Group], settings: Settings) -> _Group:
+    return cls(**{item.name: getattr(settings, item.metadata["row"]) for item in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits group: what one request, image, project or copy may hold."""
+
+    image_size_cap: int = _row("image_size_cap")
+    property_quota: int = _row("property_quota")
+    member_quota: int = _row("member_quota")
+    tag_quota: int = _row("tag_quota")
+    api_limit_max: int = _row("api_limit_max")
+    limit_param_default: int = _row("limit_param_default")
+    user_storage_quota: int = _row("user_storage_quota")  # bytes per project; 0: unlimited
+    query_params_max: int = _row("query_params_max")
+    list_filters_max: int = _row("list_filters_max")
+    json_body_max: int = _row("json_body_max")
+    json_depth_max: int = _row("json_depth_max")
+    body_timeout: float = _row("body_timeout")  # seconds a request body may send nothing
+    copy_max: int = _row("copy_max")  # concurrent copy-from transfers per process
+    copy_max_per_project: int = _row("copy_max_per_project")
+    copy_timeout: float = _row("copy_timeout")  # seconds per copy in all
+    copy_min_rate: int = _row("copy_min_rate")  # bytes/s averaged per window; 0: none
+
+
+@dataclass(frozen=True)
+class KeystoneOptions:
+    """The keystone group: where Keystone is, how the service logs in to it, and how long
+    validations are kept.
+
+    Either `username`, `password` and `project_name`, or an application credential
+    (`application_credential_id` and `application_credential_secret`).
+    """
+
+    auth_url: str = field(metadata={"row": "keystone_auth_url"})
+    username: str | None = _row("keystone_username")
+    password: str | None = _row("keystone_password", secret=True)
+    project_name: str | None = _row("keystone_project_name")
+    user_domain_name: str = _row("keystone_user_domain_name")
+    project_domain_name: str = _row("keystone_project_domain_name")
+    application_credential_id: str | None = _row("keystone_application_credential_id")
+    application_credential_secret: str | None = _row(
+        "keystone_application_credential_secret", secret=True
+    )
+    admin_role: str = _row("admin_role")
+    cache_seconds: float = _row("keystone_cache_seconds")
+    cache_size: int = _row("keystone_cache_size")
+    timeout: float = _row("keystone_timeout")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeystoneOptions:
+        if not settings.keystone_auth_url:
+            raise ValueError("--auth keystone needs --keystone-auth-url")
+        return _group(cls, settings)
+
+    @property
+    def identity_url(self) -> str:
+        """The v3 endpoint: `auth_url` itself, or `<auth_url>/v3` when it has no path."""
+        parts = urlsplit(self.auth_url.strip())
+        path = parts.path.rstrip("/") or "/v3"
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """The cache group: this node's image cache (`directory` None: no cache)."""
+
+    directory: Path | None = _row("cache_dir")  # noqa: RUF009 (_row gives a field())
+    size: int = _row("cache_size")
+    prefetch_interval: float = _row("cache_prefetch_interval")
+    prune_interval: float = _row("cache_prune_interval")
+
+
+@dataclass(frozen=True)
+class HealthOptions:
+    """The healthcheck group: drain file, how long a probe's result holds, probe timeout."""
+
+    disable_file: Path | None = _row("healthcheck_disable_file")  # noqa: RUF009
+    cache_seconds: float = _row("healthcheck_cache_seconds")
+    timeout: float = _row("healthcheck_timeout")
+
+
+@dataclass(frozen=True)
+class MetricsOptions:
+    """The metrics group: who may read /metrics and how long its parts are reused."""
+
+    access: str = _row("metrics_access")
+    cache_seconds: float = _row("metrics_cache_seconds")
+    render_seconds: float = _row("metrics_render_seconds")
+
+
+@dataclass(frozen=True)
+class NotificationOptions:
+    """The notifications group (`transport_url` None: no notifications)."""
+
+    transport_url: str | None = _row("notification_transport_url", secret=True)
+    topic: str = _row("notification_topic")
+    queue_size: int = _row("notification_queue_size")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The parsed settings. Build with `Settings.load`."""
+    """The parsed settings, one attribute per row (defaults live in the rows only).
 
-    host: str = "127.0.0.1"
-    port: int = 9292
-    data_dir: Path = Path("~/.local/share/osimage")
-    database: str = field(default="", repr=False)  # a URL may carry a password
-    store: str = ""
-    auth: str = "noauth"
-    tokens_file: Path | None = None
-    admin_role: str = "admin"
-    keystone_auth_url: str | None = None
-    keystone_username: str | None = None
-    keystone_password: str | None = field(default=None, repr=False)
-    keystone_project_name: str | None = None
-    keystone_user_domain_name: str = "Default"
-    keystone_project_domain_name: str = "Default"
-    keystone_application_credential_id: str | None = None
-    keystone_application_credential_secret: str | None = field(default=None, repr=False)
-    keystone_cache_seconds: float = 60.0
-    keystone_cache_size: int = 10000
-    keystone_timeout: float = 10.0
-    image_size_cap: int = 1099511627776
-    property_quota: int = 128
-    member_quota: int = 128
-    tag_quota: int = 128
-    user_storage_quota: int = 0
-    delayed_delete: bool = False
-    scrub_interval: float = 300.0
-    node_id: str = ""
-    upload_lease: float = 300.0
-    body_timeout: float = 60.0
-    copy_max: int = 10
-    copy_max_per_project: int = 3
-    copy_timeout: float = 3600.0
-    copy_min_rate: int = 1024
-    property_protection_file: Path | None = None
-    cache_dir: Path | None = None
-    cache_size: int = 10 * 1024**3
-    cache_prefetch_interval: float = 300.0
-    cache_prune_interval: float = 600.0
-    api_limit_max: int = 1000
-    limit_param_default: int = 25
-    query_params_max: int = 100
-    list_filters_max: int = 50
-    json_body_max: int = 1048576
-    json_depth_max: int = 32
-    workers: int = 1
-    max_connections: int = 4096
-    header_timeout: float = 20.0
-    keep_alive_timeout: float = 5.0
-    max_header_bytes: int = 65536
-    allow_source_network: tuple[Network, ...] = ()
-    insecure_noauth: bool = False
-    policy_file: Path | None = None
-    healthcheck_disable_file: Path | None = None
-    healthcheck_cache_seconds: float = 5.0
-    healthcheck_timeout: float = 5.0
-    metrics_access: str = "loopback"
-    metrics_cache_seconds: float = 30.0
-    metrics_render_seconds: float = 1.0
-    notification_transport_url: str | None = field(default=None, repr=False)
-    notification_topic: str = "notifications"
-    notification_queue_size: int = 1000
-    log_level: str = "info"
+    Build with `Settings.load`. Components take a group (`limits`, `keystone`, `cache`)
+    rather than single rows.
+    """
+
+    host: str
+    port: int
+    data_dir: Path
+    database: str = field(repr=False)
+    store: str
+    auth: str
+    tokens_file: Path | None
+    admin_role: str
+    keystone_auth_url: str | None
+    keystone_username: str | None
+    keystone_password: str | None = field(repr=False)
+    keystone_project_name: str | None
+    keystone_user_domain_name: str
+    keystone_project_domain_name: str
+    keystone_application_credential_id: str | None
+    keystone_application_credential_secret: str | None = field(repr=False)
+    keystone_cache_seconds: float
+    keystone_cache_size: int
+    keystone_timeout: float
+    image_size_cap: int
+    property_quota: int
+    member_quota: int
+    tag_quota: int
+    user_storage_quota: int
+    delayed_delete: bool
+    scrub_interval: float
+    node_id: str
+    upload_lease: float
+    body_timeout: float
+    copy_max: int
+    copy_max_per_project: int
+    copy_timeout: float
+    copy_min_rate: int
+    property_protection_file: Path | None
+    cache_dir: Path | None
+    cache_size: int
+    cache_prefetch_interval: float
+    cache_prune_interval: float
+    api_limit_max: int
+    limit_param_default: int
+    query_params_max: int
+    list_filters_max: int
+    json_body_max: int
+    json_depth_max: int
+    workers: int
+    max_connections: int
+    header_timeout: float
+    keep_alive_timeout: float
+    max_header_bytes: int
+    allow_source_network: tuple[Network, ...]
+    insecure_noauth: bool
+    policy_file: Path | None
+    healthcheck_disable_file: Path | None
+    healthcheck_cache_seconds: float
+    healthcheck_timeout: float
+    metrics_access: str
+    metrics_cache_seconds: float
+    metrics_render_seconds: float
+    notification_transport_url: str | None = field(repr=False)
+    notification_topic: str
+    notification_queue_size: int
+    log_level: str
+    swift_auth_url: str | None
+    swift_auth_version: str | None
+    swift_user: str | None
+    swift_key: str | None = field(repr=False)
+    swift_password: str | None = field(repr=False)
+    swift_storage_url: str | None
+    swift_project_name: str | None
+    swift_project_domain_name: str
+    swift_user_domain_name: str
+    swift_region: str | None
+    swift_interface: str
+    swift_segment_size: int
+    swift_sweep_after: int
+    s3_endpoint: str | None
+    s3_region: str | None
+    s3_profile: str | None
+    s3_addressing_style: str | None
+    s3_part_size: int
+    s3_sweep_after: int
+
+    @property
+    def store_options(self) -> dict[str, Any]:
+        """The `<scheme>_*` rows of the configured store, by option name (unset ones left out)."""
+        return store_options(urlsplit(self.store).scheme, self)
+
+    @property
+    def limits(self) -> Limits:
+        return _group(Limits, self)
+
+    @property
+    def keystone(self) -> KeystoneOptions:
+        """Raises ValueError without a Keystone URL."""
+        return KeystoneOptions.from_settings(self)
+
+    @property
+    def cache(self) -> CacheOptions:
+        return _group(CacheOptions, self)
+
+    @property
+    def healthcheck(self) -> HealthOptions:
+        return _group(HealthOptions, self)
+
+    @property
+    def metrics(self) -> MetricsOptions:
+        return _group(MetricsOptions, self)
+
+    @property
+    def notifications(self) -> NotificationOptions:
+        return _group(NotificationOptions, self)
 
     @classmethod
     def load(
@@ -562,6 +807,34 @@ class Settings:
             else:
                 env[row.variable] = str(value)
         return env
+
+
+def store_options(scheme: str, values: Settings | Mapping[str, str]) -> dict[str, Any]:
+    """The options of a `scheme` store (swift, s3), by option name, from its `<scheme>_*` rows.
+
+    `values` is `Settings` (resolved from flags, variables and defaults) or an environment
+    (variables and defaults only). Unset options are left out.
+    """
+    prefix = f"{scheme.lower()}_"
+    options: dict[str, Any] = {}
+    for row in SETTINGS:
+        if not row.name.startswith(prefix):
+            continue
+        if isinstance(values, Settings):
+            value = getattr(values, row.name)
+        elif row.variable in values:
+            value = _parse_text(row, values[row.variable], row.variable)
+        else:
+            value = default(row.name)
+        if value is not None and value != "":
+            options[row.name[len(prefix) :]] = value
+    return options
+
+
+def parse_store_option(scheme: str, option: str, text: str) -> Any:
+    """Parse a store URL's query option as its row does. Raises KeyError for an unknown
+    option, ValueError (saying what was expected) for a bad value."""
+    return _ROWS[f"{scheme.lower()}_{option}"].parse(text)
 
 
 def default_node_id(data_dir: Path) -> str:

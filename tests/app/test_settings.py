@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import subprocess
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
 
+from osimage.server.service import Limits
 from osimage.server.settings import SETTINGS, Settings, SettingsError
+from osimage.server.stores.registry import open_store
+from osimage.server.stores.swift import SwiftStore
 
 DOCS = Path(__file__).parents[2] / "docs" / "server.md"
 
@@ -86,3 +91,59 @@ def test_serve_refuses_a_bad_setting_without_a_traceback(tmp_path: Path) -> None
     assert done.returncode != 0
     assert "--port" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_settings_and_their_groups_take_each_default_from_its_row() -> None:
+    assert [item.name for item in fields(Settings)] == [row.name for row in SETTINGS]
+    loaded = Settings.load({"keystone_auth_url": "http://127.0.0.1:5000/v3"}, {})
+    for group in (
+        loaded.limits,
+        loaded.keystone,
+        loaded.cache,
+        loaded.healthcheck,
+        loaded.metrics,
+        loaded.notifications,
+    ):
+        for item in fields(group):
+            row = item.metadata["row"]
+            assert getattr(group, item.name) == getattr(loaded, row), row
+            if item.default is not MISSING:  # the group's own default is the row's
+                assert item.default == getattr(loaded, row), row
+
+
+def test_groups_carry_what_was_set() -> None:
+    settings = Settings.load(
+        {"member_quota": "7", "keystone_cache_seconds": "2.5"},
+        {"OSIMAGE_KEYSTONE_AUTH_URL": "http://127.0.0.1:5000", "OSIMAGE_CACHE_SIZE": "1MB"},
+    )
+    assert settings.limits == Limits(member_quota=7)
+    assert settings.keystone.cache_seconds == 2.5
+    assert settings.keystone.identity_url == "http://127.0.0.1:5000/v3"
+    assert settings.cache.size == 1024 * 1024
+
+
+def test_store_options_are_settings_and_the_store_url_wins() -> None:
+    settings = Settings.load(
+        {"store": "swift://images?segment_size=7000", "swift_user": "u"},
+        {
+            "OSIMAGE_SWIFT_AUTH_URL": "http://127.0.0.1:1/auth/v1.0",
+            "OSIMAGE_SWIFT_KEY": "secret",
+            "OSIMAGE_SWIFT_SEGMENT_SIZE": "5000",
+            "OSIMAGE_SWIFT_SWEEP_AFTER": "60",
+        },
+    )
+    assert "secret" not in repr(settings)
+    store = open_store(settings.store, settings.store_options)
+    try:
+        assert isinstance(store, SwiftStore)
+        config = store.config
+        assert (config.user, config.key, config.segment_size, config.sweep_after) == (
+            "u",
+            "secret",
+            7000,
+            60,
+        )
+    finally:
+        asyncio.run(store.aclose())
+    with pytest.raises(SettingsError, match="OSIMAGE_S3_PART_SIZE"):
+        Settings.load({}, {"OSIMAGE_S3_PART_SIZE": "1024"})

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
 
-from osimage.server.api.http import Receive, Scope, Send, header
+from osimage.server.api.http import Receive, Scope, Send, base_url
 from osimage.server.auth import Context
 from osimage.server.errors import BadRequest, RequestTimeout, TooLarge
 from osimage.server.service import ImageService
@@ -31,19 +31,32 @@ class ClientGone(BadRequest):
 
 @dataclass
 class Call:
+    """One request: its ASGI plumbing, the caller, the service, and its headers, parsed once.
+
+    `headers` maps lower-cased names to latin-1 values (a repeated name: the last value),
+    as the app built it to authenticate the caller.
+    """
+
     scope: Scope
     receive: Receive
     send: Send
     context: Context
     service: ImageService
     sharing: Sharing
+    headers: Mapping[str, str]
 
     @property
     def method(self) -> str:
         return str(self.scope["method"])
 
     def header(self, name: str) -> str | None:
-        return header(self.scope, name)
+        """The value of the header `name` (lower case), or None."""
+        return self.headers.get(name)
+
+    @property
+    def base_url(self) -> str:
+        """scheme://host[:port] of this request."""
+        return base_url(self.scope, self.headers.get("host"))
 
     def query(self) -> dict[str, str]:
         """Query parameters; the last value of a repeated name wins.

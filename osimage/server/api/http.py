@@ -101,10 +101,10 @@ def header(scope: Scope, name: str) -> str | None:
     return None
 
 
-def base_url(scope: Scope) -> str:
-    """scheme://host[:port] of this request, from its Host header."""
+def base_url(scope: Scope, host: str | None = None) -> str:
+    """scheme://host[:port] of this request, from its Host header (`host`, if already read)."""
     scheme = scope.get("scheme", "http")
-    host = header(scope, "host")
+    host = host if host is not None else header(scope, "host")
     if not host:
         server = scope.get("server") or ("127.0.0.1", 80)
         address, port = server[0], server[1]

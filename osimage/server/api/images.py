@@ -7,7 +7,7 @@ import re
 from osimage import wire
 from osimage.server.api import render
 from osimage.server.api.call import Call
-from osimage.server.api.http import base_url, reply, reply_json, reply_stream
+from osimage.server.api.http import reply, reply_json, reply_stream
 from osimage.server.errors import BadRequest, MethodNotAllowed
 from osimage.server.service import IDLE_FLUSH, Change, DownloadBroken, Upload
 
@@ -50,22 +50,30 @@ def _check_servable(meta: wire.Metadata) -> None:
             raise BadRequest(f"{wire.PROPERTY_PREFIX}{key}: control characters are not allowed")
 
 
+def _text(call: Call, name: str) -> str | None:
+    """The UTF-8 text of the header `name`, or None; 400 when it is not UTF-8."""
+    value = call.header(name)
+    if value is None:
+        return None
+    try:
+        return wire.header_text(value)
+    except UnicodeDecodeError:
+        raise BadRequest(f"{name}: value is not valid UTF-8") from None
+
+
 def _change(call: Call) -> Change:
     try:
-        meta = wire.decode(call.scope.get("headers", ()))
+        meta = wire.decode(call.headers.items())
     except wire.WireError as error:
         raise BadRequest(error.message) from None
     _check_servable(meta)
     change = Change(fields=meta.fields, properties=meta.properties)
-    for name, value in call.scope.get("headers", ()):
-        lowered = bytes(name).lower().decode("latin-1")
-        try:
-            if lowered == wire.COPY_FROM_HEADER:
-                change.copy_from = wire.header_text(bytes(value)).strip()
-            elif lowered == wire.PURGE_PROPS_HEADER:
-                change.purge = wire.parse_flag(wire.header_text(bytes(value)))
-        except UnicodeDecodeError:
-            raise BadRequest(f"{lowered}: value is not valid UTF-8") from None
+    copy_from = _text(call, wire.COPY_FROM_HEADER)
+    if copy_from is not None:
+        change.copy_from = copy_from.strip()
+    purge = _text(call, wire.PURGE_PROPS_HEADER)
+    if purge is not None:
+        change.purge = wire.parse_flag(purge)
     change.data = _upload(call)
     return change
 
@@ -79,7 +87,7 @@ async def collection(call: Call) -> None:
         row = call.service.shown(
             call.context, await call.service.create(call.context, _change(call))
         )
-        location = f"{base_url(call.scope)}/v1/images/{row.id}"
+        location = f"{call.base_url}/v1/images/{row.id}"
         await reply_json(
             call.send,
             201,

@@ -26,6 +26,7 @@ import anyio
 from anyio import CancelScope, to_thread
 from anyio.abc import TaskGroup
 
+from osimage.server.durable import settle
 from osimage.server.stores.base import StoreUnavailable, check_image_id
 
 if TYPE_CHECKING:
@@ -298,7 +299,6 @@ class ImageCache:
                         fill.written += len(batch)
                         self.counters.bytes_filled += len(batch)
                         fill.notify()
-                await to_thread.run_sync(os.fsync, fill.fd)
             if fill.scope.cancelled_caught:
                 raise StoreUnavailable("the image cache fill was abandoned by all its readers")
             if fill.written != fill.size or md5.hexdigest() != fill.checksum:
@@ -309,7 +309,7 @@ class ImageCache:
                 )
             self.evict(0)
             final = self._entry(fill.image_id, fill.checksum)
-            os.replace(fill.partial, final)
+            await to_thread.run_sync(settle, fill.fd, fill.partial, final)
             os.utime(final)  # accessed and modified now: the newest entry in LRU order
             fill.done = True
             log.info("cache: cached %s (%d bytes)", fill.image_id, fill.size)

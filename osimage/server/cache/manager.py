@@ -20,7 +20,7 @@ from osimage.server.db import catalog
 from osimage.server.db.catalog import ImageRow
 from osimage.server.db.engine import read
 from osimage.server.errors import Forbidden, NotFound
-from osimage.server.settings import Settings
+from osimage.server.settings import CacheOptions
 from osimage.server.stores.base import BlobStore
 
 log = logging.getLogger("osimage.cache")
@@ -166,21 +166,21 @@ SYSTEM: Context = Context(user_id=None, project_id=None, roles=frozenset({"admin
 
 
 def start_cache(
-    settings: Settings, engine: AsyncEngine, store: BlobStore, tasks: TaskGroup
+    options: CacheOptions, engine: AsyncEngine, store: BlobStore, tasks: TaskGroup
 ) -> ImageCache | None:
-    """The node's cache per `settings` (None without --cache-dir), with its prefetcher
-    and pruner started in `tasks` when their intervals are not 0."""
-    if settings.cache_dir is None:
+    """The node's cache per the settings' cache group (None without --cache-dir), with its
+    prefetcher and pruner started in `tasks` when their intervals are not 0."""
+    if options.directory is None:
         return None
     if store.scheme == "file":
         log.warning(
             "--cache-dir with the file store copies local files to local disk; "
             "a cache pays off only in front of a remote store (swift, s3)"
         )
-    cache = ImageCache(settings.cache_dir, settings.cache_size, tasks)
+    cache = ImageCache(options.directory, options.size, tasks)
     manager = CacheManager(cache, engine, store)
-    if settings.cache_prefetch_interval > 0:
-        tasks.start_soon(manager.prefetch_forever, SYSTEM, settings.cache_prefetch_interval)
-    if settings.cache_prune_interval > 0:
-        tasks.start_soon(manager.prune_forever, SYSTEM, settings.cache_prune_interval)
+    if options.prefetch_interval > 0:
+        tasks.start_soon(manager.prefetch_forever, SYSTEM, options.prefetch_interval)
+    if options.prune_interval > 0:
+        tasks.start_soon(manager.prune_forever, SYSTEM, options.prune_interval)
     return cache

@@ -37,13 +37,14 @@ def run(settings: Settings, action: str, image_id: str | None = None) -> Any:
 
 
 async def _run(settings: Settings, action: str, image_id: str | None) -> Any:
-    if settings.cache_dir is None:
+    options = settings.cache
+    if options.directory is None:
         raise ValueError("no cache: give --cache-dir (OSIMAGE_CACHE_DIR)")
     engine = open_engine(settings.database)
-    store = open_store(settings.store)
+    store = open_store(settings.store, settings.store_options)
     try:
         async with anyio.create_task_group() as tasks:
-            cache = ImageCache(settings.cache_dir, settings.cache_size, tasks)
+            cache = ImageCache(options.directory, options.size, tasks)
             manager = CacheManager(cache, engine, store)
             return await _act(manager, action, image_id or "")
     finally:

@@ -20,6 +20,8 @@ from osimage.server.settings import is_loopback
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from osimage.server.settings import MetricsOptions
+
 HEALTHCHECK: Final = "/healthcheck"
 METRICS: Final = "/metrics"
 PATHS: Final = frozenset({HEALTHCHECK, METRICS})
@@ -66,13 +68,12 @@ async def metrics(
     send: Send,
     exported: Metrics,
     authenticator: Authenticator,
+    options: MetricsOptions,
     *,
-    access: str,
     engine: AsyncEngine,
-    cache_seconds: float,
-    render_seconds: float,
 ) -> None:
-    """The Prometheus exposition, for the callers `access` admits (off: 404)."""
+    """The Prometheus exposition, for the callers `options.access` admits (off: 404)."""
+    access = options.access
     if access == "off":
         raise NotFound("The resource could not be found.")
     if scope["method"] not in _READ:
@@ -83,10 +84,10 @@ async def metrics(
             raise Forbidden("Metrics are only served to clients on this host.")
     elif not (await _caller(scope, authenticator)).is_admin:
         raise Forbidden("Metrics are only served to admins.")
-    await exported.refresh_images(engine, cache_seconds)
+    await exported.refresh_images(engine, options.cache_seconds)
     # in a thread: rendering takes milliseconds (and reads every worker's files under
     # --workers) that the event loop's other requests should not wait for
-    body = await anyio.to_thread.run_sync(exported.render, render_seconds)
+    body = await anyio.to_thread.run_sync(exported.render, options.render_seconds)
     await reply(send, 200, body, content_type=CONTENT_TYPE, head=scope["method"] == "HEAD")
 
 

@@ -21,6 +21,7 @@ import anyio
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from osimage.server.settings import HealthOptions
     from osimage.server.stores.base import BlobStore
 
 
@@ -61,6 +62,19 @@ class HealthCheck:
         self._probed: list[Reason] = []
         self._probed_at = -1e9
         self._lock = anyio.Lock()
+
+    @classmethod
+    def from_options(
+        cls, engine: AsyncEngine, store: BlobStore, options: HealthOptions
+    ) -> HealthCheck:
+        """The checks per the settings' healthcheck group."""
+        return cls(
+            engine,
+            store,
+            disable_file=options.disable_file,
+            cache_seconds=options.cache_seconds,
+            timeout=options.timeout,
+        )
 
     async def reasons(self) -> list[Reason]:
         """Every check's verdict: the disable file first, then the (cached) probes."""

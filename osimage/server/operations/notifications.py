@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 if TYPE_CHECKING:
     from osimage.server.auth import Context
     from osimage.server.db.catalog import ImageRow, MemberRow
+    from osimage.server.settings import NotificationOptions
 
 log = logging.getLogger("osimage.notifications")
 
@@ -259,18 +260,20 @@ class _SendFailures(logging.Filter):
 
 
 def open_notifier(
-    transport_url: str | None,
+    options: NotificationOptions,
     *,
-    topic: str,
-    queue_size: int,
     on_drop: Callable[[str], None] | None = None,
     on_sent: Callable[[str], None] | None = None,
 ) -> QueuedNotifier | NoNotifier:
-    """A `QueuedNotifier` for `transport_url`, or a `NoNotifier` when it is unset."""
-    if not transport_url:
+    """A `QueuedNotifier` per `options`, or a `NoNotifier` when it has no transport URL."""
+    if not options.transport_url:
         return NoNotifier()
     return QueuedNotifier(
-        transport_url, topic=topic, queue_size=queue_size, on_drop=on_drop, on_sent=on_sent
+        options.transport_url,
+        topic=options.topic,
+        queue_size=options.queue_size,
+        on_drop=on_drop,
+        on_sent=on_sent,
     )
 
 

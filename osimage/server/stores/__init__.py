@@ -1,1 +1,1 @@
-"""Blob stores: where image data lives. `registry.open_store(url)` picks one by URL scheme."""
+"""Blob stores: where image data lives. `registry.open_store(url, options)` picks one by scheme."""

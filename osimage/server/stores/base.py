@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Final, Protocol, Self
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 CHUNK_SIZE: Final = 64 * 1024
 _IMAGE_ID = re.compile(
@@ -97,3 +97,87 @@ def image_id_in(location: str, *, scheme: str, netloc: str, prefix: str = "") ->
         return check_image_id(name[len(prefix) :])
     except ValueError:
         raise BlobNotFound(f"not a blob of this store: {location!r}") from None
+
+
+def url_options(
+    url: str,
+    scheme: str,
+    given: Mapping[str, Any],
+    *,
+    secrets: Collection[str] = (),
+    credentials: str = "the store's variables",
+) -> tuple[SplitResult, dict[str, Any]]:
+    """Split a store URL and lay its query options over `given` (the resolved settings).
+
+    Each option is parsed by its settings row; an empty one leaves `given` in force. Refuses
+    unknown options, secrets and user:password in the URL (URLs are logged); `credentials`
+    says where they belong.
+    """
+    from osimage.server.settings import SETTINGS, parse_store_option  # stdlib-only module
+
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise StoreConfigError(f"put {scheme} credentials in {credentials}, not in the store URL")
+    known = sorted(
+        row.name[len(scheme) + 1 :]
+        for row in SETTINGS
+        if row.name.startswith(f"{scheme}_") and row.name[len(scheme) + 1 :] not in secrets
+    )
+    options = dict(given)
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in secrets:
+            variable = f"OSIMAGE_{scheme.upper()}_{name.upper()}"
+            raise StoreConfigError(f"put the {scheme} {name} in {variable}, not in the store URL")
+        if name not in known:
+            raise StoreConfigError(
+                f"unknown {scheme} store option {name!r} (known: {', '.join(known)})"
+            )
+        if not value:
+            continue
+        try:
+            options[name] = parse_store_option(scheme, name, value)
+        except ValueError as exc:
+            raise StoreConfigError(f"{scheme} store option {name}: {exc}") from None
+    return parts, options
+
+
+class NamedBlobs:
+    """A remote store whose blobs are ``<scheme>://<netloc>/<prefix><image id>``: how it is
+    configured from a URL, and its locations. Subclasses provide `from_options`."""
+
+    scheme: str
+    _netloc: str
+    _prefix: str = ""
+
+    @classmethod
+    def from_url(cls, url: str, environ: Mapping[str, str] | None = None) -> Self:
+        """The store `url` names; options not in it from `environ`'s
+        ``OSIMAGE_<SCHEME>_*`` variables, resolved by the settings table."""
+        from osimage.server.settings import store_options
+
+        environ = environ or {}
+        return cls.from_options(url, store_options(cls.scheme, environ), environ)
+
+    @classmethod
+    def from_options(
+        cls, url: str, options: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> Self:
+        """The store `url` names; options not in it from `options` (`Settings.store_options`)."""
+        raise NotImplementedError
+
+    def location(self, image_id: str) -> str:
+        """Where `put` stores (or would store) the blob of `image_id`."""
+        return f"{self.scheme}://{self._netloc}/{self._prefix}{image_id}"
+
+    def _name(self, location: str) -> str:
+        """The object name of a blob of this store; BlobNotFound for any other location."""
+        found = image_id_in(location, scheme=self.scheme, netloc=self._netloc, prefix=self._prefix)
+        return self._prefix + found
+
+    def owns(self, location: str) -> bool:
+        """Whether `location` is a blob of this store."""
+        try:
+            self._name(location)
+        except BlobNotFound:
+            return False
+        return True

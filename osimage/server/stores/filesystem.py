@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 import anyio
 from anyio import CancelScope, to_thread
 
+from osimage.server.durable import settle
 from osimage.server.stores.base import (
     CHUNK_SIZE,
     Blob,
     BlobNotFound,
     StoreConfigError,
+    StoreError,
     StoreFull,
     StoreUnavailable,
     check_image_id,
@@ -25,6 +27,22 @@ from osimage.server.stores.base import (
 
 _PARTIAL_SUFFIX = ".partial"
 _READ_SIZE = 1024 * 1024  # bytes read per worker-thread hop when streaming a blob out
+
+
+def _store_error(error: OSError) -> StoreError:
+    """The store error for a failure of our own disk (not of the chunks being written)."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(f"Image storage media is full: {error.strerror}")
+    return StoreUnavailable(f"cannot write to the image store: {error}")
+
+
+@contextmanager
+def _disk() -> Iterator[None]:
+    """Raise a disk operation's OSError as the store error it means."""
+    try:
+        yield
+    except OSError as error:
+        raise _store_error(error) from error
 
 
 async def _write_all(out: IO[bytes], chunks: AsyncIterator[bytes]) -> int:
@@ -36,12 +54,14 @@ async def _write_all(out: IO[bytes], chunks: AsyncIterator[bytes]) -> int:
     try:
         async for chunk in chunks:
             if writing is not None:
-                await asyncio.shield(writing)
+                with _disk():
+                    await asyncio.shield(writing)
             writing = loop.run_in_executor(None, out.write, chunk)
             size += len(chunk)
             del chunk  # the write holds it while it runs, and nothing after
         if writing is not None:
-            await asyncio.shield(writing)
+            with _disk():
+                await asyncio.shield(writing)
     finally:
         if writing is not None and not writing.done():
             with CancelScope(shield=True):  # the file must not be closed under a write
@@ -67,6 +87,11 @@ class FilesystemStore:
         root = Path(unquote(parts.path))
         root.mkdir(parents=True, exist_ok=True)
         return cls(root)
+
+    @classmethod
+    def from_options(cls, url: str, options: Mapping[str, Any]) -> FilesystemStore:
+        """As `from_url`: the file store has no options."""
+        return cls.from_url(url)
 
     def location(self, image_id: str) -> str:
         """Where `put` stores the blob of `image_id`."""
@@ -95,18 +120,18 @@ class FilesystemStore:
         final = self.root / image_id
         partial = self.root / f".{image_id}{_PARTIAL_SUFFIX}"
         try:
-            async with await partial.open("xb") as out:
-                size = await _write_all(out.wrapped, chunks)
-                await out.flush()
-                await to_thread.run_sync(os.fsync, out.wrapped.fileno())
-            await partial.replace(final)
-        except BaseException as exc:
+            with _disk():
+                out = await partial.open("xb")
+            async with out:
+                size = await _write_all(out.wrapped, chunks)  # the chunks' own errors pass
+                with _disk():
+                    await out.flush()
+                    await to_thread.run_sync(
+                        settle, out.wrapped.fileno(), Path(partial), Path(final)
+                    )
+        except BaseException:
             with CancelScope(shield=True):
                 await partial.unlink(missing_ok=True)
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StoreFull(f"Image storage media is full: {exc.strerror}") from exc
-            if isinstance(exc, PermissionError):
-                raise StoreUnavailable(f"cannot write to the image store: {exc}") from exc
             raise
         return Blob(location=Path(final).as_uri(), size=size)
 
@@ -142,7 +167,8 @@ class FilesystemStore:
             path = self._path(location)
         except BlobNotFound:
             return
-        await path.unlink(missing_ok=True)
+        with _disk():
+            await path.unlink(missing_ok=True)
 
     async def sweep(self) -> list[str]:
         removed: list[str] = []

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from osimage.server.stores.base import BlobStore, StoreConfigError
@@ -16,8 +17,10 @@ STORES: Final = {
 """scheme -> ("module:Class", the extra that installs its dependencies)."""
 
 
-def open_store(url: str) -> BlobStore:
-    """The store `url` names. Raises `StoreConfigError` saying what is missing."""
+def open_store(url: str, options: Mapping[str, Any] | None = None) -> BlobStore:
+    """The store `url` names, with `options` (`Settings.store_options`: the resolved
+    `<scheme>_*` settings; the URL's query overrides them). Raises `StoreConfigError`
+    saying what is missing."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in STORES:
         known = ", ".join(sorted(STORES))
@@ -32,5 +35,8 @@ def open_store(url: str) -> BlobStore:
         raise StoreConfigError(
             f"the {scheme} store needs: pip install 'osimage[{extra}]' ({exc})"
         ) from exc
-    store: BlobStore = getattr(module, class_name).from_url(url)
+    kind = getattr(module, class_name)
+    store: BlobStore = (
+        kind.from_url(url) if extra is None else kind.from_options(url, options or {})
+    )
     return store

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote
 
 import anyio
 import boto3
@@ -28,32 +27,28 @@ from anyio import move_on_after, to_thread
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from osimage.server.settings import S3_MIN_PART_SIZE, default
 from osimage.server.stores.base import (
     CHUNK_SIZE,
     Blob,
     BlobNotFound,
+    NamedBlobs,
     StoreConfigError,
     StoreError,
     StoreFull,
     StoreUnavailable,
     check_image_id,
-    image_id_in,
+    url_options,
 )
 
 log = logging.getLogger("osimage.server.stores.s3")
 
-DEFAULT_PART_SIZE: Final = 8 * 1024**2
-MIN_PART_SIZE: Final = 5 * 1024**2
-"""S3's smallest part but the last."""
+MIN_PART_SIZE: Final = S3_MIN_PART_SIZE
+"""S3's smallest part but the last (what the s3_part_size row accepts at least)."""
 MAX_PARTS: Final = 10000
 """S3's most parts in one upload (some look-alikes allow fewer, and say so when refusing)."""
-DEFAULT_SWEEP_AFTER: Final = 86400
-ENV_PREFIX: Final = "OSIMAGE_S3_"
 CLEANUP_TIMEOUT: Final = 60.0
 READ_RETRIES: Final = 3
-_OPTIONS: Final = frozenset(
-    {"endpoint", "region", "profile", "addressing_style", "part_size", "sweep_after"}
-)
 _NOT_FOUND: Final = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchUpload"})
 _TOO_LARGE: Final = frozenset({"EntityTooLarge", "413"})
 _BROKEN_READ: Final = (BotoCoreError, urllib3.exceptions.HTTPError, OSError)
@@ -73,98 +68,61 @@ class S3Config:
     region: str | None = None
     profile: str | None = None
     addressing_style: str = "auto"
-    part_size: int = DEFAULT_PART_SIZE
-    sweep_after: int = DEFAULT_SWEEP_AFTER
+    part_size: int = default("s3_part_size")
+    sweep_after: int = default("s3_sweep_after")
     credentials: tuple[str, str, str | None] | None = field(default=None, repr=False)
 
     @classmethod
-    def from_url(cls, url: str, environ: Mapping[str, str]) -> S3Config:
-        """Parse `s3://<bucket>[/<prefix>]?<option>=...`; options default to OSIMAGE_S3_<OPTION>."""
-        parts = urlsplit(url)
+    def from_url(
+        cls, url: str, given: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> S3Config:
+        """Parse `s3://<bucket>[/<prefix>]?<option>=...`; the URL's options override `given`
+        (the `s3_*` settings, see `Settings.store_options`). Credentials: the AWS_* variables
+        of `environ` when given, else boto3's own chain (which reads them too)."""
+        parts, options = url_options(
+            url, "s3", given, credentials="AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or a profile)"
+        )
         if parts.scheme != "s3" or not parts.netloc:
             raise StoreConfigError(f"expected s3://<bucket>[/<prefix>], got {url!r}")
-        if "@" in parts.netloc:
-            raise StoreConfigError(
-                "put S3 credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
-                "(or a profile), not in the store URL"
-            )
-        options: dict[str, str] = {}
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name not in _OPTIONS:
-                known = ", ".join(sorted(_OPTIONS))
-                raise StoreConfigError(f"unknown s3 store option {name!r} (known: {known})")
-            options[name] = value
-
-        def option(name: str) -> str | None:
-            return options.get(name) or environ.get(ENV_PREFIX + name.upper()) or None
-
-        endpoint = option("endpoint")
-        style = option("addressing_style") or ("path" if endpoint else "auto")
-        if style not in ("auto", "path", "virtual"):
-            raise StoreConfigError(f"s3 addressing_style must be auto, path or virtual: {style!r}")
+        endpoint = options.get("endpoint")
         prefix = unquote(parts.path).strip("/")
+        environ = environ or {}
         key_id, secret = environ.get("AWS_ACCESS_KEY_ID"), environ.get("AWS_SECRET_ACCESS_KEY")
         return cls(
             bucket=parts.netloc,
             prefix=f"{prefix}/" if prefix else "",
             endpoint=endpoint,
-            region=option("region"),
-            profile=option("profile"),
-            addressing_style=style,
-            part_size=_count("part_size", option("part_size"), DEFAULT_PART_SIZE, MIN_PART_SIZE),
-            sweep_after=_count("sweep_after", option("sweep_after"), DEFAULT_SWEEP_AFTER, 0),
+            region=options.get("region"),
+            profile=options.get("profile"),
+            addressing_style=options.get("addressing_style") or ("path" if endpoint else "auto"),
+            **{name: options[name] for name in ("part_size", "sweep_after") if name in options},
             credentials=(
                 (key_id, secret, environ.get("AWS_SESSION_TOKEN")) if key_id and secret else None
             ),
         )
 
 
-def _count(name: str, text: str | None, default: int, minimum: int) -> int:
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise StoreConfigError(f"s3 store option {name}: expected an integer >= {minimum}")
-    return value
-
-
-class S3Store:
+class S3Store(NamedBlobs):
     """`s3://<bucket>[/<prefix>]`: each image the object `<prefix><image id>`."""
 
     scheme = "s3"
 
     def __init__(self, config: S3Config) -> None:
         self.config = config
+        self._netloc, self._prefix = config.bucket, config.prefix
         self._client: Any = None
         self._bucket_ready = False
         self._lock = anyio.Lock()
 
     @classmethod
-    def from_url(cls, url: str, environ: Mapping[str, str] | None = None) -> S3Store:
-        """The store `url` names; options not in it come from `environ` (default: os.environ)."""
-        return cls(S3Config.from_url(url, os.environ if environ is None else environ))
+    def from_options(
+        cls, url: str, options: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> S3Store:
+        """Credentials: `environ`'s AWS_* variables if given, else boto3's own chain."""
+        return cls(S3Config.from_url(url, options, environ))
 
     def __repr__(self) -> str:
         return f"S3Store(s3://{self.config.bucket}/{self.config.prefix})"
-
-    # -- locations ---------------------------------------------------------------
-
-    def location(self, image_id: str) -> str:
-        return f"s3://{self.config.bucket}/{self.config.prefix}{image_id}"
-
-    def _key(self, location: str) -> str:
-        prefix = self.config.prefix
-        return prefix + image_id_in(location, scheme="s3", netloc=self.config.bucket, prefix=prefix)
-
-    def owns(self, location: str) -> bool:
-        try:
-            self._key(location)
-        except BlobNotFound:
-            return False
-        return True
 
     # -- the protocol ------------------------------------------------------------
 
@@ -213,7 +171,7 @@ class S3Store:
 
     async def get(self, location: str) -> AsyncIterator[bytes]:
         """Stream the object; a read that breaks off resumes with a range request (same ETag)."""
-        key = self._key(location)
+        key = self._name(location)
         response = await self._call("get_object", Bucket=self.config.bucket, Key=key)
         etag, offset, retries = response.get("ETag"), 0, 0
         body = response["Body"]
@@ -245,13 +203,13 @@ class S3Store:
                 await to_thread.run_sync(body.close)
 
     async def size(self, location: str) -> int:
-        key = self._key(location)
+        key = self._name(location)
         response = await self._call("head_object", Bucket=self.config.bucket, Key=key)
         return int(response["ContentLength"])
 
     async def delete(self, location: str) -> None:
         try:
-            key = self._key(location)
+            key = self._name(location)
             await self._call("delete_object", Bucket=self.config.bucket, Key=key)
         except BlobNotFound:
             return

@@ -12,55 +12,47 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import anyio
 import httpx
 from anyio import move_on_after, to_thread
 
+from osimage.server.settings import default
 from osimage.server.stores.base import (
     CHUNK_SIZE,
     Blob,
     BlobNotFound,
+    NamedBlobs,
     StoreConfigError,
     StoreError,
     StoreFull,
     StoreUnavailable,
     check_image_id,
-    image_id_in,
+    url_options,
 )
 
 log = logging.getLogger("osimage.server.stores.swift")
 
-DEFAULT_SEGMENT_SIZE: Final = 1024**3
-"""Segments are streamed, so their size costs no memory; 1 GiB x 1000 segments ~ 1 TiB."""
-DEFAULT_SWEEP_AFTER: Final = 3600
 SEGMENTS_SUFFIX: Final = "_segments"
 UPLOAD_META: Final = "x-object-meta-osimage-upload"
-ENV_PREFIX: Final = "OSIMAGE_SWIFT_"
 CLEANUP_TIMEOUT: Final = 60.0
 _TOKEN_MARGIN: Final = 60.0
-_OPTIONS: Final = frozenset(
-    {
-        "auth_url",
-        "auth_version",
-        "user",
-        "storage_url",
-        "project_name",
-        "project_domain_name",
-        "user_domain_name",
-        "region",
-        "interface",
-        "segment_size",
-        "sweep_after",
-    }
+_TUNING: Final = (
+    "storage_url",
+    "project_name",
+    "project_domain_name",
+    "user_domain_name",
+    "region",
+    "interface",
+    "segment_size",
+    "sweep_after",
 )
 _SECRETS: Final = frozenset({"key", "password"})
 
@@ -76,57 +68,45 @@ class SwiftConfig:
     auth_version: str = "1"
     storage_url: str | None = None
     project_name: str | None = None
-    project_domain_name: str = "Default"
-    user_domain_name: str = "Default"
+    project_domain_name: str = default("swift_project_domain_name")
+    user_domain_name: str = default("swift_user_domain_name")
     region: str | None = None
-    interface: str = "public"
-    segment_size: int = DEFAULT_SEGMENT_SIZE
-    sweep_after: int = DEFAULT_SWEEP_AFTER
+    interface: str = default("swift_interface")
+    segment_size: int = default("swift_segment_size")
+    sweep_after: int = default("swift_sweep_after")
 
     @property
     def segments_container(self) -> str:
         return self.container + SEGMENTS_SUFFIX
 
     @classmethod
-    def from_url(cls, url: str, environ: Mapping[str, str]) -> SwiftConfig:
-        """Parse `swift://<container>?<option>=...`; options fall back to OSIMAGE_SWIFT_<OPTION>.
+    def from_url(cls, url: str, given: Mapping[str, Any]) -> SwiftConfig:
+        """Parse `swift://<container>?<option>=...`; the URL's options override `given`
+        (the `swift_*` settings, see `Settings.store_options`).
 
-        The key (tempauth) or password (keystone) comes only from the environment, so
-        the store URL can be logged.
+        The key (tempauth) or password (keystone) comes only from the settings, so the
+        store URL can be logged.
         """
-        parts = urlsplit(url)
+        parts, options = url_options(
+            url,
+            "swift",
+            given,
+            secrets=_SECRETS,
+            credentials="OSIMAGE_SWIFT_USER and OSIMAGE_SWIFT_KEY",
+        )
         if parts.scheme != "swift" or not parts.netloc or parts.path not in ("", "/"):
             raise StoreConfigError(f"expected swift://<container>?auth_url=..., got {url!r}")
-        if parts.username or parts.password:
-            raise StoreConfigError(
-                "put Swift credentials in OSIMAGE_SWIFT_USER and OSIMAGE_SWIFT_KEY, "
-                "not in the store URL"
-            )
-        options: dict[str, str] = {}
-        for name, value in parse_qsl(parts.query, keep_blank_values=True):
-            if name in _SECRETS:
-                raise StoreConfigError(
-                    f"put the Swift {name} in {ENV_PREFIX}{name.upper()}, not in the store URL"
-                )
-            if name not in _OPTIONS:
-                known = ", ".join(sorted(_OPTIONS))
-                raise StoreConfigError(f"unknown swift store option {name!r} (known: {known})")
-            options[name] = value
-
-        def option(name: str) -> str | None:
-            return options.get(name) or environ.get(ENV_PREFIX + name.upper()) or None
-
-        auth_url, user = option("auth_url"), option("user")
-        secret = environ.get(ENV_PREFIX + "KEY") or environ.get(ENV_PREFIX + "PASSWORD")
+        auth_url, user = options.get("auth_url"), options.get("user")
+        secret = options.get("key") or options.get("password")
         if not auth_url or not user or not secret:
             raise StoreConfigError(
                 "the swift store needs auth_url (URL option or OSIMAGE_SWIFT_AUTH_URL), "
                 "OSIMAGE_SWIFT_USER and OSIMAGE_SWIFT_KEY"
             )
-        version = option("auth_version") or ("3" if auth_url.rstrip("/").endswith("v3") else "1")
-        if version not in ("1", "3"):
-            raise StoreConfigError(f"swift auth_version must be 1 or 3, got {version!r}")
-        if version == "3" and not option("project_name"):
+        version = options.get("auth_version") or (
+            "3" if auth_url.rstrip("/").endswith("v3") else "1"
+        )
+        if version == "3" and not options.get("project_name"):
             raise StoreConfigError("keystone auth needs project_name (OSIMAGE_SWIFT_PROJECT_NAME)")
         return cls(
             container=unquote(parts.netloc),
@@ -134,27 +114,8 @@ class SwiftConfig:
             user=user,
             key=secret,
             auth_version=version,
-            storage_url=option("storage_url"),
-            project_name=option("project_name"),
-            project_domain_name=option("project_domain_name") or "Default",
-            user_domain_name=option("user_domain_name") or "Default",
-            region=option("region"),
-            interface=option("interface") or "public",
-            segment_size=_count("segment_size", option("segment_size"), DEFAULT_SEGMENT_SIZE),
-            sweep_after=_count("sweep_after", option("sweep_after"), DEFAULT_SWEEP_AFTER, 0),
+            **{name: options[name] for name in _TUNING if name in options},
         )
-
-
-def _count(name: str, text: str | None, default: int, minimum: int = 1) -> int:
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise StoreConfigError(f"swift store option {name}: expected an integer >= {minimum}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -260,40 +221,27 @@ class _Auth:
         return str(url), token, time.monotonic() + lifetime
 
 
-class SwiftStore:
+class SwiftStore(NamedBlobs):
     """`swift://<container>`: each image an SLO there, its segments in `<container>_segments`."""
 
     scheme = "swift"
 
     def __init__(self, config: SwiftConfig) -> None:
         self.config = config
+        self._netloc = config.container
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
         self._auth = _Auth(config, self._client)
         self._limits: _Limits | None = None
         self._prepare_lock = anyio.Lock()
 
     @classmethod
-    def from_url(cls, url: str, environ: Mapping[str, str] | None = None) -> SwiftStore:
-        """The store `url` names; options and credentials not in it come from `environ`."""
-        return cls(SwiftConfig.from_url(url, os.environ if environ is None else environ))
+    def from_options(
+        cls, url: str, options: Mapping[str, Any], environ: Mapping[str, str] | None = None
+    ) -> SwiftStore:
+        return cls(SwiftConfig.from_url(url, options))
 
     def __repr__(self) -> str:
         return f"SwiftStore(swift://{self.config.container}, auth_url={self.config.auth_url!r})"
-
-    # -- locations ---------------------------------------------------------------
-
-    def location(self, image_id: str) -> str:
-        return f"swift://{self.config.container}/{image_id}"
-
-    def _object(self, location: str) -> str:
-        return image_id_in(location, scheme="swift", netloc=self.config.container)
-
-    def owns(self, location: str) -> bool:
-        try:
-            self._object(location)
-        except BlobNotFound:
-            return False
-        return True
 
     # -- the protocol ------------------------------------------------------------
 
@@ -350,7 +298,7 @@ class SwiftStore:
         return Blob(location=self.location(image_id), size=segmenter.total)
 
     async def get(self, location: str) -> AsyncIterator[bytes]:
-        name = self._object(location)
+        name = self._name(location)
         url, token = await self._auth.get()
         request = self._client.build_request(
             "GET", self._url(url, self.config.container, name), headers={"x-auth-token": token}
@@ -376,7 +324,7 @@ class SwiftStore:
                 await response.aclose()
 
     async def size(self, location: str) -> int:
-        name = self._object(location)
+        name = self._name(location)
         response = await self._send("HEAD", self.config.container, name)
         try:
             return int(response.headers["content-length"])
@@ -385,7 +333,7 @@ class SwiftStore:
 
     async def delete(self, location: str) -> None:
         try:
-            name = self._object(location)
+            name = self._name(location)
         except BlobNotFound:
             return
         try:

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from osimage import wire
 from osimage.server.api.call import Call
-from osimage.server.api.http import base_url, reply, reply_json, reply_stream
+from osimage.server.api.http import reply, reply_json, reply_stream
 from osimage.server.api.v2 import render, schemas
 from osimage.server.errors import (
     BadRequest,
@@ -120,7 +120,7 @@ async def images(call: Call, v2: ImagesV2) -> None:
     elif call.method == "POST":
         view = await v2.create(call.context, await json_body(call))
         headers = [
-            ("location", f"{base_url(call.scope)}/v2/images/{view.row.id}"),
+            ("location", f"{call.base_url}/v2/images/{view.row.id}"),
             ("openstack-image-import-methods", ",".join(IMPORT_METHODS)),
         ]
         body = render.image(v2.shown(call.context, view))
