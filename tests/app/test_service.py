@@ -21,7 +21,8 @@ from osimage.server.errors import (
     PreconditionFailed,
     TooLarge,
 )
-from osimage.server.service import Change, ImageService, Limits, Upload, sweep
+from osimage.server.service import Change, ImageService, Upload, sweep
+from osimage.server.settings import Limits
 from osimage.server.sharing import Sharing
 from osimage.server.sources import SourcePolicy
 from osimage.server.stores.filesystem import FilesystemStore
