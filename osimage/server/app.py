@@ -34,17 +34,19 @@ from osimage.server.cache import start_cache, sweep_cache
 from osimage.server.db.engine import close_engine, migrate, open_engine
 from osimage.server.errors import ApiError, HeaderTooLarge, ServiceUnavailable, render
 from osimage.server.errors import Unauthorized as NotAuthenticated
+from osimage.server.limits import Limits
 from osimage.server.operations import endpoints
 from osimage.server.operations.healthcheck import HealthCheck
 from osimage.server.operations.metrics import Metrics, forget_dead_workers, multiprocess_dir
 from osimage.server.operations.notifications import open_notifier, redacted
 from osimage.server.operations.policy import Policy
 from osimage.server.protections import Protections
-from osimage.server.service import ImageService, Limits, scrub, sweep
+from osimage.server.service import ImageService
 from osimage.server.service_v2 import ImagesV2
 from osimage.server.settings import Settings
 from osimage.server.sharing import Sharing
 from osimage.server.stores.registry import open_store
+from osimage.server.upkeep import Upkeep, scrub, sweep
 
 log = logging.getLogger("osimage.server")
 access_log = logging.getLogger("osimage.access")
@@ -168,13 +170,19 @@ class App:
             delayed_delete=settings.delayed_delete,
             protections=protections,
             node=settings.node_id,
-            upload_lease=settings.upload_lease,
             **operations,
             cache=start_cache(settings, engine, store, tasks),
         )
-        tasks.start_soon(self._service.renew_leases_forever, settings.upload_lease / 3)
+        upkeep = Upkeep(
+            engine,
+            store,
+            uploading=self._service.ingest.uploading,
+            node=settings.node_id,
+            upload_lease=settings.upload_lease,
+        )
+        tasks.start_soon(upkeep.renew_leases_forever, settings.upload_lease / 3)
         if settings.delayed_delete:
-            tasks.start_soon(self._service.scrub_forever, settings.scrub_interval)
+            tasks.start_soon(upkeep.scrub_forever, settings.scrub_interval)
         self._sharing = Sharing(self._service)
         self._authenticator = authenticator
         stack.callback(self._forget)

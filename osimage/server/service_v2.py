@@ -34,13 +34,10 @@ from osimage.server.errors import (
     NotFound,
     TooLarge,
 )
+from osimage.server.ingest import Upload, store_error
 from osimage.server.operations.policy import image_target
-from osimage.server.service import (
-    ImageService,
-    Upload,
-    _store_error,
-    over_quota,
-)
+from osimage.server.rules import over_quota
+from osimage.server.service import ImageService
 
 MAX_INT = 2147483647
 UUID_PATTERN: Final = (
@@ -451,23 +448,23 @@ class ImagesV2:
         async with writing(self.engine) as conn:
             if not await catalog.transition(conn, image_id, source, "saving"):
                 raise Conflict(f"Image status transition from {source} to saving is not allowed")
-            await leases.claim(conn, image_id, images.node, catalog.now())
-        images.uploading.add(image_id)
+            await leases.claim(conn, image_id, images.ingest.node, catalog.now())
+        images.ingest.uploading.add(image_id)
         chunks = data.chunks if isinstance(data, Upload) else data
         declared = data.length if isinstance(data, Upload) else None
         try:
-            reservation = await images._reservation(owner, image_id, declared)
-            blob, checksum, sha256 = await images._store(image_id, chunks, reservation)
+            reservation = await images.ingest.reserve(owner, image_id, declared)
+            blob, checksum, sha256, multihash = await images.ingest.store(
+                image_id, chunks, reservation
+            )
         except BaseException as error:
-            images.multihashes.pop(image_id, None)
             await self._requeue(image_id)
-            mapped = _store_error(error)
+            mapped = store_error(error)
             if mapped is error:
                 raise
             raise mapped from error
         finally:
-            images.uploading.discard(image_id)
-        multihash = images.multihashes.pop(image_id, None)
+            images.ingest.uploading.discard(image_id)
         try:
             if declared is not None and declared != blob.size:
                 raise BadRequest(
@@ -502,7 +499,7 @@ class ImagesV2:
                     "been deleted during the upload, cleaning up the chunks uploaded."
                 )
         except BaseException:
-            await images._discard(blob.location)
+            await images.ingest.discard(blob.location)
             await self._requeue(image_id)
             raise
 
@@ -524,7 +521,7 @@ class ImagesV2:
         if row.location is None or row.status not in ("active", "deactivated"):
             return row, None
         self.images.policy.enforce(ctx, "download_image", image_target(row))
-        return row, self.images._sent(ctx, row, self.images._chunks(row))
+        return row, self.images.downloads.stream(ctx, row)
 
     # -- import ----------------------------------------------------------------------------
 
