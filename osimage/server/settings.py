@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from osimage.server.auth.registry import KINDS as AUTH_KINDS  # standard library only
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "::1"})
-AUTH_KINDS: Final = ("noauth", "tokens", "keystone")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 
 
