@@ -298,11 +298,11 @@ class Ingest:
         """queued -> saving -> active, or killed with no data left behind."""
         if not await self.start_saving(image_id):
             raise Conflict("Cannot upload to an unqueued image")
-        with self._transfer("upload"):
+        with self.transfer("upload"):
             await self._receive(image_id, data, owner, ctx)
 
     @contextmanager
-    def _transfer(self, kind: str) -> Iterator[None]:
+    def transfer(self, kind: str) -> Iterator[None]:
         """Count an upload or copy in progress (osimage_transfers_in_progress)."""
         gauge = self.metrics.transfers.labels(kind) if self.metrics is not None else None
         if gauge is not None:
@@ -422,7 +422,7 @@ class Ingest:
             with CancelScope() as deleted:
                 self.copies.watch(image_id, deleted)
                 try:
-                    with self._transfer("copy"):
+                    with self.transfer("copy"):
                         await self._copy_data(image_id, url, owner, ctx)
                 finally:
                     self.copies.forget(image_id)
