@@ -57,6 +57,7 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
         ["--images", "10000", "--seconds", "5", "--rounds", "2"],
         ["--images", "2000", "--seconds", "2", "--rounds", "1"],
     ),
+    "hostile": (["--seconds", "60"], ["--seconds", "20", "--quiet-seconds", "10"]),
 }
 
 # benchmarks written for other issues; they print their own numbers and we record

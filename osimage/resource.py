@@ -3,41 +3,45 @@
 A `Resource` subclass declares its attributes as fields (`Body`, `Header`, or a
 subclass's own kind) that say where a value travels and what type it has. The verbs
 (`create`, `fetch`, `head`, `commit`, `delete`, `list`, `find`) are generic; how values
-become a request and a response becomes values is decided by hooks a subclass may
-override (`_build_request`, `_values_from`, `_records_from`, `_record_values`). The
-default hooks speak JSON under `resource_key`; the v1 `Image` overrides them with the
-``x-image-meta`` codec.
+become a request and a response becomes values is decided by hooks each subclass
+implements (`_build_request`, `_values_from`, `_records_from`, `_record_values`): the
+v1 `Image` speaks the ``x-image-meta`` codec. Listing pages through `osimage.pager`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
-import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, Self, TypeVar, overload
+from typing import (
+    IO,
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Final,
+    Generic,
+    Literal,
+    Self,
+    TypeVar,
+    overload,
+)
 from urllib.parse import quote
 
 from osimage import exceptions
+from osimage.wire import strict_flag
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
-
     import requests
     from keystoneauth1.adapter import Adapter
 
 T = TypeVar("T")
 
-DEFAULT_PAGE_SIZE: Final = 200
-"""Page size `list` asks for when the caller gives no ``limit``."""
+Data = bytes | IO[bytes] | Iterable[bytes]
+"""A request body to send: bytes, a binary file object (streamed), or an iterable of
+bytes (streamed with chunked transfer encoding)."""
 
-SERVER_LIMIT_MAX: Final = 1000
-"""Servers cap page sizes at this (v1's ``api_limit_max``); a shorter page ends a list
-only when the page size asked for is at most this."""
-
-_TRUE: Final = frozenset({"1", "t", "true", "on", "y", "yes"})
-_FALSE: Final = frozenset({"0", "f", "false", "off", "n", "no"})
+OCTET_STREAM: Final = "application/octet-stream"
 
 
 # --------------------------------------------------------------------------- coercion
@@ -65,12 +69,9 @@ def _to_bool(value: object) -> bool:
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
+    found = strict_flag(value) if isinstance(value, str) else None
+    if found is not None:
+        return found
     raise ValueError(f"expected a boolean, got {value!r}")
 
 
@@ -279,8 +280,15 @@ class Request:
     """What one verb sends, as built by a resource's `_build_request` hook."""
 
     headers: dict[str, str] = field(default_factory=dict)
-    json: Any = None
     data: Any = None  # bytes, a binary file object, or an iterable of bytes
+
+    def attach(self, data: Data) -> None:
+        """Send `data` as the body, as ``application/octet-stream``: bytes as they are,
+        file objects and iterables streamed. A ``str`` raises `InvalidRequest`."""
+        if isinstance(data, str):
+            raise exceptions.InvalidRequest("data must be bytes, not str")
+        self.headers["Content-Type"] = OCTET_STREAM
+        self.data = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else data
 
 
 def _connection_of(session: Adapter) -> Any:
@@ -448,63 +456,28 @@ class Resource:
     # ----------------------------------------------------------------- wire hooks
 
     def _build_request(self, verb: str, names: Collection[str]) -> Request:
-        """The request carrying the values named by `names` (default: JSON body)."""
-        headers: dict[str, str] = {}
-        body: dict[str, Any] = {}
-        for fld in self._fields.values():
-            if fld.wire_name not in names:
-                continue
-            value = self._state.values.get(fld.wire_name)
-            if isinstance(fld, Header):
-                if value is not None:
-                    headers[fld.header] = str(value)
-            else:
-                body[fld.wire_name] = value
-        if verb in ("create", "commit"):
-            return Request(headers, json={self.resource_key: body} if self.resource_key else body)
-        return Request(headers)
+        """The request of `verb` (``create``, ``commit`` or ``upload``: a commit that
+        sends data) carrying the values named by `names`."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how values are sent")
 
     @classmethod
     def _values_from(cls, verb: str, response: requests.Response) -> dict[str, Any]:
-        """Values a response reports about one resource (default: JSON body, headers)."""
-        values: dict[str, Any] = {}
-        for fld in cls._fields.values():
-            if isinstance(fld, Header) and fld.header in response.headers:
-                values[fld.wire_name] = fld.coerce(response.headers[fld.header], cls.__name__)
-        if response.content:
-            body = _json(response)
-            if cls.resource_key:
-                body = body.get(cls.resource_key) if isinstance(body, dict) else None
-            if not isinstance(body, dict):
-                raise exceptions.InvalidResponse(f"expected a {cls.__name__} record in the body")
-            values.update(cls._record_values(body))
-        return values
+        """Values, typed, that a response to `verb` reports about one resource."""
+        raise NotImplementedError(f"{cls.__name__} does not say how responses are read")
 
     @classmethod
     def _records_from(cls, response: requests.Response) -> list[Mapping[str, Any]]:
-        """The records one list page holds, not yet checked (default: JSON list).
+        """The records one list page holds, not yet checked.
 
         `list` reads the next page's marker from the last record's ``id`` before it
         turns each record into values with `_record_values`, which checks them.
         """
-        body = _json(response)
-        if cls.resources_key:
-            body = body.get(cls.resources_key) if isinstance(body, dict) else None
-        if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
-            raise exceptions.InvalidResponse(f"expected a list of {cls.__name__} records")
-        return body
+        raise NotImplementedError(f"{cls.__name__} does not say how list pages are read")
 
     @classmethod
     def _record_values(cls, record: Mapping[str, Any]) -> dict[str, Any]:
-        """Values one JSON record reports, typed; raises `InvalidResponse` if one is bad."""
-        values: dict[str, Any] = {}
-        for fld in cls._fields.values():
-            if isinstance(fld, Body) and fld.wire_name in record:
-                try:
-                    values[fld.wire_name] = fld.coerce(record[fld.wire_name], cls.__name__)
-                except exceptions.InvalidRequest as exc:
-                    raise exceptions.InvalidResponse(exc.message) from None
-        return values
+        """Values one list record reports, typed; raises `InvalidResponse` if one is bad."""
+        raise NotImplementedError(f"{cls.__name__} does not say how list records are read")
 
     # ----------------------------------------------------------------- plumbing
 
@@ -535,8 +508,6 @@ class Resource:
         """One request through the keystoneauth `session`; error statuses raise."""
         request = request or Request()
         kwargs: dict[str, Any] = {"headers": request.headers, "raise_exc": False}
-        if request.json is not None:
-            kwargs["json"] = request.json
         if request.data is not None:
             kwargs["data"] = request.data
         if params:
@@ -551,12 +522,17 @@ class Resource:
 
     # ----------------------------------------------------------------- verbs
 
-    def create(self, session: Adapter, base_path: str | None = None) -> Self:
-        """Create this resource on the server from every value set; return self."""
-        self._require("create")
-        return self._create(session, base_path, self._build_request("create", self._state.dirty()))
+    def create(
+        self, session: Adapter, base_path: str | None = None, *, data: Data | None = None
+    ) -> Self:
+        """Create this resource on the server from every value set; return self.
 
-    def _create(self, session: Adapter, base_path: str | None, request: Request) -> Self:
+        With `data` (see `Data`) the resource's data travels in the same request.
+        """
+        self._require("create")
+        request = self._build_request("create", self._state.dirty())
+        if data is not None:
+            request.attach(data)
         response = self._send(
             session, self.create_method, self._collection_path(base_path), request
         )
@@ -577,15 +553,26 @@ class Resource:
         self._absorb(self._values_from("head", response))
         return self
 
-    def commit(self, session: Adapter, base_path: str | None = None) -> Self:
-        """Send the values changed since the last synchronization; no change, no request."""
+    def commit(
+        self, session: Adapter, base_path: str | None = None, *, data: Data | None = None
+    ) -> Self:
+        """Send the values changed since the last synchronization; no change, no request.
+
+        With `data` (see `Data`) the request is sent even without a change, and carries
+        the data as its body (the hook builds it as an ``upload``).
+        """
         self._require("commit")
         names = self._state.dirty()
-        if not names:
-            return self
-        return self._commit(session, base_path, self._build_request("commit", names))
+        if data is None:
+            if not names:
+                return self
+            return self._commit(session, base_path, self._build_request("commit", names))
+        request = self._build_request("upload", names)
+        request.attach(data)
+        return self._commit(session, base_path, request)
 
     def _commit(self, session: Adapter, base_path: str | None, request: Request) -> Self:
+        """Send a built commit request; take the values the server reports."""
         response = self._send(session, self.commit_method, self._item_path(base_path), request)
         self._absorb(self._values_from("commit", response))
         return self
@@ -616,7 +603,7 @@ class Resource:
     ) -> Iterator[Self]:
         """Lazily yield matching resources, following limit/marker pages to the end.
 
-        ``limit`` is the page size (default `DEFAULT_PAGE_SIZE`), `max_items` the most
+        ``limit`` is the page size (default `osimage.pager.DEFAULT_PAGE_SIZE`), `max_items` the most
         resources to yield in all. With ``paginated=False`` one page is fetched. Unknown
         query parameters raise `InvalidRequest` at once, before anything is sent.
 
@@ -640,84 +627,24 @@ class Resource:
         paginated: bool,
         max_items: int | None,
     ) -> Iterator[Self]:
-        """Yield the resources of each page; read ahead one page from the second on.
+        """Yield the resources of each page `osimage.pager` reads (ahead, from page two).
 
-        Once the caller has asked for a second page, each page's successor is requested
-        in a worker thread as soon as the page is decoded, so the server works on it
-        while this page's records are checked, built and consumed. A list the caller
-        reads within its first page sends only the requests it needs, and no request
-        goes past a short page or `max_items`. An error in a page is raised when the
-        caller reaches that page, after every resource of the pages before it (a page
-        whose records fail their check raises before any of its resources, though the
-        request for the page after it may have been sent). Closing the generator early
-        waits for a request in flight and discards its page (an error in it included:
-        the caller never reached it), so no thread outlives it.
+        A page whose records fail their check raises before any of its resources.
         """
+        from osimage import pager  # only once a list is read
+
         connection = _connection_of(session)
-        if paginated or max_items is not None:
-            size = int(query.get("limit", DEFAULT_PAGE_SIZE))
-            if max_items is not None:
-                size = min(size, max_items)
-            query["limit"] = str(size)
-        if max_items == 0:
-            return
-        requested = int(query["limit"]) if "limit" in query else None
 
         def fetch(page_query: Mapping[str, str]) -> list[Mapping[str, Any]]:
             return cls._records_from(cls._send(session, "GET", path, params=page_query))
 
-        def fetch_ahead(
-            page_query: Mapping[str, str], running: threading.Event
-        ) -> list[Mapping[str, Any]]:
-            running.set()
-            return fetch(page_query)
-
-        reader: ThreadPoolExecutor | None = None
-        ahead: Future[list[Mapping[str, Any]]] | None = None
-        try:
-            yielded = 0
-            page = 1
-            records = fetch(query)
-            while True:
-                more = bool(paginated and records) and (
-                    requested is None or requested > SERVER_LIMIT_MAX or len(records) >= requested
-                )
-                if max_items is not None and yielded + len(records) >= max_items:
-                    more = False
-                following: dict[str, str] | None = None
-                if more:
-                    marker = records[-1].get("id")
-                    if isinstance(marker, str) and marker != query.get("marker"):
-                        following = {**query, "marker": marker}
-                    if following is not None and page > 1:
-                        if reader is None:
-                            from concurrent.futures import ThreadPoolExecutor  # only when paging on
-
-                            reader = ThreadPoolExecutor(1, thread_name_prefix="osimage-list")
-                        running = threading.Event()
-                        ahead = reader.submit(fetch_ahead, following, running)
-                        # Let the worker hold the GIL until its request is on the wire,
-                        # rather than wait a switch interval for this thread's CPU work.
-                        running.wait()
-                page_values = [cls._record_values(record) for record in records]
-                for values in page_values:
+        pages = pager.read_pages(
+            fetch, query, paginated=paginated, max_items=max_items, what=cls.__name__
+        )
+        with contextlib.closing(pages):
+            for records in pages:
+                for values in [cls._record_values(record) for record in records]:
                     yield cls._from_server(values, connection)
-                    yielded += 1
-                    if max_items is not None and yielded >= max_items:
-                        return
-                if not more:
-                    return
-                if following is None:
-                    raise exceptions.InvalidResponse(
-                        f"cannot page past {cls.__name__} {records[-1].get('id')!r}"
-                    )
-                query = following
-                page += 1
-                records = fetch(query) if ahead is None else ahead.result()
-                ahead = None
-        finally:
-            if reader is not None:
-                reader.shutdown(wait=True, cancel_futures=True)
 
     @classmethod
     def _could_be_id(cls, name_or_id: str) -> bool:
@@ -799,10 +726,3 @@ def _collect_fields(cls: type[Resource]) -> dict[str, Field[Any]]:
 
 
 Resource._fields = _collect_fields(Resource)
-
-
-def _json(response: requests.Response) -> Any:
-    try:
-        return json.loads(response.content)
-    except ValueError as exc:
-        raise exceptions.InvalidResponse(f"response body is not JSON: {exc}") from None

@@ -39,6 +39,10 @@ MAX_INT64: Final = 2**63 - 1
 TIMESTAMP_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%f"
 
 TRUE_WORDS: Final = frozenset({"1", "t", "true", "on", "y", "yes"})
+"""The words (lower-cased) that mean true; v1 reads every other word as false."""
+FALSE_WORDS: Final = frozenset({"0", "f", "false", "off", "n", "no"})
+"""The words (lower-cased) that mean false, for strict readers that refuse anything else
+(the SDK's attribute coercion, its configuration)."""
 
 DISK_FORMATS: Final = (
     "ami",
@@ -125,6 +129,17 @@ def _optional_count(value: str) -> int | None:
 def parse_flag(value: str) -> bool:
     """v1's boolean rule: true iff one of 1/t/true/on/y/yes (any case); anything else is false."""
     return value.strip().lower() in TRUE_WORDS
+
+
+def strict_flag(value: str) -> bool | None:
+    """True or False for one of the true or false words (any case, spaces around
+    ignored), None for any other text: for readers that refuse what v1 would read as false."""
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return None
 
 
 def render_flag(value: bool) -> str:

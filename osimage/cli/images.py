@@ -1,7 +1,8 @@
 """`osimage image ...`: list, show, create, update, delete, download and shared.
 
-Flags follow ``glance image-*`` (API v1). Images are named by id or by name. Only click is
-imported at startup; the SDK, rich and YAML load when a command runs.
+Flags follow ``glance image-*`` (API v1). Images are named by id or by name. Only click and
+the codec's tables (`osimage.wire`) are imported at startup; the SDK, rich and YAML load
+when a command runs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 
 from osimage.cli.output import human_size, output_options, print_list, print_record
 from osimage.cli.state import CliState, UserError
+from osimage.wire import CONTAINER_FORMATS, DISK_FORMATS
 
 if TYPE_CHECKING:
     from osimage.image.v1.image import Image
@@ -67,9 +69,8 @@ def _metadata_options(func: Any) -> Any:
     """The metadata flags shared by create and update (glance image-create/update)."""
     options = [
         click.option("--name", help="Image name."),
-        click.option("--disk-format", help="ami, ari, aki, vhd, vhdx, vmdk, raw, qcow2, vdi, iso, "
-                     "ploop."),
-        click.option("--container-format", help="ami, ari, aki, bare, ovf, ova, docker."),
+        click.option("--disk-format", help=f"{', '.join(DISK_FORMATS)}."),
+        click.option("--container-format", help=f"{', '.join(CONTAINER_FORMATS)}."),
         click.option("--owner", help="Owning project (admins only)."),
         click.option("--size", type=click.IntRange(min=0), help="Size of the data in bytes."),
         click.option("--min-disk", type=click.IntRange(min=0), help="Minimum disk (GB)."),
@@ -282,7 +283,7 @@ def create_image(
 
         guessed = guess_disk_format(file) if file != "-" else None
         if guessed is None:
-            raise UserError("--disk-format is needed (raw, qcow2, iso, vmdk, vhd, vdi, ...)")
+            raise UserError(f"--disk-format is needed ({', '.join(DISK_FORMATS)})")
         fields["disk_format"] = guessed
     with ExitStack() as stack:
         source = _Source(file, stack, progress)
@@ -391,8 +392,7 @@ def download_image(
     ctx: click.Context, image_ref: str, file: str | None, progress: bool | None
 ) -> None:
     """Download an image's data, verified against its checksum."""
-    import tempfile
-
+    from osimage import transfer
     from osimage.cli import progress as bars
 
     state = _state(ctx)
@@ -416,21 +416,11 @@ def download_image(
             out.flush()
             return
         assert file is not None
-        target = os.path.abspath(file)
-        fd, partial = tempfile.mkstemp(
-            dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.", suffix=".part"
-        )
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in data:
-                    handle.write(chunk)
-                    if advance is not None:
-                        advance(len(chunk))
-            os.replace(partial, target)
-        except BaseException:
-            if os.path.exists(partial):
-                os.unlink(partial)
-            raise
+        with transfer.replacing(file) as handle:
+            for chunk in data:
+                handle.write(chunk)
+                if advance is not None:
+                    advance(len(chunk))
 
 
 @click.command("shared")

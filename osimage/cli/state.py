@@ -119,7 +119,7 @@ def explain(exc: BaseException, state: CliState) -> str:
     from keystoneauth1 import exceptions as ksa
 
     from osimage import exceptions
-    from osimage.connection import ConfigException
+    from osimage.config import ConfigException
 
     root = state.server_root()
     auth_url = state._connection.config.auth.get("auth_url") if state._connection else None

@@ -13,21 +13,32 @@ import logging
 import time
 import uuid
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import anyio
 
 from osimage.server import sources
 from osimage.server.api.call import Call
-from osimage.server.api.http import Message, Receive, Scope, Send, header, reply
+from osimage.server.api.http import (
+    Message,
+    Receive,
+    ResponseAborted,
+    Scope,
+    Send,
+    describe_failure,
+    header,
+    refuse_ambiguous_framing,
+    reply,
+)
 from osimage.server.api.routes import dispatch
 from osimage.server.api.v2 import routes as v2_routes
 from osimage.server.api.versions import (
     MEDIA_PREFIX,
     V1_TOKENS,
-    V2_TOKENS,
     send_v1_version,
     send_versions,
+    v2_tokens,
 )
 from osimage.server.auth import Authenticator, Unauthorized, open_authenticator
 from osimage.server.cache import start_cache, sweep_cache
@@ -42,7 +53,7 @@ from osimage.server.operations.notifications import open_notifier, redacted
 from osimage.server.operations.policy import Policy
 from osimage.server.protections import Protections
 from osimage.server.service import ImageService
-from osimage.server.service_v2 import ImagesV2
+from osimage.server.service_v2 import ImagesV2, sweep_imports, sweep_imports_forever
 from osimage.server.settings import Settings
 from osimage.server.sharing import Sharing
 from osimage.server.stores.registry import open_store
@@ -74,6 +85,7 @@ async def prepare(settings: Settings) -> None:
     try:
         await migrate(engine)
         await sweep(engine, store, node=settings.node_id, lease=settings.upload_lease)
+        await sweep_imports(engine, node=settings.node_id, lease=settings.upload_lease)
         if not settings.delayed_delete:
             await scrub(engine, store)
         if settings.cache_dir is not None:
@@ -181,6 +193,8 @@ class App:
             upload_lease=settings.upload_lease,
         )
         tasks.start_soon(upkeep.renew_leases_forever, settings.upload_lease / 3)
+        lease = settings.upload_lease
+        tasks.start_soon(partial(sweep_imports_forever, engine, lease=lease, interval=lease / 3))
         if settings.delayed_delete:
             tasks.start_soon(upkeep.scrub_forever, settings.scrub_interval)
         self._sharing = Sharing(self._service)
@@ -244,6 +258,14 @@ class App:
         started = time.perf_counter()
         status = 0
         request_id = ""
+        counted = False
+
+        def count() -> None:
+            nonlocal counted
+            if self._metrics is not None and not counted:
+                counted = True
+                seconds = time.perf_counter() - started
+                self._metrics.request(scope["path"], scope["method"], status, seconds)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -252,66 +274,74 @@ class App:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-openstack-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
+            elif not message.get("more_body", False):
+                count()  # before the client can see the end: a scrape after it counts it
             await send(message)
 
+        failure = ""  # why the request failed unexpectedly: its one log line says so
         try:
             try:
                 request_id = self._request_id(scope)
+                refuse_ambiguous_framing(scope)
                 await self._dispatch(scope, receive, send_with_id)
             except ApiError as error:
                 request_id = request_id or new_request_id()  # the supplied one was refused
                 if status:
-                    raise
-                await _send_error(scope, send_with_id, error)
-            except Exception as error:
+                    failure = f"failed after the response started: {error.message}"
+                    raise ResponseAborted from None
+                await _send_error_or_abort(scope, send_with_id, error)
+            except ResponseAborted:
+                failure = failure or "aborted"
+                raise
+            except Exception as exc:
                 request_id = request_id or new_request_id()
-                if self._metrics is not None and endpoints.is_database_error(error):
+                if self._metrics is not None and endpoints.is_database_error(exc):
                     self._metrics.database_errors.inc()
-                log.exception("%s %s %s failed", request_id, scope["method"], scope["path"])
+                failure = describe_failure(exc)
+                log.debug("%s traceback", request_id, exc_info=True)
                 if status:
-                    raise
-                await _send_error(scope, send_with_id, ApiError("The server failed to answer."))
+                    raise ResponseAborted from None
+                message = f"The server failed to answer (request {request_id})."
+                await _send_error_or_abort(scope, send_with_id, ApiError(message))
         finally:
-            if self._metrics is not None:
-                seconds = time.perf_counter() - started
-                self._metrics.request(scope["path"], scope["method"], status, seconds)
-            access_log.info(
-                "%s %s %s %s %.1fms",
-                request_id,
-                scope["method"],
-                scope["path"],
-                status or "-",
-                (time.perf_counter() - started) * 1000,
-            )
+            count()
+            elapsed = (time.perf_counter() - started) * 1000
+            line = (request_id, scope["method"], scope["path"], status or "-")
+            if failure:
+                log.error("%s %s %s %s %.1fms %s", *line, elapsed, failure)
+            else:
+                access_log.info("%s %s %s %s %.1fms", *line, elapsed)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if path in endpoints.PATHS:  # before authentication and version routing
             await self._operations(scope, send, path)
             return
+        cache = self.settings.cache_dir is not None  # the cache API's versions (v2.14, 2.16)
+        v2 = v2_tokens(cache=cache)
         segments = path.split("/")
         first = segments[1] if len(segments) > 1 else ""
         accept = header(scope, "accept") or ""
         if accept.lower().startswith(MEDIA_PREFIX):
             token = accept[len(MEDIA_PREFIX) :].split(",")[0].split(";")[0].strip().lower()
-            if token not in V1_TOKENS and token not in V2_TOKENS:
-                await send_versions(scope, send, 300)
+            if token not in V1_TOKENS and token not in v2:
+                await send_versions(scope, send, 300, cache=cache)
                 return
-            if first not in V1_TOKENS and first not in V2_TOKENS:
+            if first not in V1_TOKENS and first not in v2:
                 segments = ["", token, *segments[1:]]
                 first = token
         if first == "versions":
-            await send_versions(scope, send, 200)
+            await send_versions(scope, send, 200, cache=cache)
             return
-        if first in V2_TOKENS:
+        if first in v2:
             await self._v1(scope, receive, send, "/" + "/".join(segments[2:]), v2=True)
             return
         if first not in V1_TOKENS:
-            await send_versions(scope, send, 300)
+            await send_versions(scope, send, 300, cache=cache)
             return
         rest = "/" + "/".join(segments[2:]) if len(segments) > 2 else ""
         if rest == "" and scope["method"] in {"GET", "HEAD"}:
-            await send_v1_version(scope, send)
+            await send_v1_version(scope, send, cache=cache)
             return
         await self._v1(scope, receive, send, rest)
 
@@ -351,6 +381,13 @@ class App:
             await v2_routes.dispatch(call, ImagesV2(self._service), rest)
             return
         await dispatch(call, rest)
+
+
+async def _send_error_or_abort(scope: Scope, send: Send, error: ApiError) -> None:
+    try:
+        await _send_error(scope, send, error)
+    except Exception:  # the connection broke under the answer (e.g. an h11 state error)
+        raise ResponseAborted from None
 
 
 async def _send_error(scope: Scope, send: Send, error: ApiError) -> None:

@@ -10,18 +10,22 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from functools import partial
 from typing import Any, Final
 
+import anyio
 from anyio import CancelScope
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from osimage import wire
-from osimage.server import rules, sources, v2query
+from osimage.server import copies, rules, sources, v2query
 from osimage.server.auth import Context
+from osimage.server.copies import Slot
 from osimage.server.db import catalog, leases, listing
 from osimage.server.db.catalog import ImageRow, MemberRow
 from osimage.server.db.engine import read, reading, writing
@@ -35,6 +39,7 @@ from osimage.server.errors import (
     TooLarge,
 )
 from osimage.server.ingest import Upload, store_error
+from osimage.server.operations import notifications as events
 from osimage.server.operations.policy import image_target
 from osimage.server.rules import over_quota
 from osimage.server.service import ImageService
@@ -59,6 +64,10 @@ BASE: Final = (
 _UUID_PROPERTIES: Final = ("kernel_id", "ramdisk_id")  # schema-image.json: UUID or null
 IMPORT_METHODS: Final = ("glance-direct", "web-download")
 _MAX_ID_LENGTH = 36
+_NO_PROJECT: Final = (
+    "A caller without a project cannot {what}: the image would have no owner and be "
+    "visible to everyone."
+)
 log = logging.getLogger("osimage.service")
 
 
@@ -116,6 +125,26 @@ def _unique(tags: list[str]) -> list[str]:
     return list(dict.fromkeys(tags))
 
 
+def _payload(view: ImageView, **extra: Any) -> dict[str, Any]:
+    """Glance's image payload with what v2 shows: its visibility and its tags."""
+    row = view.row
+    fields: dict[str, Any] = {"visibility": row.visibility, "tags": list(view.tags)}
+    fields.update(extra)
+    return events.image_payload(row, **fields)
+
+
+async def _window(chunks: AsyncIterator[bytes], first: int, last: int) -> AsyncIterator[bytes]:
+    """The bytes first..last (inclusive) of a stream, still streamed."""
+    offset = 0
+    async for chunk in chunks:
+        end = offset + len(chunk)
+        if end > first and offset <= last:
+            yield chunk[max(first - offset, 0) : last - offset + 1]
+        offset = end
+        if offset > last:
+            return
+
+
 @dataclass(frozen=True)
 class ImageView:
     """An image as v2 shows it: the shared record plus its tags."""
@@ -141,6 +170,73 @@ class ImagesV2:
         self.images = images
         self.engine = images.engine
         self.limits = images.limits
+
+    # -- operations: policy rules and notifications (issue 15) ------------------------------
+
+    def _enforce(self, ctx: Context, rule: str, row: ImageRow | None = None, **extra: Any) -> None:
+        """The oslo.policy rule `rule` (Glance's name) for `row`: 403 when it refuses."""
+        if row is not None:
+            extra.setdefault("visibility", row.visibility)
+        self.images.policy.enforce(ctx, rule, image_target(row, **extra))
+
+    def _notify(self, ctx: Context | None, event: str, view: ImageView, **extra: Any) -> None:
+        """An info-priority image event with v2's visibility and tags in the payload."""
+        notifier = self.images.notifier
+        if notifier.enabled:
+            notifier.info(ctx, event, _payload(view, **extra))
+
+    async def _notify_id(self, ctx: Context | None, event: str, image_id: str) -> None:
+        if self.images.notifier.enabled:
+            self._notify(ctx, event, await self._view(image_id))
+
+    async def _view(self, image_id: str) -> ImageView:
+        def fetch(conn: Connection) -> ImageView:
+            row = catalog.fetch_image(conn, image_id)
+            if row is None:
+                raise NotFound(f"No image found with ID {image_id}")
+            return ImageView(row, listing.tags_of(conn, [image_id])[image_id])
+
+        return await read(self.engine, fetch, point=True)
+
+    def _notify_failed(
+        self,
+        ctx: Context | None,
+        image_id: str,
+        error: BaseException,
+        *,
+        reason: object = None,
+    ) -> None:
+        """Glance's error-priority image.upload: a message, not an image."""
+        notifier = self.images.notifier
+        if not notifier.enabled:
+            return
+        if reason is None:
+            reason = error
+            if isinstance(error, ApiError | sources.SourceError):
+                reason = error.message
+            elif not isinstance(error, Exception):  # cancelled: the client went away
+                reason = "the upload was interrupted"
+        notifier.error(
+            ctx, "image.upload", f"Failed to upload image data for image {image_id}: {reason}"
+        )
+
+    async def _notify_activated(self, ctx: Context | None, image_id: str) -> None:
+        if not self.images.notifier.enabled:
+            return
+        view = await self._view(image_id)
+        self._notify(ctx, "image.upload", view)
+        if view.row.status == "active":
+            self._notify(ctx, "image.activate", view)
+
+    def _notify_member(
+        self, ctx: Context, event: str, entry: MemberRow, *, deleted: bool = False
+    ) -> None:
+        notifier = self.images.notifier
+        if notifier.enabled:
+            extra: dict[str, Any] = {}
+            if deleted:
+                extra = {"deleted": True, "deleted_at": events.isotime()}
+            notifier.info(ctx, event, events.member_payload(entry, **extra))
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -175,20 +271,43 @@ class ImagesV2:
             raise NotFound(message or f"No image found with ID {image_id}")
         return view
 
-    async def _writable(self, ctx: Context, image_id: str, message: str) -> ImageView:
+    async def show(self, ctx: Context, image_id: str) -> ImageView:
+        """`GET /v2/images/{id}`: `get`, then the policy rule get_image."""
         view = await self.get(ctx, image_id)
+        self._enforce(ctx, "get_image", view.row)
+        return view
+
+    async def _writable(
+        self, ctx: Context, image_id: str, message: str, *, rule: str = "modify_image"
+    ) -> ImageView:
+        view = await self.get(ctx, image_id)
+        self._enforce(ctx, rule, view.row)
         if not rules.writable(ctx, view.row):
             raise Forbidden(message)
         return view
 
+    def _enforce_visibility(self, ctx: Context, visibility: Any, **target: Any) -> None:
+        """publicize_image for `public`, communitize_image for `community` (Glance's rules)."""
+        if visibility == "public":
+            self._enforce(ctx, "publicize_image", **target, visibility=visibility)
+        elif visibility == "community":
+            self._enforce(ctx, "communitize_image", **target, visibility=visibility)
+
     async def list_images(self, ctx: Context, pairs: Sequence[tuple[str, str]]) -> list[ImageView]:
         """One page of `GET /v2/images` (v2 §6)."""
+        self._enforce(ctx, "get_images", owner=ctx.owner_id)
         query, marker = v2query.parse(
             ctx,
             pairs,
             limit_default=self.limits.limit_param_default,
             limit_max=self.limits.api_limit_max,
+            filters_max=self.limits.list_filters_max,
         )
+        protections = self.images.protections
+        if protections is not None and not all(
+            protections.allows(ctx.roles, key, "read") for key in query.properties
+        ):
+            return []  # a filter on a property the caller may not read matches nothing
 
         def page(conn: Connection) -> list[ImageView]:
             if marker is not None:
@@ -208,6 +327,9 @@ class ImagesV2:
         """`POST /v2/images`: a `queued` record (v2 §5), checks in queens' order."""
         if not isinstance(body, dict):
             raise BadRequest("Unexpected body type. Expected list/dict.")
+        if not ctx.is_admin and ctx.owner_id is None:
+            raise Forbidden(_NO_PROJECT.format(what="create images"))
+        self._enforce(ctx, "add_image", owner=body.get("owner", ctx.owner_id))
         for key in _LINKS:
             if key in body:
                 raise Forbidden(f"Attribute '{key}' is read-only.")
@@ -220,10 +342,8 @@ class ImagesV2:
         if "owner" in body and not ctx.is_admin and body["owner"] != ctx.owner_id:
             raise Forbidden(f"You are not permitted to create images owned by '{body['owner']}'.")
         visibility = body.get("visibility", rules.DEFAULT_VISIBILITY)
-        if not rules.may_set_visibility(ctx, visibility):
-            raise Forbidden(
-                f"You are not permitted to create image with visibility '{visibility}'."
-            )
+        # public needs publicize_image (admins by default), community communitize_image
+        self._enforce_visibility(ctx, visibility, owner=body.get("owner", ctx.owner_id))
         tags = _unique(body.get("tags") or [])
         if over_quota(len(tags), self.limits.tag_quota):
             raise TooLarge(
@@ -275,13 +395,16 @@ class ImagesV2:
                     await listing.set_tags(conn, image_id, tags)
         except IntegrityError:
             raise Conflict(f"Image ID {image_id} already exists!") from None
-        return await self.get(ctx, image_id)
+        view = await self.get(ctx, image_id)
+        self._notify(ctx, "image.create", view)
+        return view
 
     async def update(self, ctx: Context, image_id: str, patches: Sequence[Patch]) -> ImageView:
         """`PATCH /v2/images/{id}`: validate every operation, apply them in order to a copy,
         write once (v2 §7). Nothing is stored when any operation fails."""
         view = await self.get(ctx, image_id)
         row = view.row
+        self._enforce(ctx, "modify_image", row)
         if not rules.writable(ctx, row):
             raise Forbidden("You are not permitted to modify this image.")
         if not patches:
@@ -340,14 +463,15 @@ class ImagesV2:
                 await catalog.set_properties(conn, image_id, properties, purge=True)
             if tags is not None:
                 await listing.set_tags(conn, image_id, tags)
-        return await self.get(ctx, image_id)
+        updated = await self.get(ctx, image_id)
+        self._notify(ctx, "image.update", updated)
+        return updated
 
-    @staticmethod
-    def _check_base_change(ctx: Context, row: ImageRow, key: str, value: Any) -> None:
+    def _check_base_change(self, ctx: Context, row: ImageRow, key: str, value: Any) -> None:
         if key == "owner" and not ctx.is_admin and value != row.owner:
             raise Forbidden("Owner can't be updated by non admin.")  # add as replace (§21)
-        if key == "visibility" and not rules.may_set_visibility(ctx, value):
-            raise Forbidden(f"You are not permitted to set visibility '{value}'.")
+        if key == "visibility" and value != row.visibility:
+            self._enforce_visibility(ctx, value, owner=row.owner, id=row.id)
         formats = ("disk_format", "container_format")
         if key in formats and row.status != "queued" and value != getattr(row, key):
             raise Forbidden(f"Attribute {key} can be only replaced for a queued image.")
@@ -378,7 +502,9 @@ class ImagesV2:
     async def set_active(self, ctx: Context, image_id: str, *, active: bool) -> None:
         """deactivate (`active` False) or reactivate (v2 §8.2); the other end is a no-op."""
         verb = "reactivate" if active else "deactivate"
-        view = await self._writable(ctx, image_id, f"You are not permitted to {verb} this image.")
+        view = await self._writable(
+            ctx, image_id, f"You are not permitted to {verb} this image.", rule=verb
+        )
         source, target = ("deactivated", "active") if active else ("active", "deactivated")
         status = view.row.status
         if status == target:
@@ -388,6 +514,7 @@ class ImagesV2:
         async with writing(self.engine) as conn:
             if not await catalog.transition(conn, image_id, source, target):
                 raise Conflict(f"Image {image_id} changed status meanwhile; try again.")
+        await self._notify_id(ctx, "image.update", image_id)
 
     # -- tags ------------------------------------------------------------------------------
 
@@ -399,6 +526,7 @@ class ImagesV2:
             if over_quota(count, self.limits.tag_quota):
                 raise TooLarge(f"Image tag limit exceeded for image {image_id}: {count} tags")
             await listing.touch(conn, image_id)
+        await self._notify_id(ctx, "image.update", image_id)
 
     async def remove_tag(self, ctx: Context, image_id: str, tag: str) -> None:
         await self._writable(ctx, image_id, f"Not allowed to delete tags for image {image_id}.")
@@ -406,6 +534,7 @@ class ImagesV2:
             if not await listing.remove_tag(conn, image_id, tag):
                 raise NotFound(f"Tag {tag} not found on image {image_id}.")
             await listing.touch(conn, image_id)
+        await self._notify_id(ctx, "image.update", image_id)
 
     # -- data ------------------------------------------------------------------------------
 
@@ -413,7 +542,10 @@ class ImagesV2:
         """`PUT /v2/images/{id}/file` (v2 §9.1): queued -> saving -> active; a failure puts
         the image back to `queued` with no data left behind."""
         view = await self._writable(
-            ctx, image_id, f"Not allowed to upload image data for image {image_id}"
+            ctx,
+            image_id,
+            f"Not allowed to upload image data for image {image_id}",
+            rule="upload_image",
         )
         row = view.row
         if row.status != "queued":
@@ -422,7 +554,8 @@ class ImagesV2:
         cap = self.limits.image_size_cap
         if data.length is not None and data.length > cap:
             raise TooLarge(f"The incoming image is too large: {data.length} > {cap} bytes.")
-        await self._receive(image_id, row.owner, data, source="queued")
+        with self.images.ingest.transfer("upload"):  # osimage_transfers_in_progress
+            await self._receive(image_id, row.owner, data, source="queued", ctx=ctx)
 
     @staticmethod
     def _require_formats(row: ImageRow) -> None:
@@ -442,14 +575,19 @@ class ImagesV2:
         *,
         source: str,
         target: str = "active",
+        ctx: Context | None = None,
     ) -> None:
-        """Store data for an image in `source` status, through `saving`, to `target`."""
+        """Store data for an image in `source` status, through `saving`, to `target`;
+        with a `ctx`, the upload's notifications (image.prepare, .upload, .activate)."""
         images = self.images
         async with writing(self.engine) as conn:
             if not await catalog.transition(conn, image_id, source, "saving"):
                 raise Conflict(f"Image status transition from {source} to saving is not allowed")
             await leases.claim(conn, image_id, images.ingest.node, catalog.now())
         images.ingest.uploading.add(image_id)
+        notify = ctx is not None and target == "active"
+        if notify and source == "queued":
+            await self._notify_id(ctx, "image.prepare", image_id)
         chunks = data.chunks if isinstance(data, Upload) else data
         declared = data.length if isinstance(data, Upload) else None
         try:
@@ -459,6 +597,8 @@ class ImagesV2:
             )
         except BaseException as error:
             await self._requeue(image_id)
+            if notify:
+                self._notify_failed(ctx, image_id, error)
             mapped = store_error(error)
             if mapped is error:
                 raise
@@ -498,10 +638,14 @@ class ImagesV2:
                     f"Image {image_id} could not be found after upload. The image may have "
                     "been deleted during the upload, cleaning up the chunks uploaded."
                 )
-        except BaseException:
+        except BaseException as error:
             await images.ingest.discard(blob.location)
             await self._requeue(image_id)
+            if notify:
+                self._notify_failed(ctx, image_id, error)
             raise
+        if notify:
+            await self._notify_activated(ctx, image_id)
 
     async def _requeue(self, image_id: str) -> None:
         with CancelScope(shield=True):
@@ -509,9 +653,18 @@ class ImagesV2:
                 await catalog.transition(conn, image_id, "saving", "queued", size=None)
 
     async def download(
-        self, ctx: Context, image_id: str
-    ) -> tuple[ImageRow, AsyncIterator[bytes] | None]:
-        """`GET /v2/images/{id}/file` (v2 §9.2): the image and its bytes, or None for no data."""
+        self,
+        ctx: Context,
+        image_id: str,
+        *,
+        span: Callable[[int], tuple[int, int] | None] | None = None,
+    ) -> tuple[ImageRow, AsyncIterator[bytes] | None, tuple[int, int] | None]:
+        """`GET /v2/images/{id}/file` (v2 §9.2): the image, its bytes (None for no data),
+        and the inclusive byte range `span(size)` asked for (None: all of it).
+
+        image.send follows when the stream ends: info when every byte asked for was
+        sent (a whole range counts as complete, as in Glance), error when it was cut short.
+        """
         view = await self.get(ctx, image_id)
         row = view.row
         if row.status == "deactivated" and not ctx.is_admin:
@@ -519,9 +672,35 @@ class ImagesV2:
                 "The requested image has been deactivated. Image data download is forbidden."
             )
         if row.location is None or row.status not in ("active", "deactivated"):
-            return row, None
-        self.images.policy.enforce(ctx, "download_image", image_target(row))
-        return row, self.images.downloads.stream(ctx, row)
+            return row, None, None
+        self._enforce(ctx, "download_image", row)
+        bounds = span(row.size or 0) if span is not None else None
+        chunks = self.images.downloads.chunks(row)
+        expected = row.size or 0
+        if bounds is not None:
+            first, last = bounds
+            chunks, expected = _window(chunks, first, last), last - first + 1
+        return row, self._sent(ctx, row, chunks, expected), bounds
+
+    async def _sent(
+        self, ctx: Context, row: ImageRow, chunks: AsyncIterator[bytes], expected: int
+    ) -> AsyncIterator[bytes]:
+        """Pass `chunks` through, counting them; then image.send (error if cut short)."""
+        sent = 0
+        metrics = self.images.metrics
+        try:
+            async for chunk in chunks:
+                sent += len(chunk)
+                if metrics is not None:
+                    metrics.downloaded.inc(len(chunk))
+                yield chunk
+        finally:
+            notifier = self.images.notifier
+            payload = events.send_payload(row, ctx, sent)
+            if sent == expected:
+                notifier.info(ctx, "image.send", payload)
+            else:
+                notifier.error(ctx, "image.send", payload)
 
     # -- import ----------------------------------------------------------------------------
 
@@ -529,7 +708,7 @@ class ImagesV2:
         """`PUT /v2/images/{id}/stage` (v2 §9.3): queued -> uploading, data kept in the store
         but not served until `glance-direct` imports it."""
         view = await self._writable(
-            ctx, image_id, f"Not allowed to stage data for image {image_id}"
+            ctx, image_id, f"Not allowed to stage data for image {image_id}", rule="upload_image"
         )
         row = view.row
         if row.status != "queued":
@@ -537,7 +716,8 @@ class ImagesV2:
         cap = self.limits.image_size_cap
         if data.length is not None and data.length > cap:
             raise TooLarge(f"The incoming image is too large: {data.length} > {cap} bytes.")
-        await self._receive(image_id, row.owner, data, source="queued", target="uploading")
+        with self.images.ingest.transfer("upload"):
+            await self._receive(image_id, row.owner, data, source="queued", target="uploading")
 
     async def start_import(self, ctx: Context, image_id: str, body: Any) -> None:
         """`POST /v2/images/{id}/import` (v2 §9.4); the data moves in the background."""
@@ -576,26 +756,76 @@ class ImagesV2:
                         "Image needs to be staged before 'glance-direct' method can be used"
                     )
                 await catalog.transition(conn, image_id, "importing", "active")
+            await self._notify_id(ctx, "image.prepare", image_id)
+            await self._notify_activated(ctx, image_id)
             return
         assert isinstance(uri, str)
-        async with writing(self.engine) as conn:
-            if not await catalog.transition(conn, image_id, "queued", "importing"):
-                raise Conflict(f"Image needs to be in 'queued' state to use '{name}' method")
-        self.images.tasks.start_soon(self._web_download, image_id, uri, row.owner)
-
-    async def _web_download(self, image_id: str, uri: str, owner: str | None) -> None:
+        slot = self.images.ingest.copies.acquire(ctx.owner_id)  # the copy caps: 429 / 503 when full
         try:
-            async with sources.open_source(uri, self.images.source_policy) as source:
-                await self._receive(image_id, owner, source.chunks(), source="importing")
-        except (ApiError, sources.SourceError) as error:
-            reason = error.message
+            async with writing(self.engine) as conn:
+                if not await catalog.transition(conn, image_id, "queued", "importing"):
+                    raise Conflict(f"Image needs to be in 'queued' state to use '{name}' method")
+                # leased like an upload: a crash leaves it for `sweep_imports`
+                await leases.claim(conn, image_id, self.images.ingest.node, catalog.now())
+            self.images.ingest.uploading.add(image_id)  # renewed while it connects to the source
+            await self._notify_id(ctx, "image.prepare", image_id)
+            self.images.tasks.start_soon(
+                partial(self._web_download, image_id, uri, row.owner, slot, ctx=ctx)
+            )
+        except BaseException:
+            slot.release()
+            raise
+
+    async def _web_download(
+        self, image_id: str, uri: str, owner: str | None, slot: Slot, *, ctx: Context
+    ) -> None:
+        """Background web-download, as a v1 copy: it holds a copy slot, ends within
+        `copy_timeout` and `copy_min_rate`, and a delete of the image cancels it."""
+        try:
+            with CancelScope() as deleted:
+                self.images.ingest.copies.watch(image_id, deleted)
+                try:
+                    await self._fetch(image_id, uri, owner, ctx)
+                finally:
+                    self.images.ingest.copies.forget(image_id)
+                    self.images.ingest.uploading.discard(image_id)
+            if deleted.cancelled_caught:
+                log.info("web-download of image %s cancelled: the image was deleted", image_id)
+        finally:
+            slot.release()
+
+    async def _fetch(self, image_id: str, uri: str, owner: str | None, ctx: Context) -> None:
+        limits = self.limits
+        try:
+            with self.images.ingest.transfer("copy"), anyio.fail_after(limits.copy_timeout):
+                async with sources.open_source(uri, self.images.source_policy) as source:
+                    chunks = copies.paced(
+                        source.chunks(),
+                        min_rate=limits.copy_min_rate,
+                        still_wanted=partial(self._still_saving, image_id),
+                    )
+                    # no ctx: this method tells of the import's end, once, with its reason
+                    await self._receive(image_id, owner, chunks, source="importing")
+            await self._notify_activated(ctx, image_id)
+        except copies.CopyCancelled:
+            log.info("web-download of image %s cancelled: the image was deleted", image_id)
+        except Exception as error:
+            if isinstance(error, ApiError | sources.SourceError):
+                reason: object = error.message
+            elif isinstance(error, TimeoutError):
+                reason = f"it took longer than copy_timeout ({limits.copy_timeout:g} s)"
+            elif isinstance(error, copies.CopyTooSlow):
+                reason = f"{error} (copy_min_rate)"
+            else:
+                reason = error
             self._import_failed(image_id, reason)
+            self._notify_failed(ctx, image_id, error, reason=reason)
             async with writing(self.engine) as conn:  # importing -> queued (current Glance)
                 await catalog.transition(conn, image_id, "importing", "queued", size=None)
-        except Exception as error:
-            self._import_failed(image_id, str(error))
-            async with writing(self.engine) as conn:
-                await catalog.transition(conn, image_id, "importing", "queued", size=None)
+
+    async def _still_saving(self, image_id: str) -> bool:
+        row = await read(self.engine, partial(catalog.fetch_image, image_id=image_id), point=True)
+        return row is not None and row.status == "saving" and not row.deleted
 
     @staticmethod
     def _import_failed(image_id: str, reason: object) -> None:
@@ -611,6 +841,7 @@ class ImagesV2:
 
     async def members(self, ctx: Context, image_id: str) -> list[MemberRow]:
         view = await self._shared(ctx, image_id)
+        self._enforce(ctx, "get_members", view.row)
         async with reading(self.engine) as conn:
             found = await catalog.members_of(conn, image_id)
         if rules.writable(ctx, view.row):
@@ -620,9 +851,14 @@ class ImagesV2:
             raise Forbidden(f"Not allowed to list members for image {image_id}.")
         return own
 
-    async def member(self, ctx: Context, image_id: str, member: str) -> MemberRow:
+    async def member(
+        self, ctx: Context, image_id: str, member: str, *, rule: str | None = "get_member"
+    ) -> MemberRow:
+        """One membership; `rule` is the policy rule to check (None: checked already)."""
         missing = NotFound(f"{member} not found in the member list of the image {image_id}.")
         view = await self.get(ctx, image_id)
+        if rule is not None:
+            self._enforce(ctx, rule, view.row, member_id=member)
         if view.row.visibility != "shared":
             raise missing
         if not rules.writable(ctx, view.row) and member != ctx.owner_id:
@@ -643,7 +879,12 @@ class ImagesV2:
             raise BadRequest("Member can't be empty")
         if not isinstance(member, str) or len(member) > 255 or not member.isprintable():
             raise BadRequest(f"Invalid member id {str(member)[:64]!r}")
+        if not ctx.is_admin and ctx.owner_id is None:
+            raise Forbidden(
+                "A caller without a project cannot add members: sharing needs an owner project."
+            )
         view = await self._shared(ctx, image_id)
+        self._enforce(ctx, "add_member", view.row, member_id=member)
         if not rules.writable(ctx, view.row):
             raise Forbidden(f"Not allowed to add members for image {image_id}.")
         async with writing(self.engine) as conn:
@@ -657,7 +898,9 @@ class ImagesV2:
                 )
             await catalog.put_member(conn, image_id, member, False)
             await listing.restart_membership(conn, image_id, member)
-        return await self.member(ctx, image_id, member)
+        entry = await self.member(ctx, image_id, member, rule=None)
+        self._notify_member(ctx, "image.member.create", entry)
+        return entry
 
     async def set_member_status(
         self, ctx: Context, image_id: str, member: str, body: Any
@@ -672,18 +915,58 @@ class ImagesV2:
                 'Incorrect request: Status must be "pending", "accepted" or "rejected".'
             )
         await self._shared(ctx, image_id)
-        found = await self.member(ctx, image_id, member)
+        found = await self.member(ctx, image_id, member, rule="modify_member")
         if not rules.may_change_member_status(ctx, found.member):
             raise Forbidden(f"Not allowed to change the member status of {member}.")
         async with writing(self.engine) as conn:
             if not await listing.set_member_status(conn, image_id, member, status):
                 raise NotFound(f"{member} not found in the member list of the image {image_id}.")
-        return await self.member(ctx, image_id, member)
+        entry = await self.member(ctx, image_id, member, rule=None)
+        self._notify_member(ctx, "image.member.update", entry)
+        return entry
 
     async def remove_member(self, ctx: Context, image_id: str, member: str) -> None:
         view = await self._shared(ctx, image_id)
+        self._enforce(ctx, "delete_member", view.row, member_id=member)
         if not rules.writable(ctx, view.row):
             raise Forbidden(f"Not allowed to delete members for image {image_id}.")
         async with writing(self.engine) as conn:
+            found = await catalog.membership(conn, image_id, member)
             if not await catalog.remove_member(conn, image_id, member):
                 raise NotFound(f"{member} not found in the member list of the image {image_id}.")
+        if found is not None:
+            self._notify_member(ctx, "image.member.delete", found, deleted=True)
+
+
+async def sweep_imports(engine: AsyncEngine, *, lease: float, node: str | None = None) -> list[str]:
+    """Web-downloads a crash stranded in `importing` go back to `queued` (as a failed one).
+
+    `importing` holds no data (the data moves under `saving`, which `service.sweep`
+    kills). With a `node` (at its start), its own too; else only unleased or stale ones.
+    """
+    now = catalog.now()
+    stale_before = now - timedelta(seconds=lease)
+    requeued: list[str] = []
+    async with writing(engine) as conn:
+        for image_id in await leases.stranded_imports(conn, stale_before, node):
+            if await leases.requeue_import(
+                conn, image_id, now, stale_before=stale_before, node=node
+            ):
+                requeued.append(image_id)
+    if requeued:
+        log.warning(
+            "import sweep: %d stranded web-download(s) back to queued: %s",
+            len(requeued),
+            ", ".join(requeued),
+        )
+    return requeued
+
+
+async def sweep_imports_forever(engine: AsyncEngine, *, lease: float, interval: float) -> None:
+    """`sweep_imports` of stale leases every `interval` seconds until cancelled."""
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await sweep_imports(engine, lease=lease)
+        except Exception:
+            log.exception("import sweep failed")

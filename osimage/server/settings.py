@@ -307,6 +307,32 @@ SETTINGS: Final = (
     ),
     Setting("workers", "1", "Number of server processes.", _positive),
     Setting(
+        "max_connections",
+        "4096",
+        "Most open client connections per server process; more are answered 503 and "
+        "closed at once. The open file limit is raised to fit (or this lowered to fit it).",
+        _positive,
+    ),
+    Setting(
+        "header_timeout",
+        "20",
+        "Seconds a client has to send a complete request line and headers, from when it "
+        "connects or starts its next request; then the connection is closed (408).",
+        _positive_seconds,
+    ),
+    Setting(
+        "keep_alive_timeout",
+        "5",
+        "Seconds an idle connection is kept open after a response, waiting for the next request.",
+        _positive_seconds,
+    ),
+    Setting(
+        "max_header_bytes",
+        "65536",
+        "Most bytes of request line and headers buffered for one request; more is answered 431.",
+        _positive,
+    ),
+    Setting(
         "allow_source_network",
         None,
         "A network (CIDR) that location and copy-from URLs may point into, though it is "
@@ -431,6 +457,10 @@ class Settings:
     json_body_max: int = 1048576
     json_depth_max: int = 32
     workers: int = 1
+    max_connections: int = 4096
+    header_timeout: float = 20.0
+    keep_alive_timeout: float = 5.0
+    max_header_bytes: int = 65536
     allow_source_network: tuple[Network, ...] = ()
     insecure_noauth: bool = False
     policy_file: Path | None = None

@@ -111,13 +111,30 @@ def _sorting(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _count(name: str, value: str) -> int:
+    """An ASCII decimal within 64 bits (`wire.parse_decimal`); anything else a 400."""
     try:
-        number = int(value.strip(), 10)
+        return wire.parse_decimal(value, maximum=MAX_BIGINT)
     except ValueError:
         raise BadRequest(f"Invalid value '{value}' for '{name}' filter.") from None
-    if abs(number) > MAX_BIGINT:
-        raise BadRequest(f"Invalid value '{value}' for '{name}' filter.")
-    return number
+
+
+def _limit(value: str) -> int:
+    try:
+        return wire.parse_decimal(value, maximum=MAX_BIGINT)
+    except ValueError:
+        text = value.strip(" \t")
+        if text.startswith("-") and text[1:].isascii() and text[1:].isdigit():
+            raise BadRequest("limit param must be positive") from None
+        raise BadRequest("limit param must be an integer") from None
+
+
+def _filters(pairs: Sequence[tuple[str, str]], most: int) -> None:
+    """At most `most` filters: every parameter but paging and sorting (list_filters_max)."""
+    count = sum(1 for name, _ in pairs if name not in _PAGING)
+    if count > most:
+        raise BadRequest(
+            f"Too many filters: {count} given, at most {most} allowed per list (list_filters_max)."
+        )
 
 
 def _flag(name: str, value: str, *, strict: bool) -> bool:
@@ -137,21 +154,24 @@ def parse_marker(value: str) -> str:
 
 
 def parse(
-    ctx: Context, pairs: Sequence[tuple[str, str]], *, limit_default: int, limit_max: int
+    ctx: Context,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    limit_default: int,
+    limit_max: int,
+    filters_max: int | None = None,
 ) -> tuple[V2Query, str | None]:
-    """Validate a v2 list query; returns it and the marker id, if any (looked up later)."""
+    """Validate a v2 list query; returns it and the marker id, if any (looked up later).
+
+    Integers are ASCII decimals within 64 bits; more than `filters_max` filters is a 400."""
+    if filters_max is not None:
+        _filters(pairs, filters_max)
     query = V2Query(project=ctx.owner_id, is_admin=ctx.is_admin, limit=limit_default)
     query.sort = _sorting(pairs)
     marker: str | None = None
     for name, value in pairs:
         if name == "limit":
-            try:
-                limit = int(value.strip(), 10)
-            except ValueError:
-                raise BadRequest("limit param must be an integer") from None
-            if limit < 0:
-                raise BadRequest("limit param must be positive")
-            query.limit = min(limit, limit_max)
+            query.limit = min(_limit(value), limit_max)
         elif name == "marker":
             marker = parse_marker(value)
         elif name in _PAGING:
@@ -172,7 +192,7 @@ def parse(
             query.os_hidden = _flag(name, value, strict=False)
         elif name in ("size_min", "size_max"):
             try:
-                setattr(query, name, int(value.strip(), 10))
+                setattr(query, name, wire.parse_decimal(value, maximum=MAX_BIGINT))
             except ValueError:
                 raise BadRequest("Unable to filter on a range with a non-numeric value.") from None
         elif name in _OPERATOR_COLUMNS:

@@ -97,12 +97,32 @@ def test_shared_images_answers_any_method(api: Api, method: str) -> None:
         "/v1/images/new",
         "/v1/images/{id}/members.xxx",
         "/v1/images/{id}/nothing",
+        # Glance routes no trailing slash (but on /v1/ itself, §2): no aliases
+        "/v1/images/",
+        "/v1/images/detail/",
+        "/v1/images/{id}/",
+        "/v1/images/{id}/members/",
+        "/v1/images/{id}/members/someone/",
+        "/v1/shared-images/someone/",
+        "/v1/shared-images/",
+        "/v1/images//members",
+        "/v1//images",
     ],
 )
 def test_unmatched_paths_are_404(api: Api, image: dict[str, Any], path: str) -> None:
     resp = api.request("GET", path.format(id=image["id"]))
     assert resp.status == 404, resp
     assert resp.request_id
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "HEAD"])
+def test_a_trailing_slash_is_404_for_every_method(
+    api: Api, image: dict[str, Any], method: str
+) -> None:
+    for path in ("/v1/images/", f"/v1/images/{image['id']}/"):
+        resp = api.request(method, path)
+        assert resp.status == 404, (path, resp)
+    assert api.head(image["id"]).status == 200  # the image was there all along
 
 
 def test_members_path_without_suffix_is_200(api: Api, image: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from osimage.connection import Connection
 from osimage.image.v1._proxy import MD5_KEY, SHA256_KEY
-from osimage.image.v1.image import Digests, Relay
+from osimage.transfer import Digests, Relay, replacing
 from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
@@ -80,6 +81,35 @@ def test_relay_leaves_the_blocks_own_error_in_place() -> None:
 
     with pytest.raises(KeyError):
         feed()
+
+
+def test_replacing_renames_a_complete_file_and_leaves_nothing_of_a_failed_one(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "image.raw"
+    target.write_bytes(b"old")
+    partials: list[str] = []
+
+    def write_half() -> None:
+        with replacing(target) as out:
+            out.write(b"half")
+            partials.extend(p.name for p in tmp_path.iterdir() if p.name.endswith(".part"))
+            raise ValueError("broke")
+
+    with pytest.raises(ValueError, match="broke"):
+        write_half()
+    assert len(partials) == 1  # it was there while writing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.raw"]
+    assert target.read_bytes() == b"old"
+
+    with replacing(target) as out:
+        out.write(b"new")
+        assert target.read_bytes() == b"old"  # renamed only once complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.raw"]
+    assert target.read_bytes() == b"new"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_digests_of_many_chunks_match_hashlib() -> None:

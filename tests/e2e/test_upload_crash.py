@@ -97,6 +97,7 @@ def _status(server: Server, image_id: str) -> str | None:
     return headers.get("x-image-meta-status")
 
 
+@pytest.mark.file_store  # reads the partial files of the file store
 def test_sigkill_mid_upload_then_restart_kills_the_image_and_removes_partial_data(
     tmp_path: Path,
 ) -> None:
@@ -138,6 +139,7 @@ def test_sigkill_mid_upload_then_restart_kills_the_image_and_removes_partial_dat
         server.stop()
 
 
+@pytest.mark.file_store  # reads the partial files of the file store
 def test_client_vanishing_mid_upload_kills_the_image_and_leaves_nothing(server: Server) -> None:
     images_dir = server.data_dir / "images"
     image_id = _reserve(server, "abandoned")

@@ -67,6 +67,7 @@ def test_create_with_file_object_streams_and_records_metadata(
     assert b"".join(body) == data  # glanceclient checks the md5 while iterating
 
 
+@pytest.mark.file_store  # corrupts the stored file
 def test_data_md5_check_is_live(gc: Any, target: Target) -> None:
     """glanceclient's md5 check runs against the server's checksum header: corrupt the
     stored file behind the server's back and the download fails in the client."""
@@ -448,6 +449,7 @@ def test_member_get(gc: Any) -> None:
         gc.image_members.get(image, "p-nobody")
 
 
+@pytest.mark.file_store  # names the file store (x-image-meta-store)
 def test_create_with_store_checksum_and_owner(gc: Any, target: Target) -> None:
     data = payload(2_000, "store")
     owner = {"owner": "p-other"} if target.admin else {}

@@ -15,13 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Script:
     """What one path answers: HEAD declares `head_length`; GET declares `get_length` and
     sends `body`, then, with `trickle`, `trickle` bytes every `interval` s until the
-    client goes away."""
+    client goes away. A GET waits `delay` seconds before it answers at all."""
 
     head_length: str
     get_length: str
     body: bytes = b""
     trickle: int = 0
     interval: float = 0.1
+    delay: float = 0.0
 
 
 @dataclass
@@ -65,6 +66,7 @@ def _handler(source: Source) -> type[BaseHTTPRequestHandler]:
             with source.lock:
                 source.active += 1
             try:
+                time.sleep(script.delay)
                 self.send_response(200)
                 self.send_header("Content-Length", script.get_length)
                 self.send_header("Connection", "close")

@@ -7,13 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from osimage.connection import (
-    LOCAL_ENDPOINT,
-    ConfigException,
-    Connection,
-    resolve_config,
-    versioned_endpoint,
-)
+from osimage.config import LOCAL_ENDPOINT, ConfigException, resolve_config, versioned_endpoint
+from osimage.connection import Connection
 
 
 @pytest.fixture
@@ -207,6 +202,8 @@ def test_describe_auth_names_sources_and_hides_secrets(home, cwd):
 
 def test_tls_settings(home, cwd):
     assert resolve(home, cwd, {"OS_INSECURE": "true"}).verify is False
+    assert resolve(home, cwd, {"OS_INSECURE": "Y"}).verify is False  # the codec's words
+    assert resolve(home, cwd, {"OS_INSECURE": "off"}).verify is True
     assert resolve(home, cwd, {"OS_CACERT": "/ca.pem"}).verify == "/ca.pem"
     with pytest.raises(ConfigException, match=r"OS_INSECURE.*'maybe'"):
         resolve(home, cwd, {"OS_INSECURE": "maybe"})

@@ -41,20 +41,23 @@ def test_every_glance_action_has_a_default() -> None:
         "publicize_image", "communitize_image", "download_image", "upload_image",
         "copy_from", "set_image_location", "add_member", "get_member", "get_members",
         "modify_member", "delete_member", "deactivate", "reactivate",
+        "cache_list", "cache_delete", "cache_image",
     } == ACTIONS  # fmt: skip
     printed = yaml.safe_load(defaults_yaml())
     assert printed == {rule.name: rule.check for rule in DEFAULTS}
 
 
-def test_defaults_gate_only_publicizing() -> None:
+def test_defaults_gate_only_publicizing_and_the_cache() -> None:
     policy = Policy()
     member = Context(user_id="u", project_id="p", roles=frozenset({"member"}), is_admin=False)
     admin = Context(user_id="a", project_id="q", roles=frozenset({"admin"}), is_admin=True)
-    for action in ACTIONS - {"publicize_image"}:
+    admins_only = {"publicize_image", "cache_list", "cache_delete", "cache_image"}
+    for action in ACTIONS - admins_only:
         assert policy.allowed(member, action, {"owner": "other"}), action
-    assert not policy.allowed(member, "publicize_image")
-    assert policy.allowed(admin, "publicize_image")
-    assert policy.allowed(NOAUTH_CONTEXT, "publicize_image")
+    for action in admins_only:
+        assert not policy.allowed(member, action), action
+        assert policy.allowed(admin, action), action
+        assert policy.allowed(NOAUTH_CONTEXT, action), action
 
 
 def test_a_missing_policy_file_is_named(tmp_path) -> None:

@@ -471,6 +471,35 @@ def test_commit_with_nothing_changed_sends_nothing():
     assert image.commit(NO_SESSION) is image  # None would fail if anything were sent
 
 
+def test_the_hooks_build_commit_and_upload_requests():
+    image = Image.existing(id="i", properties={"a": "1", "b": "2"})
+    image.properties = {"a": "1"}
+    assert image._build_request("commit", image.dirty()).headers == headers_for_commit(image)
+    upload = image._build_request("upload", image.dirty())
+    assert wire.PURGE_PROPS_HEADER not in upload.headers  # an upload never purges
+    assert upload.data is None
+
+
+def test_attached_data_is_sent_as_octet_stream_and_never_as_text():
+    request = resource.Request({"x-image-meta-name": "n"})
+    request.attach(bytearray(b"abc"))
+    assert request.data == b"abc"
+    assert request.headers["Content-Type"] == "application/octet-stream"
+    with pytest.raises(exceptions.InvalidRequest, match="not str"):
+        resource.Request().attach("abc")  # type: ignore[arg-type]
+
+
+def test_an_upload_that_asks_to_purge_is_refused_before_sending():
+    image = Image.existing(id="i")
+    with pytest.raises(exceptions.InvalidRequest, match="purge_props"):
+        image.commit(NO_SESSION, data=b"x", purge_props=True)
+
+
+def test_a_resource_without_wire_hooks_says_so():
+    with pytest.raises(NotImplementedError, match="Widget"):
+        Widget.new(count=1)._build_request("create", {"count"})
+
+
 def test_verbs_need_an_id():
     with pytest.raises(exceptions.InvalidRequest, match="no id"):
         Image.new(name="n").fetch(NO_SESSION)

@@ -244,6 +244,19 @@ def test_purge_flag_header():
     assert wire.parse_flag(wire.encode_flag_header(False)) is False
 
 
+def test_strict_flag_knows_each_word_and_refuses_the_rest():
+    for word in wire.TRUE_WORDS:
+        assert wire.strict_flag(f" {word.upper()} ") is True
+        assert wire.parse_flag(word) is True
+    for word in wire.FALSE_WORDS:
+        assert wire.strict_flag(word.title()) is False
+        assert wire.parse_flag(word) is False
+    assert wire.TRUE_WORDS.isdisjoint(wire.FALSE_WORDS)
+    for other in ("maybe", "", "2", "truee"):
+        assert wire.strict_flag(other) is None
+        assert wire.parse_flag(other) is False  # v1 reads anything else as false
+
+
 # ------------------------------------------------------------------ JSON records
 
 

@@ -7,22 +7,19 @@ Each method is a thin layer over the `Image` verbs and the `member` functions; o
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
-from osimage import exceptions
+from osimage import exceptions, transfer
 from osimage.image.v1 import member as _member
-from osimage.image.v1.image import Digests, Image
+from osimage.image.v1.image import Image
+from osimage.transfer import CHUNK_SIZE
 
 if TYPE_CHECKING:
     from keystoneauth1.adapter import Adapter
 
-    from osimage.connection import Connection
-
-CHUNK_SIZE: Final = 1024 * 1024
 MD5_KEY: Final = "owner_specified.openstack.md5"
 SHA256_KEY: Final = "owner_specified.openstack.sha256"
 OBJECT_KEY: Final = "owner_specified.openstack.object"
@@ -50,57 +47,6 @@ _EXTENSION_FORMATS: Final = {
 ImageRef = str | Image
 
 
-class _Hasher:
-    """md5 and sha256 of the bytes passing through `chunks`, computed in one pass."""
-
-    def __init__(self) -> None:
-        self.digests = Digests()
-        self.size = 0
-        self.source_error: Exception | None = None
-
-    def md5(self) -> str:
-        self.digests.wait()
-        return self.digests.md5.hexdigest()
-
-    def sha256(self) -> str:
-        self.digests.wait()
-        assert self.digests.sha256 is not None
-        return self.digests.sha256.hexdigest()
-
-    def through(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
-        """Yield `chunks`, hashing each in a helper thread while the next is read and
-        sent; an error of the source is kept in `source_error`."""
-        with self.digests:
-            try:
-                for chunk in chunks:
-                    self.digests.put(chunk)
-                    self.size += len(chunk)
-                    yield chunk
-            except Exception as exc:
-                self.source_error = exc  # requests wraps it into a connection error
-                raise
-
-    def hashes(self, chunks: Iterable[bytes]) -> tuple[str, str]:
-        """The md5 and sha256 of all of `chunks`."""
-        for _ in self.through(chunks):
-            pass
-        return self.md5(), self.sha256()
-
-
-def _read_chunks(handle: BinaryIO | io.RawIOBase, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    while True:
-        chunk = handle.read(chunk_size)
-        if not chunk:
-            return
-        yield bytes(chunk)
-
-
-def file_hashes(path: str | os.PathLike[str]) -> tuple[str, str]:
-    """The md5 and sha256 hex digests of a file, read once in chunks."""
-    with open(path, "rb") as handle:
-        return _Hasher().hashes(_read_chunks(handle))
-
-
 def guess_disk_format(filename: str | os.PathLike[str] | None) -> str | None:
     """The disk format a file name's extension suggests (``.qcow2``, ``.iso``, ...), or None."""
     if filename is None:
@@ -116,17 +62,16 @@ class Proxy:
     Methods taking an ``image`` accept an `Image` or an image id (not a name: use
     `find_image` for names).
 
-    A connection without credentials (``auth_type`` none) lists with ``is_public=none``
-    unless told otherwise: a noauth server treats every caller as an admin without a
+    `list_defaults` are query parameters every listing sends unless the caller gives
+    them. A `Connection` without credentials (``auth_type`` none) passes
+    ``is_public=none``: a noauth server treats every caller as an admin without a
     project, to whom v1 would list only public images, so an image just created would
     not be found by name.
     """
 
-    def __init__(self, session: Adapter, connection: Connection | None = None) -> None:
+    def __init__(self, session: Adapter, *, list_defaults: Mapping[str, Any] | None = None) -> None:
         self.session = session
-        self.connection = connection
-        anonymous = connection is not None and connection.config.auth_type == "none"
-        self._list_defaults: dict[str, Any] = {"is_public": "none"} if anonymous else {}
+        self._list_defaults: dict[str, Any] = dict(list_defaults or {})
 
     # ---- images ---------------------------------------------------------------------
 
@@ -231,7 +176,7 @@ class Proxy:
         target = self._image(image)
         if filename is not None:
             with open(filename, "rb") as handle:
-                return target.upload(self.session, _read_chunks(handle))
+                return target.upload(self.session, transfer.read_chunks(handle))
         return target.upload(self.session, data)
 
     def download_image(
@@ -369,13 +314,13 @@ class Proxy:
         self, filename: str | os.PathLike[str] | None, data: Any
     ) -> tuple[str, str] | None:
         if filename is not None:
-            return file_hashes(filename)
+            return transfer.file_hashes(filename)
         if isinstance(data, bytes | bytearray | memoryview):
-            return _Hasher().hashes([bytes(data)])
+            return transfer.Hasher().hashes([bytes(data)])
         seekable = getattr(data, "seekable", None)
         if callable(seekable) and seekable():
             start = data.tell()
-            known = _Hasher().hashes(_read_chunks(data))
+            known = transfer.Hasher().hashes(transfer.read_chunks(data))
             data.seek(start)
             return known
         return None
@@ -389,16 +334,18 @@ class Proxy:
         sha256: str | None,
         validate_checksum: bool,
     ) -> Image:
-        hasher = _Hasher()
+        hasher = transfer.Hasher()
         try:
             if filename is not None:
                 with open(filename, "rb") as handle:
-                    uploaded = image.upload(self.session, hasher.through(_read_chunks(handle)))
+                    uploaded = image.upload(
+                        self.session, hasher.through(transfer.read_chunks(handle))
+                    )
             else:
                 if isinstance(data, bytes | bytearray | memoryview):
                     chunks: Iterable[bytes] = [bytes(data)]
                 elif hasattr(data, "read"):
-                    chunks = _read_chunks(data)
+                    chunks = transfer.read_chunks(data)
                 else:
                     chunks = data
                 uploaded = image.upload(self.session, hasher.through(chunks))

@@ -7,31 +7,24 @@ the server reports while it is read.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from types import TracebackType
+from collections.abc import Collection, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, Self, TypeVar, overload
 
 from osimage import exceptions, resource, wire
+from osimage.resource import OCTET_STREAM, Data
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
-    from pathlib import Path
-
     import requests
     from keystoneauth1.adapter import Adapter
+
+__all__ = ["CHUNK_SIZE", "OCTET_STREAM", "Data", "Image", "ImageData", "Meta", "Output"]
 
 T = TypeVar("T")
 
 CHUNK_SIZE: Final = 64 * 1024
 """Bytes per chunk when reading image data."""
-
-OCTET_STREAM: Final = "application/octet-stream"
-
-Data = bytes | IO[bytes] | Iterable[bytes]
-"""Image data to upload: bytes, a binary file object (streamed), or an iterable of bytes
-(streamed with chunked transfer encoding)."""
 
 Output = str | os.PathLike[str] | IO[bytes]
 
@@ -174,7 +167,12 @@ class Image(resource.Resource):
     # ----------------------------------------------------------------- the wire
 
     def _build_request(self, verb: str, names: Collection[str]) -> resource.Request:
-        return self._meta_request(names, purge=None)
+        """Create and upload never purge; a commit purges when a property was removed."""
+        if verb != "commit":
+            return self._meta_request(names, purge=None)
+        synced = self._state.synced.get("properties") or {}
+        current = self._state.values.get("properties") or {}
+        return self._meta_request(names, purge=bool(synced.keys() - current.keys()))
 
     def _meta_request(self, names: Collection[str], purge: bool | None) -> resource.Request:
         """Headers for the values named by `names`.
@@ -227,7 +225,7 @@ class Image(resource.Resource):
     def _values_from(cls, verb: str, response: requests.Response) -> dict[str, Any]:
         if verb in ("fetch", "head"):
             return cls._header_values(response)
-        body = resource._json(response)
+        body = _json(response)
         record = body.get(cls.resource_key) if isinstance(body, dict) else None
         if not isinstance(record, dict):
             raise exceptions.InvalidResponse(f"expected {{'image': {{...}}}}, got {body!r}")
@@ -264,7 +262,7 @@ class Image(resource.Resource):
 
     @classmethod
     def _records_from(cls, response: requests.Response) -> list[Mapping[str, Any]]:
-        body = resource._json(response)
+        body = _json(response)
         records = body.get(cls.resources_key) if isinstance(body, dict) else None
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise exceptions.InvalidResponse(f"expected {{'images': [...]}}, got {body!r}")
@@ -293,25 +291,12 @@ class Image(resource.Resource):
 
     # ----------------------------------------------------------------- verbs
 
-    def create(
-        self, session: Adapter, base_path: str | None = None, *, data: Data | None = None
-    ) -> Self:
-        """Create the image (``POST /images``) from every value set; return self.
-
-        With `data` the image is uploaded in the same request, streamed (see `Data`).
-        """
-        self._require("create")
-        request = self._meta_request(self._state.dirty(), purge=None)
-        if data is not None:
-            request.headers["Content-Type"] = OCTET_STREAM
-            request.data = _body(data)
-        return self._create(session, base_path, request)
-
     def commit(
         self,
         session: Adapter,
         base_path: str | None = None,
         *,
+        data: Data | None = None,
         purge_props: bool | None = None,
     ) -> Self:
         """Send the changed metadata (``PUT /images/{id}``); no change, no request.
@@ -319,16 +304,18 @@ class Image(resource.Resource):
         Only changed fields and properties are sent. Properties removed locally make
         the request replace all properties (``purge_props=True``); otherwise changed
         ones are merged. Pass `purge_props` to choose explicitly: True sends every
-        property and replaces the server's set with it; False never deletes one.
+        property and replaces the server's set with it; False never deletes one. With
+        `data` this is `upload` (which never purges).
         """
+        if purge_props is None:
+            return super().commit(session, base_path, data=data)
+        if data is not None:
+            raise exceptions.InvalidRequest("purge_props: an upload never purges properties")
         self._require("commit")
         names = self._state.dirty()
         if not names and not purge_props:
             return self
-        synced = self._state.synced.get("properties") or {}
-        current = self._state.values.get("properties") or {}
-        purge = bool(synced.keys() - current.keys()) if purge_props is None else purge_props
-        return self._commit(session, base_path, self._meta_request(names, purge))
+        return self._commit(session, base_path, self._meta_request(names, purge_props))
 
     def upload(self, session: Adapter, data: Data, base_path: str | None = None) -> Self:
         """Upload image data to this queued image (``PUT /images/{id}``), streamed.
@@ -336,11 +323,7 @@ class Image(resource.Resource):
         Changed metadata travels in the same request. v1 never deletes properties in
         an upload, so a property removed locally stays until a later `commit`.
         """
-        self._require("commit")
-        request = self._meta_request(self._state.dirty(), purge=None)
-        request.headers["Content-Type"] = OCTET_STREAM
-        request.data = _body(data)
-        return self._commit(session, base_path, request)
+        return self.commit(session, base_path, data=data)
 
     def data(self, session: Adapter, chunk_size: int = CHUNK_SIZE) -> ImageData:
         """Open a streamed download whose chunks are verified as they are read.
@@ -416,13 +399,13 @@ class Image(resource.Resource):
                 return chunks
             with chunks:
                 return b"".join(chunks)
+        from osimage import transfer
+
         with chunks:
             if isinstance(output, str | os.PathLike):
-                from pathlib import Path
-
-                _write_path(chunks, Path(output))
+                transfer.write_path(chunks, output)
             else:
-                _write_file(chunks, output)
+                transfer.write_file(chunks, output)
         return None
 
 
@@ -448,6 +431,8 @@ class ImageData:
         self.expected_sha256: str | None = sha.strip().lower() if sha else None
         self.size = 0
         self._started = False
+        from osimage.transfer import Digests  # imported when data flows
+
         self._digests = Digests(sha256=self.expected_sha256 is not None)
 
     def __iter__(self) -> Iterator[bytes]:
@@ -487,111 +472,12 @@ class ImageData:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
-class Relay:
-    """Hands each chunk to `action` in one helper thread, in order, while the caller
-    gets on with the next (hashlib and file writes release the GIL); at most one chunk
-    waits. The first chunk is handled in the caller's thread, so one-chunk data needs
-    no thread. Leaving the `with` block waits for the last chunk and raises its error,
-    unless the block is already raising one."""
-
-    def __init__(self, action: Callable[[bytes], object], name: str) -> None:
-        self._action = action
-        self._name = name
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: Future[object] | None = None
-
-    def put(self, chunk: bytes) -> None:
-        """Queue `chunk` (which must not change afterwards) behind the ones before it."""
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor  # only once data flows
-
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix=self._name)
-            self._action(chunk)
-            return
-        self.wait()
-        self._pending = self._pool.submit(self._action, chunk)
-
-    def wait(self) -> None:
-        """Block until every chunk given so far is handled; raise the action's error."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-        if exc is None:
-            self.wait()
-
-
-class Digests(Relay):
-    """md5 (and sha256) of a stream of chunks, hashed in a helper thread (see `Relay`);
-    the digests are complete once the `with` block ends (or after `wait`)."""
-
-    def __init__(self, *, sha256: bool = True) -> None:
-        super().__init__(self._hash, "osimage-digest")
-        import hashlib  # imported when data flows, keeping `import` of this module light
-
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.sha256 = hashlib.sha256() if sha256 else None
-
-    def _hash(self, chunk: bytes) -> None:
-        self.md5.update(chunk)
-        if self.sha256 is not None:
-            self.sha256.update(chunk)
-
-
-def _body(data: Data) -> Any:
-    """What requests should send: bytes as-is, files and iterables streamed."""
-    if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)
-    if isinstance(data, str):
-        raise exceptions.InvalidRequest("image data must be bytes, not str")
-    return data
-
-
-def _write_path(chunks: ImageData, target: Path) -> None:
-    import uuid
-
-    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
-    # os.open honours the umask, so the final file gets the usual permissions
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+def _json(response: requests.Response) -> Any:
     try:
-        with os.fdopen(fd, "wb") as out, Relay(out.write, "osimage-write") as writer:
-            for chunk in chunks:
-                writer.put(chunk)
-        os.replace(partial, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
-        raise
-
-
-def _write_file(chunks: ImageData, out: IO[bytes]) -> None:
-    start = out.tell() if out.seekable() else None
-    try:
-        with Relay(out.write, "osimage-write") as writer:
-            for chunk in chunks:
-                writer.put(chunk)
-    except BaseException:
-        if start is not None:
-            out.seek(start)
-            out.truncate()
-        raise
+        return json.loads(response.content)
+    except ValueError as exc:
+        raise exceptions.InvalidResponse(f"response body is not JSON: {exc}") from None

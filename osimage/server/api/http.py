@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
+
+from osimage.server.errors import BadRequest
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 HeaderList = Sequence[tuple[str, str]]
+
+
+class ResponseAborted(Exception):
+    """The response cannot be completed and the failure is logged: drop the connection.
+
+    The app raises it after a response has started; the connection layer
+    (`osimage.server.connections`) then aborts the connection without logging again.
+    """
 
 
 def raw_headers(headers: HeaderList) -> list[tuple[bytes, bytes]]:
@@ -99,3 +112,31 @@ def base_url(scope: Scope) -> str:
             address = f"[{address}]"
         host = f"{address}:{port}"
     return f"{scheme}://{host}"
+
+
+def refuse_ambiguous_framing(scope: Scope) -> None:
+    """Refuse a request with both Content-Length and Transfer-Encoding (RFC 9112 §6.3).
+
+    h11 lets Transfer-Encoding win; a proxy in front may have let Content-Length win,
+    so the two disagree on where this request ends. The answer closes the connection.
+    """
+    names = {bytes(name).lower() for name, _value in scope.get("headers", ())}
+    if b"content-length" in names and b"transfer-encoding" in names:
+        raise BadRequest(
+            "A request may not carry both Content-Length and Transfer-Encoding.",
+            headers={"connection": "close"},
+        )
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line naming an unexpected exception and where it was raised."""
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:300] + "..."
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [frame for frame in frames if f"{os.sep}osimage{os.sep}" in frame.filename]
+    if ours or frames:
+        last = (ours or frames)[-1]  # the innermost line of ours: where to start looking
+        where = f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
+    return f"{type(exc).__name__}: {text}{where}"

@@ -11,9 +11,7 @@ _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
 
 async def dispatch(call: Call, rest: str) -> None:
     """Route `rest`, the path after the version segment (e.g. ``/images/detail``)."""
-    parts = rest.split("/")[1:]
-    if len(parts) > 1 and parts[-1] == "":
-        parts = parts[:-1]  # one trailing slash is tolerated
+    parts = rest.split("/")[1:]  # as Glance's routes: no trailing slash but on /v1/ itself
     match parts:
         case [""] | ["images"]:
             await images.collection(call)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from osimage.server.db.tables import images, upload_leases
 
 _SAVING = "saving"
+_IMPORTING = "importing"  # a v2 web-download connecting to its source (leased as well)
 
 
 async def claim(conn: AsyncConnection, image_id: str, node: str, now: datetime) -> None:
@@ -93,8 +94,8 @@ async def kill(
 
 
 async def drop_finished(conn: AsyncConnection) -> None:
-    """Remove the leases of images no longer `saving`."""
-    saving = select(images.c.id).where(images.c.status == _SAVING)
+    """Remove the leases of images no longer `saving` (or `importing`)."""
+    saving = select(images.c.id).where(images.c.status.in_((_SAVING, _IMPORTING)))
     await conn.execute(delete(upload_leases).where(upload_leases.c.image_id.not_in(saving)))
 
 
@@ -103,3 +104,42 @@ async def reserve(conn: AsyncConnection, image_id: str, amount: int) -> None:
     await conn.execute(
         update(upload_leases).where(upload_leases.c.image_id == image_id).values(reserved=amount)
     )
+
+
+async def stranded_imports(
+    conn: AsyncConnection, stale_before: datetime, node: str | None = None
+) -> list[str]:
+    """Ids of the `importing` images nothing is importing any more: with no lease or a
+    lease last seen before `stale_before`, and (with a `node`) those leased to `node`."""
+    lease = upload_leases
+    orphaned = or_(lease.c.image_id.is_(None), lease.c.seen_at < stale_before)
+    if node is not None:
+        orphaned = or_(orphaned, lease.c.node == node)
+    rows = await conn.execute(
+        select(images.c.id)
+        .select_from(images.outerjoin(lease, lease.c.image_id == images.c.id))
+        .where(images.c.status == _IMPORTING, orphaned)
+    )
+    return [image_id for (image_id,) in rows]
+
+
+async def requeue_import(
+    conn: AsyncConnection,
+    image_id: str,
+    now: datetime,
+    *,
+    stale_before: datetime,
+    node: str | None = None,
+) -> bool:
+    """`importing` -> `queued` (as a failed web-download), unless another node renewed the
+    image's lease since `stale_before`. One conditional UPDATE; True if it won."""
+    lease = upload_leases
+    fresh = and_(lease.c.image_id == images.c.id, lease.c.seen_at >= stale_before)
+    if node is not None:
+        fresh = and_(fresh, lease.c.node != node)
+    result = await conn.execute(
+        update(images)
+        .where(images.c.id == image_id, images.c.status == _IMPORTING, ~exists().where(fresh))
+        .values(status="queued", size=None, updated_at=now)
+    )
+    return bool(result.rowcount == 1)

@@ -31,8 +31,11 @@ _LITERALS: Final = frozenset(
         "import", "info", "stores", "tasks", "task", "actions", "deactivate", "reactivate",
         "locations", "stage", "discovery", "usage", "metadefs", "namespaces", "objects",
         "properties", "resource_types", "cache", "versions", "healthcheck", "metrics",
+        "cached_images", "queued_images",
     }
 )  # fmt: skip
+# After these a segment is always a value (a tag, a member, an image id), whatever it reads.
+_COLLECTIONS: Final = frozenset({"tags", "members", "cached_images", "queued_images", "cache"})
 _MAX_ROUTE_SEGMENTS: Final = 6
 _VERSION: Final = re.compile(r"v\d+(\.\d+)?")
 LATENCY_BUCKETS: Final = (
@@ -56,7 +59,10 @@ def route_of(path: str) -> tuple[str, str]:
         rest = parts[1:]
     else:
         rest = parts
-    shaped = [part if part in _LITERALS else "{id}" for part in rest]
+    shaped = [
+        part if part in _LITERALS and (i == 0 or rest[i - 1] not in _COLLECTIONS) else "{id}"
+        for i, part in enumerate(rest)
+    ]
     if api != "none":
         shaped.insert(0, api)
     return api, "/" + "/".join(shaped)

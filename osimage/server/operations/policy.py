@@ -52,6 +52,9 @@ DEFAULTS: Final = (
     Rule("delete_member", "", "Stop sharing with a project (v1 DELETE .../members/{m})."),
     Rule("deactivate", "", "Deactivate an image (v2)."),
     Rule("reactivate", "", "Reactivate an image (v2)."),
+    Rule("cache_list", "rule:context_is_admin", "List the image cache (v2 GET /v2/cache)."),
+    Rule("cache_delete", "rule:context_is_admin", "Delete cache entries (v2 DELETE /v2/cache)."),
+    Rule("cache_image", "rule:context_is_admin", "Queue an image for caching (v2 PUT)."),
 )
 
 ACTIONS: Final = frozenset(rule.name for rule in DEFAULTS) - {"context_is_admin", "default"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -57,15 +57,26 @@ async def json_body(call: Call) -> Any:
 
 
 def _pairs(call: Call) -> list[tuple[str, str]]:
+    """The query's pairs in order; more than `query_params_max` of them, text that is not
+    UTF-8, or a NUL character is a 400 (as v1's `Call.query`)."""
     raw = bytes(call.scope.get("query_string", b""))
+    most = call.service.limits.query_params_max
     try:
         text = raw.decode("utf-8")
-        return parse_qsl(text, keep_blank_values=True, errors="strict")
+        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=most)
     except UnicodeDecodeError:
         raise BadRequest(
             "Error decoding your request. Either the URL or the request body contained "
             "characters that could not be decoded by Glance"
         ) from None
+    except ValueError:
+        raise BadRequest(
+            f"Too many query parameters: at most {most} allowed (query_params_max)."
+        ) from None
+    for name, value in pairs:
+        if "\x00" in name or "\x00" in value:
+            raise BadRequest(f"Query parameter {name[:64]!r}: NUL characters are not allowed")
+    return pairs
 
 
 def _upload(call: Call) -> Upload:
@@ -123,7 +134,7 @@ async def image(call: Call, v2: ImagesV2, image_id: str) -> None:
     """/v2/images/{id}."""
     if call.method == "GET":
         await no_body(call)
-        view = await v2.get(call.context, image_id)
+        view = await v2.show(call.context, image_id)
         await reply_json(call.send, 200, render.image(v2.shown(call.context, view)))
     elif call.method == "PATCH":
         patches = await _patches(call)
@@ -283,20 +294,12 @@ def _range(text: str, size: int) -> tuple[int, int]:
     return first, min(last, size - 1)
 
 
-async def _window(chunks: AsyncIterator[bytes], first: int, last: int) -> AsyncIterator[bytes]:
-    """The bytes first..last (inclusive) of a stream, still streamed."""
-    offset = 0
-    async for chunk in chunks:
-        end = offset + len(chunk)
-        if end > first and offset <= last:
-            yield chunk[max(first - offset, 0) : last - offset + 1]
-        offset = end
-        if offset > last:
-            return
-
-
 async def _download(call: Call, v2: ImagesV2, image_id: str) -> None:
-    row, chunks = await v2.download(call.context, image_id)
+    wanted = call.header("range") or call.header("content-range")
+    if wanted is not None and call.header("range") is None:  # pre-Pike: a request Content-Range
+        wanted = "bytes=" + wanted.strip().removeprefix("bytes").strip().split("/")[0]
+    span = None if wanted is None else partial(_range, wanted)
+    row, chunks, bounds = await v2.download(call.context, image_id, span=span)
     if chunks is None:
         await reply(call.send, 204)
         return
@@ -305,12 +308,8 @@ async def _download(call: Call, v2: ImagesV2, image_id: str) -> None:
     headers = [("content-type", "application/octet-stream")]
     if row.checksum:
         headers.append(("content-md5", row.checksum))
-    wanted = call.header("range") or call.header("content-range")
-    if wanted is not None:
-        if call.header("range") is None:  # pre-Pike clients: a request Content-Range
-            wanted = "bytes=" + wanted.strip().removeprefix("bytes").strip().split("/")[0]
-        first, last = _range(wanted, size)
-        chunks = _window(chunks, first, last)
+    if bounds is not None:
+        first, last = bounds
         status = 206
         headers += [
             ("content-range", f"bytes {first}-{last}/{size}"),

@@ -4,7 +4,7 @@ methods, and no root route (`GET /v2/` is a 404)."""
 from __future__ import annotations
 
 from osimage.server.api.call import Call
-from osimage.server.api.v2 import handlers
+from osimage.server.api.v2 import cache, handlers
 from osimage.server.errors import NotFound, NotImplementedMethod
 from osimage.server.service_v2 import ImagesV2
 
@@ -33,6 +33,10 @@ async def dispatch(call: Call, v2: ImagesV2, rest: str) -> None:
             await handlers.members(call, v2, image_id)
         case ["images", image_id, "members", member] if image_id and member:
             await handlers.member(call, v2, image_id, member)
+        case ["cache"]:
+            await cache.cache(call)
+        case ["cache", image_id] if image_id:
+            await cache.cache_image(call, image_id)
         case ["schemas", name]:
             await handlers.schema(call, name)
         case ["info", name]:
