@@ -8,7 +8,16 @@ serve`` whose store lives on that disk:
 - upload with ``conn.image.create_image(name, filename=...)`` (the SDK's documented way:
   it hashes the file first, then streams it, hashing again),
 - upload with ``conn.image.upload_image(data=<open file>)`` (one pass, openstacksdk's shape),
-- download with ``conn.image.download_image(image, output=path)`` (verified as it streams).
+- download with ``conn.image.download_image(image, output=path)`` (verified as it streams),
+
+and through Image API v2 on the same server, with ``requests`` streaming 1 MiB chunks:
+
+- upload: ``POST /v2/images`` then ``PUT /v2/images/{id}/file`` (application/octet-stream,
+  with Content-Length, read from the file as it goes),
+- download: ``GET /v2/images/{id}/file`` streamed to a file, its md5 compared with the
+  source's as it streams.
+
+``--api v1,v2`` picks the APIs (default both); each v2 row follows its v1 counterpart.
 
 Each transfer's speed is a ratio against the limit (target: at least 0.70), and the
 peak RSS growth of this client process and of the server process is sampled every
@@ -16,7 +25,7 @@ peak RSS growth of this client process and of the server process is sampled ever
 that matches). ``--store`` points the server at Swift or S3 (their ``OSIMAGE_*``
 variables must be set), e.g. the 6 GiB ``--big`` run of ``python -m bench``.
 
-    .venv/bin/python -m bench transfer [--size-gib 2] [--store swift://bench]
+    .venv/bin/python -m bench transfer [--size-gib 2] [--store swift://bench] [--api v1,v2]
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +58,7 @@ SECTION = "transfer"
 SPEED_TARGET = 0.70
 RSS_BUDGET_MIB = 64
 ISSUE2_SERVER_BUDGET_MIB = 100
+APIS = ("v1", "v2")
 
 
 def write_source(path: Path, size: int) -> str:
@@ -128,26 +138,119 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", help="server store URL (default: files in the data dir)")
     parser.add_argument("--dir", type=Path, help="where the files go (default: a temp dir)")
     parser.add_argument("--skip-two-pass", action="store_true", help="skip create_image")
+    parser.add_argument(
+        "--api", type=_apis, default=list(APIS), help="comma-separated APIs to run (default: v1,v2)"
+    )
     add_json_argument(parser)
     args = parser.parse_args(argv)
     size = int(args.size_gib * GIB) // MIB * MIB
 
     parent = args.dir or Path(tempfile.gettempdir())
     free = shutil.disk_usage(parent).free
-    if free < 3.5 * size:
-        raise SystemExit(
-            f"{parent} has {free / GIB:.1f} GiB free; this run needs {3.5 * size / GIB:.1f}"
-        )
+    need = (3.5 + ("v2" in args.api)) * size
+    if free < need:
+        raise SystemExit(f"{parent} has {free / GIB:.1f} GiB free; this run needs {need / GIB:.1f}")
     with tempfile.TemporaryDirectory(prefix="osimage-bench-", dir=parent) as tmp:
         base = Path(tmp)
-        figures = measure(base, size, args.store, two_pass=not args.skip_two_pass)
+        figures = measure(base, size, args.store, two_pass=not args.skip_two_pass, apis=args.api)
     store = args.store or "file store"
-    print_table(figures, f"{size / GIB:g} GiB through the SDK and osimage serve ({store})")
+    print_table(
+        figures,
+        f"{size / GIB:g} GiB through the SDK (v1), requests (v2) and osimage serve ({store})",
+    )
     write_figures(args.json, figures)
     return 0
 
 
-def measure(base: Path, size: int, store: str | None, *, two_pass: bool) -> list[Figure]:
+def _apis(text: str) -> list[str]:
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in APIS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"--api takes a list of {', '.join(APIS)}; got {text!r}")
+    return [name for name in APIS if name in chosen]
+
+
+class FileBody:
+    """A request body streamed from a file in 1 MiB chunks; its length is known, so
+    requests sends Content-Length rather than chunked encoding."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = path.stat().st_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self.path.open("rb", buffering=0) as data:
+            while chunk := data.read(MIB):
+                yield chunk
+
+
+class V2Client:
+    """Image API v2 data calls over one keep-alive ``requests.Session``."""
+
+    def __init__(self, root: str) -> None:
+        import requests
+
+        self.root = f"{root}/v2"
+        self.http = requests.Session()
+
+    def warm(self) -> None:
+        """Open the connection outside the measurement."""
+        self.http.get(f"{self.root}/images", params={"limit": 1}, timeout=60).raise_for_status()
+
+    def upload(self, name: str, source: Path) -> dict[str, Any]:
+        """Create an image and upload `source` as its data; return the image afterwards."""
+        created = self.http.post(
+            f"{self.root}/images",
+            json={"name": name, "disk_format": "raw", "container_format": "bare"},
+            timeout=60,
+        )
+        created.raise_for_status()
+        image_id = created.json()["id"]
+        put = self.http.put(
+            f"{self.root}/images/{image_id}/file",
+            data=FileBody(source),
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=600,
+        )
+        put.raise_for_status()
+        shown = self.http.get(f"{self.root}/images/{image_id}", timeout=60)
+        shown.raise_for_status()
+        image: dict[str, Any] = shown.json()
+        return image
+
+    def download(self, image_id: str, target: Path) -> tuple[str, int]:
+        """Stream the image's data into `target`; return its md5 and size."""
+        md5 = hashlib.md5(usedforsecurity=False)
+        size = 0
+        with (
+            self.http.get(f"{self.root}/images/{image_id}/file", stream=True, timeout=600) as got,
+            target.open("wb", buffering=0) as out,
+        ):
+            got.raise_for_status()
+            for chunk in got.iter_content(MIB):
+                md5.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        return md5.hexdigest(), size
+
+    def delete(self, image_id: str) -> None:
+        self.http.delete(f"{self.root}/images/{image_id}", timeout=60).raise_for_status()
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def measure(
+    base: Path,
+    size: int,
+    store: str | None,
+    *,
+    two_pass: bool,
+    apis: list[str] | tuple[str, ...] = APIS,
+) -> list[Figure]:
     import osimage
 
     source = base / "source.raw"
@@ -160,50 +263,77 @@ def measure(base: Path, size: int, store: str | None, *, two_pass: bool) -> list
     server = start_bench_server(base / "srv", *(["--store", store] if store else []))
     transfers: list[Transfer] = []
     checksums_match = True
+
+    def timed(label: str, action: Callable[[], Any]) -> Any:
+        assert server.proc is not None
+        transfer = Transfer(label, server.proc.pid)
+        result = transfer.run(action)
+        transfers.append(transfer)
+        print(f"{label}: {size / MIB / transfer.seconds:.0f} MiB/s (load average "
+              f"{transfer.load[0]:.1f} -> {transfer.load[1]:.1f})", flush=True)  # fmt: skip
+        return result
+
     try:
         conn = osimage.connect(auth_type="none", image_endpoint_override=server.endpoint)
-        assert server.proc is not None
-        conn.image.images(limit=1)  # connection set up outside the measurement
-        uploads: list[tuple[str, Callable[[], Any]]] = []
-        if two_pass:
-            uploads.append(
-                (
-                    "upload, create_image(filename)",
-                    lambda: conn.image.create_image(
-                        "bench-two-pass", filename=str(source), disk_format="raw",
-                        container_format="bare",
-                    ),
-                )
-            )  # fmt: skip
-
-        def one_pass() -> Any:
-            with source.open("rb") as data:
-                return conn.image.upload_image(
-                    container_format="bare", disk_format="raw", data=data,
-                    name="bench-one-pass", size=size,
+        v2 = V2Client(server.url)
+        conn.image.images(limit=1)  # connections set up outside the measurement
+        v2.warm()
+        image = None
+        if "v1" in apis:
+            uploads: list[tuple[str, Callable[[], Any]]] = []
+            if two_pass:
+                uploads.append(
+                    (
+                        "v1 upload, create_image(filename)",
+                        lambda: conn.image.create_image(
+                            "bench-two-pass", filename=str(source), disk_format="raw",
+                            container_format="bare",
+                        ),
+                    )
                 )  # fmt: skip
 
-        uploads.append(("upload, upload_image(file)", one_pass))
-        image = None
-        for label, action in uploads:
-            transfer = Transfer(label, server.proc.pid)
-            image = transfer.run(action)
-            transfers.append(transfer)
-            checksums_match &= image.checksum == md5 and image.size == size
-            print(f"{label}: {size / MIB / transfer.seconds:.0f} MiB/s (load average "
-                  f"{transfer.load[0]:.1f} -> {transfer.load[1]:.1f})", flush=True)  # fmt: skip
-        assert image is not None
+            def one_pass() -> Any:
+                with source.open("rb") as data:
+                    return conn.image.upload_image(
+                        container_format="bare", disk_format="raw", data=data,
+                        name="bench-one-pass", size=size,
+                    )  # fmt: skip
+
+            uploads.append(("v1 upload, upload_image(file)", one_pass))
+            for label, action in uploads:
+                image = timed(label, action)
+                checksums_match &= image.checksum == md5 and image.size == size
+        v2_image: dict[str, Any] | None = None
+        if "v2" in apis:
+            v2_image = timed(
+                "v2 upload, PUT /v2/images/{id}/file", lambda: v2.upload("bench-v2", source)
+            )
+            assert v2_image is not None
+            checksums_match &= (
+                v2_image["checksum"] == md5
+                and v2_image["size"] == size
+                and v2_image["status"] == "active"
+            )
         target = base / "back.raw"
-        transfer = Transfer("download, download_image(output)", server.proc.pid)
-        transfer.run(lambda: conn.image.download_image(image, output=str(target)))
-        transfers.append(transfer)
-        checksums_match &= target.stat().st_size == size  # content verified by the SDK
-        print(f"download: {size / MIB / transfer.seconds:.0f} MiB/s (load average "
-              f"{transfer.load[0]:.1f} -> {transfer.load[1]:.1f})", flush=True)  # fmt: skip
-        target.unlink()
+        if image is not None:
+            timed(
+                "v1 download, download_image(output)",
+                lambda: conn.image.download_image(image, output=str(target)),
+            )
+            checksums_match &= target.stat().st_size == size  # content verified by the SDK
+            target.unlink()
+        if v2_image is not None:
+            image_id = v2_image["id"]
+            got_md5, got_size = timed(
+                "v2 download, GET /v2/images/{id}/file", lambda: v2.download(image_id, target)
+            )
+            checksums_match &= got_md5 == md5 and got_size == size
+            target.unlink()
+            v2.delete(image_id)
         limit = min(limit, machine_limit(source, base / "copy.raw"))  # best of two
         for found in list(conn.image.images()):
             conn.image.delete_image(found)
+        v2.close()
         conn.close()
     finally:
         server.stop()

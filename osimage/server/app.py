@@ -51,11 +51,12 @@ from osimage.server.operations.metrics import Metrics, forget_dead_workers, mult
 from osimage.server.operations.notifications import open_notifier, redacted
 from osimage.server.operations.policy import Policy
 from osimage.server.protections import Protections
-from osimage.server.service import ImageService, scrub, sweep
+from osimage.server.service import ImageService
 from osimage.server.service_v2 import ImagesV2, sweep_imports, sweep_imports_forever
 from osimage.server.settings import Settings
 from osimage.server.sharing import Sharing
 from osimage.server.stores.registry import open_store
+from osimage.server.upkeep import Upkeep, scrub, sweep
 
 log = logging.getLogger("osimage.server")
 access_log = logging.getLogger("osimage.access")
@@ -159,15 +160,21 @@ class App:
             delayed_delete=settings.delayed_delete,
             protections=protections,
             node=settings.node_id,
-            upload_lease=settings.upload_lease,
             **operations,
             cache=start_cache(settings.cache, engine, store, tasks),
         )
-        tasks.start_soon(self._service.renew_leases_forever, settings.upload_lease / 3)
+        upkeep = Upkeep(
+            engine,
+            store,
+            uploading=self._service.ingest.uploading,
+            node=settings.node_id,
+            upload_lease=settings.upload_lease,
+        )
+        tasks.start_soon(upkeep.renew_leases_forever, settings.upload_lease / 3)
         lease = settings.upload_lease
         tasks.start_soon(partial(sweep_imports_forever, engine, lease=lease, interval=lease / 3))
         if settings.delayed_delete:
-            tasks.start_soon(self._service.scrub_forever, settings.scrub_interval)
+            tasks.start_soon(upkeep.scrub_forever, settings.scrub_interval)
         self._sharing = Sharing(self._service)
         self._authenticator = authenticator
         stack.callback(self._forget)

@@ -38,14 +38,11 @@ from osimage.server.errors import (
     NotFound,
     TooLarge,
 )
+from osimage.server.ingest import Upload, store_error
 from osimage.server.operations import notifications as events
 from osimage.server.operations.policy import image_target
-from osimage.server.service import (
-    ImageService,
-    Upload,
-    _store_error,
-    over_quota,
-)
+from osimage.server.rules import over_quota
+from osimage.server.service import ImageService
 
 MAX_INT = 2147483647
 UUID_PATTERN: Final = (
@@ -557,7 +554,7 @@ class ImagesV2:
         cap = self.limits.image_size_cap
         if data.length is not None and data.length > cap:
             raise TooLarge(f"The incoming image is too large: {data.length} > {cap} bytes.")
-        with self.images._transfer("upload"):  # osimage_transfers_in_progress
+        with self.images.ingest.transfer("upload"):  # osimage_transfers_in_progress
             await self._receive(image_id, row.owner, data, source="queued", ctx=ctx)
 
     @staticmethod
@@ -586,28 +583,28 @@ class ImagesV2:
         async with writing(self.engine) as conn:
             if not await catalog.transition(conn, image_id, source, "saving"):
                 raise Conflict(f"Image status transition from {source} to saving is not allowed")
-            await leases.claim(conn, image_id, images.node, catalog.now())
-        images.uploading.add(image_id)
+            await leases.claim(conn, image_id, images.ingest.node, catalog.now())
+        images.ingest.uploading.add(image_id)
         notify = ctx is not None and target == "active"
         if notify and source == "queued":
             await self._notify_id(ctx, "image.prepare", image_id)
         chunks = data.chunks if isinstance(data, Upload) else data
         declared = data.length if isinstance(data, Upload) else None
         try:
-            reservation = await images._reservation(owner, image_id, declared)
-            blob, checksum, sha256 = await images._store(image_id, chunks, reservation)
+            reservation = await images.ingest.reserve(owner, image_id, declared)
+            blob, checksum, sha256, multihash = await images.ingest.store(
+                image_id, chunks, reservation
+            )
         except BaseException as error:
-            images.multihashes.pop(image_id, None)
             await self._requeue(image_id)
             if notify:
                 self._notify_failed(ctx, image_id, error)
-            mapped = _store_error(error)
+            mapped = store_error(error)
             if mapped is error:
                 raise
             raise mapped from error
         finally:
-            images.uploading.discard(image_id)
-        multihash = images.multihashes.pop(image_id, None)
+            images.ingest.uploading.discard(image_id)
         try:
             if declared is not None and declared != blob.size:
                 raise BadRequest(
@@ -642,7 +639,7 @@ class ImagesV2:
                     "been deleted during the upload, cleaning up the chunks uploaded."
                 )
         except BaseException as error:
-            await images._discard(blob.location)
+            await images.ingest.discard(blob.location)
             await self._requeue(image_id)
             if notify:
                 self._notify_failed(ctx, image_id, error)
@@ -678,7 +675,7 @@ class ImagesV2:
             return row, None, None
         self._enforce(ctx, "download_image", row)
         bounds = span(row.size or 0) if span is not None else None
-        chunks = self.images._chunks(row)
+        chunks = self.images.downloads.chunks(row)
         expected = row.size or 0
         if bounds is not None:
             first, last = bounds
@@ -719,7 +716,7 @@ class ImagesV2:
         cap = self.limits.image_size_cap
         if data.length is not None and data.length > cap:
             raise TooLarge(f"The incoming image is too large: {data.length} > {cap} bytes.")
-        with self.images._transfer("upload"):
+        with self.images.ingest.transfer("upload"):
             await self._receive(image_id, row.owner, data, source="queued", target="uploading")
 
     async def start_import(self, ctx: Context, image_id: str, body: Any) -> None:
@@ -763,14 +760,14 @@ class ImagesV2:
             await self._notify_activated(ctx, image_id)
             return
         assert isinstance(uri, str)
-        slot = self.images.copies.acquire(ctx.owner_id)  # the copy caps: 429 / 503 when full
+        slot = self.images.ingest.copies.acquire(ctx.owner_id)  # the copy caps: 429 / 503 when full
         try:
             async with writing(self.engine) as conn:
                 if not await catalog.transition(conn, image_id, "queued", "importing"):
                     raise Conflict(f"Image needs to be in 'queued' state to use '{name}' method")
                 # leased like an upload: a crash leaves it for `sweep_imports`
-                await leases.claim(conn, image_id, self.images.node, catalog.now())
-            self.images.uploading.add(image_id)  # renewed while it connects to the source
+                await leases.claim(conn, image_id, self.images.ingest.node, catalog.now())
+            self.images.ingest.uploading.add(image_id)  # renewed while it connects to the source
             await self._notify_id(ctx, "image.prepare", image_id)
             self.images.tasks.start_soon(
                 partial(self._web_download, image_id, uri, row.owner, slot, ctx=ctx)
@@ -786,12 +783,12 @@ class ImagesV2:
         `copy_timeout` and `copy_min_rate`, and a delete of the image cancels it."""
         try:
             with CancelScope() as deleted:
-                self.images.copies.watch(image_id, deleted)
+                self.images.ingest.copies.watch(image_id, deleted)
                 try:
                     await self._fetch(image_id, uri, owner, ctx)
                 finally:
-                    self.images.copies.forget(image_id)
-                    self.images.uploading.discard(image_id)
+                    self.images.ingest.copies.forget(image_id)
+                    self.images.ingest.uploading.discard(image_id)
             if deleted.cancelled_caught:
                 log.info("web-download of image %s cancelled: the image was deleted", image_id)
         finally:
@@ -800,7 +797,7 @@ class ImagesV2:
     async def _fetch(self, image_id: str, uri: str, owner: str | None, ctx: Context) -> None:
         limits = self.limits
         try:
-            with self.images._transfer("copy"), anyio.fail_after(limits.copy_timeout):
+            with self.images.ingest.transfer("copy"), anyio.fail_after(limits.copy_timeout):
                 async with sources.open_source(uri, self.images.source_policy) as source:
                     chunks = copies.paced(
                         source.chunks(),

@@ -22,10 +22,11 @@ from osimage.wire import strict_flag
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
+from osimage.server.auth.registry import KINDS as AUTH_KINDS  # standard library only
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOOPBACK_HOSTS: Final = frozenset({"localhost", "::1"})
-AUTH_KINDS: Final = ("noauth", "tokens", "keystone")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 S3_MIN_PART_SIZE: Final = 5 * 1024**2  # S3's smallest part but the last
 

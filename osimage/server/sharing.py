@@ -9,7 +9,8 @@ from osimage.server.db.engine import reading, writing
 from osimage.server.errors import BadRequest, NotFound, TooLarge, Unauthorized
 from osimage.server.operations.notifications import member_payload
 from osimage.server.operations.policy import image_target
-from osimage.server.service import MAX_ID_TEXT, ImageService, over_quota
+from osimage.server.rules import MAX_ID_TEXT, is_owner, over_quota
+from osimage.server.service import ImageService
 
 
 class Sharing:
@@ -36,7 +37,7 @@ class Sharing:
         return row
 
     async def _can_share(self, ctx: Context, row: ImageRow) -> bool:
-        if ctx.is_admin or self.images.is_owner(ctx, row):
+        if ctx.is_admin or is_owner(ctx, row):
             return True
         if ctx.owner_id is None:
             return False
@@ -48,7 +49,7 @@ class Sharing:
         row = await self._member_target(ctx, image_id, share=False, action="get_members")
         async with reading(self.images.engine) as conn:
             found = await catalog.members_of(conn, image_id)
-        if ctx.is_admin or self.images.is_owner(ctx, row):
+        if ctx.is_admin or is_owner(ctx, row):
             return found
         return [item for item in found if item.member == ctx.owner_id]
 

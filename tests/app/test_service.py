@@ -21,11 +21,13 @@ from osimage.server.errors import (
     PreconditionFailed,
     TooLarge,
 )
-from osimage.server.service import Change, ImageService, Upload, sweep
+from osimage.server.ingest import Upload
+from osimage.server.service import Change, ImageService
 from osimage.server.settings import Limits
 from osimage.server.sharing import Sharing
 from osimage.server.sources import SourcePolicy
 from osimage.server.stores.filesystem import FilesystemStore
+from osimage.server.upkeep import sweep
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from osimage.server.auth import Context
-from osimage.server.keystone import (
+from osimage.server.auth.keystone import (
     Refusal,
     ValidationCache,
     cache_ttl,

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from osimage.server.auth import Unauthorized
-from osimage.server.keystone import AuthUnavailable, KeystoneAuthenticator
+from osimage.server.auth.keystone import AuthUnavailable, KeystoneAuthenticator
 from osimage.server.settings import KeystoneOptions, Settings
 from tests.keystone.conftest import VALIDATION, Keystone
 from tests.keystone.proxy import TcpProxy

@@ -8,8 +8,10 @@ from osimage import wire
 from osimage.server.api import render
 from osimage.server.api.call import Call
 from osimage.server.api.http import reply, reply_json, reply_stream
+from osimage.server.downloads import DownloadBroken
 from osimage.server.errors import BadRequest, MethodNotAllowed
-from osimage.server.service import IDLE_FLUSH, Change, DownloadBroken, Upload
+from osimage.server.ingest import IDLE_FLUSH, Upload
+from osimage.server.service import Change
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _NOT_TOKEN = re.compile(r'[\x00-\x20\x7f()<>@,;:\\"/\[\]?={}]')

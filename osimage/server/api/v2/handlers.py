@@ -10,6 +10,7 @@ from osimage import wire
 from osimage.server.api.call import Call
 from osimage.server.api.http import reply, reply_json, reply_stream
 from osimage.server.api.v2 import render, schemas
+from osimage.server.downloads import DownloadBroken
 from osimage.server.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -17,7 +18,7 @@ from osimage.server.errors import (
     RangeNotSatisfiable,
     UnsupportedMediaType,
 )
-from osimage.server.service import IDLE_FLUSH, DownloadBroken, Upload
+from osimage.server.ingest import IDLE_FLUSH, Upload
 from osimage.server.service_v2 import IMPORT_METHODS, ImagesV2, Patch
 
 PATCH_TYPES = (

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -26,7 +27,7 @@ from keystoneauth1 import session as ksa_session
 from keystoneauth1.identity import v3
 
 from osimage import __version__
-from osimage.server.auth import TOKEN_HEADER, Context, Unauthorized
+from osimage.server.auth.base import Context, Unauthorized, raw_token
 from osimage.server.errors import ServiceUnavailable
 from osimage.server.settings import KeystoneOptions, Settings
 
@@ -141,9 +142,7 @@ def _expiry(value: Any) -> datetime | None:
 
 
 def _token(headers: Mapping[str, str]) -> str | None:
-    raw = headers.get(TOKEN_HEADER)
-    if raw is None:
-        raw = next((v for k, v in headers.items() if k.lower() == TOKEN_HEADER), None)
+    raw = raw_token(headers)
     if raw is None or not raw.strip():
         return None
     # python-glanceclient >= 2.11 percent-encodes the token; Keystone tokens never hold '%'.
@@ -187,6 +186,15 @@ class KeystoneAuthenticator:
         self._limiter = anyio.CapacityLimiter(MAX_PARALLEL_VALIDATIONS)
         # told True when a token's validation needed no call to Keystone (metrics)
         self.on_cache_lookup: Callable[[bool], None] | None = None
+
+    @classmethod
+    def from_options(
+        cls, *, tokens_file: Path | None, admin_role: str, settings: Settings | None
+    ) -> KeystoneAuthenticator:
+        """`open_keystone`; the admin role is the settings' `admin_role`."""
+        if settings is None:
+            raise ValueError("auth 'keystone' needs the server settings (keystone_* rows)")
+        return open_keystone(settings)
 
     async def authenticate(self, headers: Mapping[str, str]) -> Context:
         """Return the caller's Context.

@@ -1,62 +1,30 @@
-"""Who is calling: turn request headers into a Context (noauth | tokens | keystone).
-
-`open_authenticator` is the one place that picks a mode; the keystone authenticator
-(`osimage.server.keystone`, imported only when chosen) sits behind the same protocol.
-"""
+"""Authenticators that need no identity service: `noauth` (everyone is an admin) and
+`tokens` (fixed tokens from a JSON file)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote
+
+from osimage.server.auth.base import NOAUTH_CONTEXT, Context, Unauthorized, raw_token
 
 if TYPE_CHECKING:
     from osimage.server.settings import Settings
 
-TOKEN_HEADER: Final = "x-auth-token"
-KINDS: Final = ("noauth", "tokens", "keystone")
 _ENTRY_KEYS: Final = frozenset({"user_id", "project_id", "roles"})
-
-
-@dataclass(frozen=True)
-class Context:
-    """The caller of one request, as the service's authorization decisions see it."""
-
-    user_id: str | None
-    project_id: str | None
-    roles: frozenset[str]
-    is_admin: bool
-
-    @property
-    def owner_id(self) -> str | None:
-        """The id that owns images this caller creates: its project (owner_is_tenant)."""
-        return self.project_id
-
-
-NOAUTH_CONTEXT: Final = Context(
-    user_id=None, project_id=None, roles=frozenset({"admin"}), is_admin=True
-)
-
-
-class Unauthorized(Exception):
-    """The request carries no valid identity (401); the message never contains a token."""
-
-
-class Authenticator(Protocol):
-    async def authenticate(self, headers: Mapping[str, str]) -> Context:
-        """Return the caller's Context; raise Unauthorized if there is none."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release whatever the authenticator holds open."""
-        ...
 
 
 class NoAuth:
     """Glance's unauthenticated mode: every caller is an admin without a project."""
+
+    @classmethod
+    def from_options(
+        cls, *, tokens_file: Path | None, admin_role: str, settings: Settings | None
+    ) -> NoAuth:
+        return cls()
 
     async def authenticate(self, headers: Mapping[str, str]) -> Context:
         return NOAUTH_CONTEXT
@@ -71,8 +39,16 @@ class TokenTable:
     def __init__(self, contexts: Mapping[str, Context]) -> None:
         self._contexts = dict(contexts)
 
+    @classmethod
+    def from_options(
+        cls, *, tokens_file: Path | None, admin_role: str, settings: Settings | None
+    ) -> TokenTable:
+        if tokens_file is None:
+            raise ValueError("auth 'tokens' needs a tokens file (--tokens-file)")
+        return cls(load_tokens(tokens_file, admin_role=admin_role))
+
     async def authenticate(self, headers: Mapping[str, str]) -> Context:
-        raw = _header(headers, TOKEN_HEADER)
+        raw = raw_token(headers)
         if not raw:
             raise Unauthorized("The request you have made requires authentication.")
         # python-glanceclient >= 2.11 percent-encodes the token; older clients send it raw.
@@ -83,34 +59,6 @@ class TokenTable:
 
     async def aclose(self) -> None:
         return None
-
-
-def open_authenticator(
-    kind: str,
-    *,
-    tokens_file: Path | None,
-    admin_role: str = "admin",
-    settings: Settings | None = None,
-) -> Authenticator:
-    """Build the authenticator for `kind` (noauth | tokens | keystone).
-
-    keystone reads its `keystone_*` rows and `admin_role` from `settings`. Raises
-    ValueError for an unknown kind, a missing or malformed tokens file, or keystone
-    without settings.
-    """
-    if kind == "noauth":
-        return NoAuth()
-    if kind == "tokens":
-        if tokens_file is None:
-            raise ValueError("auth 'tokens' needs a tokens file (--tokens-file)")
-        return TokenTable(load_tokens(tokens_file, admin_role=admin_role))
-    if kind == "keystone":
-        if settings is None:
-            raise ValueError("auth 'keystone' needs the server settings (keystone_* rows)")
-        from osimage.server.keystone import open_keystone  # keystoneauth1 only when used
-
-        return open_keystone(settings)
-    raise ValueError(f"auth: expected one of {', '.join(KINDS)}, got {kind!r}")
 
 
 def load_tokens(path: Path, *, admin_role: str = "admin") -> dict[str, Context]:
@@ -160,13 +108,3 @@ def _optional_id(value: Any, key: str, where: str) -> str | None:
     if value is None or (isinstance(value, str) and value):
         return value
     raise ValueError(f"{where}: {key}: expected a non-empty string or null, got {value!r}")
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    for key, candidate in headers.items():
-        if key.lower() == name:
-            return candidate
-    return None
