@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from osimage.server.service import Limits
-from osimage.server.settings import SETTINGS, Settings, SettingsError
+from osimage.server.settings import SETTINGS, Limits, Settings, SettingsError
 from osimage.server.stores.registry import open_store
 from osimage.server.stores.swift import SwiftStore
 

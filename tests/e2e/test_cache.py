@@ -146,7 +146,7 @@ def start_node(tmp_path: Path, kind: str, *args: str) -> Node:
         "--cache-dir",
         str(cache_dir),
         *args,
-        **server_env,
+        environ=server_env,
     )
     server.cleanups.insert(0, throwaway.drop)
     return Node(server, Api(server.url), proxy, kind, space, cache_dir, database, store)

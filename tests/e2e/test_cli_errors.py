@@ -64,7 +64,9 @@ def test_configuration_mistakes(home: Path) -> None:
     assert "auth_url (OS_AUTH_URL)" in message
 
 
-def test_user_errors_are_one_line_with_exit_code_1(home: Path, server: Server, tmp_path) -> None:
+def test_user_errors_are_one_line_with_exit_code_1(
+    home: Path, server: Server, tmp_path: Path
+) -> None:
     cli = Cli(home, extra_env={"OS_IMAGE_URL": server.url})
     assert "no image has the id or name 'ghost-image'" in cli.fails("image", "show", "ghost-image")
     assert "No such option" in cli.fails("image", "list", "--bogus")

@@ -49,7 +49,9 @@ def every_image_named(conn: Connection, name: str) -> list[Image]:
 # ---- create_image with a file object ----------------------------------------------------
 
 
-def test_create_image_reads_a_file_object_from_where_it_stands(conn, tmp_path: Path) -> None:
+def test_create_image_reads_a_file_object_from_where_it_stands(
+    conn: Connection, tmp_path: Path
+) -> None:
     path = tmp_path / "disk.raw"
     content = os.urandom(300_000)
     path.write_bytes(content)
@@ -60,11 +62,12 @@ def test_create_image_reads_a_file_object_from_where_it_stands(conn, tmp_path: P
     assert image.status == "active"
     assert image.size == len(rest)
     assert image.checksum == hashlib.md5(rest).hexdigest()
+    assert image.properties is not None
     assert image.properties[SHA256_KEY] == hashlib.sha256(rest).hexdigest()
     assert conn.image.download_image(image) == rest
 
 
-def test_a_seekable_file_object_is_hashed_then_rewound(conn, tmp_path: Path) -> None:
+def test_a_seekable_file_object_is_hashed_then_rewound(conn: Connection, tmp_path: Path) -> None:
     path = tmp_path / "disk.raw"
     path.write_bytes(os.urandom(200_000))
     name = unique()
@@ -81,10 +84,11 @@ def test_a_seekable_file_object_is_hashed_then_rewound(conn, tmp_path: Path) -> 
         different = conn.image.create_image(name, data=handle, disk_format="raw")
     assert different.id != first.id
     assert conn.image.download_image(different) == other.read_bytes()
+    assert different.properties is not None
     assert different.properties[MD5_KEY] == hashlib.md5(other.read_bytes()).hexdigest()
 
 
-def test_validate_checksum_needs_a_file_object_that_can_be_read_twice(conn) -> None:
+def test_validate_checksum_needs_a_file_object_that_can_be_read_twice(conn: Connection) -> None:
     read_end, write_end = os.pipe()
     os.write(write_end, b"pipe data")
     os.close(write_end)
@@ -97,7 +101,7 @@ def test_validate_checksum_needs_a_file_object_that_can_be_read_twice(conn) -> N
     assert every_image_named(conn, name) == []  # refused before any request
 
 
-def test_a_broken_file_object_deletes_the_reserved_image(conn) -> None:
+def test_a_broken_file_object_deletes_the_reserved_image(conn: Connection) -> None:
     class Failing(io.RawIOBase):
         def __init__(self) -> None:
             self.calls = 0
@@ -143,7 +147,7 @@ def test_a_checksum_the_server_records_differently_is_an_invalid_response(
 # ---- wait_for_delete ----------------------------------------------------------------------
 
 
-def test_wait_for_delete_waits_until_another_client_deletes(conn) -> None:
+def test_wait_for_delete_waits_until_another_client_deletes(conn: Connection) -> None:
     image = conn.image.create_image(unique(), data=b"soon gone", disk_format="raw")
     polls: list[int] = []
     deleter = threading.Timer(0.5, conn.image.delete_image, args=(image.id,))
@@ -158,7 +162,7 @@ def test_wait_for_delete_waits_until_another_client_deletes(conn) -> None:
         conn.image.delete_image(image, ignore_missing=False)
 
 
-def test_wait_for_delete_times_out_on_an_image_that_stays(conn) -> None:
+def test_wait_for_delete_times_out_on_an_image_that_stays(conn: Connection) -> None:
     image = conn.image.create_image(unique(), data=b"here to stay", disk_format="raw")
     conn.image.update_image(image, protected=True)
     with pytest.raises(exceptions.ForbiddenException):
@@ -176,9 +180,10 @@ def test_wait_for_delete_times_out_on_an_image_that_stays(conn) -> None:
 
 
 @pytest.fixture
-def big_image(conn) -> Iterator[tuple[str, bytes]]:
+def big_image(conn: Connection) -> Iterator[tuple[str, bytes]]:
     data = os.urandom(6 * 1024 * 1024)
     image = conn.image.create_image(unique(), data=data, disk_format="raw")
+    assert image.id is not None
     yield image.id, data
     conn.image.delete_image(image)
 

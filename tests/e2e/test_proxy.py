@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -358,6 +359,7 @@ def test_sharing_between_projects(tokens_server):
     with as_user(tokens_server, "alice") as alice, as_user(tokens_server, "bob") as bob:
         # Other suites share their own images with p-bob on this server: look at ours only.
         image = alice.image.create_image(unique(), data=b"for bob", disk_format="raw")
+        assert image.id is not None
         assert bob.image.find_image(image.id) is None
         assert image.id not in {s.image_id for s in bob.image.shared_images("p-bob")}
         alice.image.add_member(image, "p-bob")
@@ -451,7 +453,7 @@ def keystone_url(tokens_server: Server) -> Iterator[str]:
         yield url
 
 
-def keystone_settings(url: str, password: str = "good") -> dict[str, str]:
+def keystone_settings(url: str, password: str = "good") -> dict[str, Any]:
     return {
         "auth_url": url,
         "username": "alice",

@@ -11,7 +11,7 @@ import io
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,18 @@ def sdk(server: Server) -> Iterator[tuple[adapter.Adapter, Recorder]]:
 
 def unique(prefix: str = "img") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def id_of(image: Image) -> str:
+    """The id of an image the server has given one."""
+    assert image.id is not None
+    return image.id
+
+
+def closable(pages: Iterator[Image]) -> Generator[Image]:
+    """`Image.list`'s iterator, which is a generator a caller may ``close()``."""
+    assert isinstance(pages, Generator)
+    return pages
 
 
 def chunks(data: bytes, size: int = 1000) -> Iterator[bytes]:
@@ -205,6 +217,7 @@ def test_reserve_then_upload(sdk):
     assert image.status == "queued"
     assert image.checksum is None
     data = b"x" * 5000
+    assert image.name is not None
     image.name = image.name + " uploaded"
     image.properties = {"stage": "uploaded"}
     rec.clear()
@@ -270,6 +283,7 @@ def test_commit_sends_only_what_changed(sdk):
     assert rec.sent == []  # nothing changed: no request
 
     image.min_ram = 64
+    assert image.properties is not None
     image.properties["b"] = "two"
     image.commit(ad)
     [put] = rec.sent
@@ -286,6 +300,7 @@ def test_commit_sends_only_what_changed(sdk):
     assert fetched.min_disk == 1
 
     rec.clear()
+    assert image.properties is not None
     del image.properties["a"]
     image.commit(ad)
     assert rec.sent[0].meta() == {
@@ -308,6 +323,7 @@ def test_explicit_purge_choice(sdk):
     image = Image.new(name=unique(), properties={"keep": "1"}).create(ad)
     # another client adds a property behind our back
     other = Image.existing(id=image.id).fetch(ad)
+    assert other.properties is not None
     other.properties["theirs"] = "x"
     other.commit(ad)
 
@@ -330,7 +346,7 @@ def test_find_by_id_takes_one_request(sdk):
     ad, rec = sdk
     image = Image.new(name=unique()).create(ad)
     rec.clear()
-    assert Image.find(ad, image.id) == image
+    assert Image.find(ad, id_of(image)) == image
     assert rec.calls() == [("HEAD", f"/v1/images/{image.id}")]
     image.delete(ad)
 
@@ -404,11 +420,11 @@ def test_find_passes_params_through(sdk):
 
 def test_list_follows_pages_to_the_end(fresh_server):
     ad, rec = make_adapter(fresh_server.endpoint)
-    ids = [Image.new(is_public=True, name=f"page-{n}").create(ad).id for n in range(7)]
+    ids = [id_of(Image.new(is_public=True, name=f"page-{n}").create(ad)) for n in range(7)]
 
     rec.clear()
     everything = list(Image.list(ad, limit=3))
-    assert sorted(i.id for i in everything) == sorted(ids)
+    assert sorted(id_of(i) for i in everything) == sorted(ids)
     assert len({i.id for i in everything}) == 7
     assert [s.method for s in rec.sent] == ["GET", "GET", "GET"]  # 3 + 3 + 1, short page ends
     assert "marker" not in rec.sent[0].query
@@ -469,7 +485,7 @@ def named_catalogue(ad: adapter.Adapter, count: int) -> list[str]:
 def test_list_reads_ahead_one_page_and_sends_nothing_past_the_end(fresh_server):
     ad, rec = make_adapter(fresh_server.endpoint)
     ids = named_catalogue(ad, 9)
-    by_name = {"limit": 2, "sort_key": "name", "sort_dir": "asc"}
+    by_name: dict[str, Any] = {"limit": 2, "sort_key": "name", "sort_dir": "asc"}
 
     rec.clear()
     assert [i.id for i in Image.list(ad, **by_name)] == ids
@@ -481,7 +497,7 @@ def test_list_reads_ahead_one_page_and_sends_nothing_past_the_end(fresh_server):
 
     # within page 2, page 3 is read ahead; never page 4
     rec.clear()
-    pages = Image.list(ad, **by_name)
+    pages = closable(Image.list(ad, **by_name))
     assert [next(pages).id for _ in range(3)] == ids[:3]
     pages.close()  # waits for the request in flight
     assert len(rec.sent) == 3
@@ -490,7 +506,7 @@ def test_list_reads_ahead_one_page_and_sends_nothing_past_the_end(fresh_server):
 
     # a generator dropped mid-list is closed the same way
     rec.clear()
-    pages = Image.list(ad, **by_name)
+    pages = closable(Image.list(ad, **by_name))
     assert [next(pages).id for _ in range(5)] == ids[:5]
     del pages
     assert len(rec.sent) == 4
@@ -498,7 +514,7 @@ def test_list_reads_ahead_one_page_and_sends_nothing_past_the_end(fresh_server):
 
     # a list read within its first page reads nothing ahead
     rec.clear()
-    pages = Image.list(ad, **by_name)
+    pages = closable(Image.list(ad, **by_name))
     assert [next(pages).id for _ in range(2)] == ids[:2]
     pages.close()
     assert len(rec.sent) == 1
@@ -558,7 +574,7 @@ def test_closing_early_discards_an_error_the_caller_never_reached(fresh_server):
     ad.session.session.hooks["response"].append(stop_after_list_response(3, fresh_server))
     rec.clear()
 
-    pages = Image.list(ad, limit=2, sort_key="name", sort_dir="asc")
+    pages = closable(Image.list(ad, limit=2, sort_key="name", sort_dir="asc"))
     assert [next(pages).id for _ in range(5)] == ids[:5]  # within page 3; page 4 sent
     pages.close()  # no exception: page 4 failed, but the caller never reached it
     assert len(rec.sent) == 3
@@ -612,7 +628,7 @@ def test_upload_streams_from_a_generator(sdk):
     image.delete(ad)
 
 
-def test_upload_streams_from_a_file(sdk, tmp_path: Path):
+def test_upload_streams_from_a_file(sdk: tuple[adapter.Adapter, Recorder], tmp_path: Path) -> None:
     ad, rec = sdk
     data = b"file-data-" * 5000
     path = tmp_path / "disk.raw"
@@ -635,7 +651,7 @@ def test_upload_streams_from_a_file(sdk, tmp_path: Path):
     reserved.delete(ad)
 
 
-def test_verified_download_every_way(sdk, tmp_path: Path):
+def test_verified_download_every_way(sdk: tuple[adapter.Adapter, Recorder], tmp_path: Path) -> None:
     ad, rec = sdk
     data = b"0123456789abcdef" * 10000
     image = Image.new(name=unique(), disk_format="raw", container_format="bare").create(
@@ -686,13 +702,15 @@ def blob_of(server: Server, image_id: str) -> Path:
 
 
 @pytest.mark.file_store
-def test_corrupted_data_is_detected(server, sdk, tmp_path: Path):
+def test_corrupted_data_is_detected(
+    server: Server, sdk: tuple[adapter.Adapter, Recorder], tmp_path: Path
+) -> None:
     ad, _ = sdk
     data = b"good data " * 5000
     image = Image.new(name=unique(), disk_format="raw", container_format="bare").create(
         ad, data=data
     )
-    blob = blob_of(server, image.id)
+    blob = blob_of(server, id_of(image))
     raw = bytearray(blob.read_bytes())
     raw[100:110] = b"BAD  DATA!"  # same length: only the checksum can tell
     blob.write_bytes(bytes(raw))
@@ -732,10 +750,10 @@ def test_tokens_and_isolation(tokens_server):
     assert image.owner == "p-alice"
     assert Image.find(alice, name) == image
     assert Image.find(bob, name) is None
-    assert Image.find(bob, image.id) is None
+    assert Image.find(bob, id_of(image)) is None
     with pytest.raises(exceptions.NotFoundException):
         Image.existing(id=image.id).fetch(bob)
-    found = Image.find(admin, image.id)
+    found = Image.find(admin, id_of(image))
     assert found is not None
     assert found.owner_id == "p-alice"
     image.delete(alice)

@@ -133,6 +133,7 @@ def test_multi_mib_round_trip_through_file_and_path(conn: Connection, tmp_path: 
     created = conn.image.create_image(f"pipe-{uuid.uuid4().hex[:8]}", filename=source,
                                       disk_format="raw")  # fmt: skip
     assert (created.status, created.size, created.checksum) == ("active", 5 * MIB + 4, md5)
+    assert created.properties is not None
     assert created.properties[MD5_KEY] == md5
     assert created.properties[SHA256_KEY] == sha256
 

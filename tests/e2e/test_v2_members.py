@@ -121,7 +121,10 @@ def test_private_keeps_member_rows_that_grant_nothing(v2: dict[str, V2]) -> None
     image = alice.create()
     alice.call("POST", f"images/{image['id']}/members", {"member": "p-bob"})
     bob.call("PUT", f"images/{image['id']}/members/p-bob", {"status": "accepted"})
-    to = lambda v: [{"op": "replace", "path": "/visibility", "value": v}]  # noqa: E731
+
+    def to(visibility: str) -> list[dict[str, str]]:
+        return [{"op": "replace", "path": "/visibility", "value": visibility}]
+
     assert alice.patch(image["id"], to("private")).status == 200
     assert bob.show(image["id"]).status == 404
     assert bob.api.head(image["id"]).status == 404  # nor in v1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -61,7 +62,7 @@ class V2:
     def list(self, query: str = "") -> Response:
         return self.call("GET", f"images?{query}" if query else "images")
 
-    def ids(self, query: str = "") -> list[str]:
+    def ids(self, query: str = "") -> builtins.list[str]:
         resp = self.list(query)
         assert resp.status == 200, resp
         return [image["id"] for image in resp.json()["images"]]

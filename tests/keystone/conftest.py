@@ -153,7 +153,7 @@ def start_keystone_server(
     keystone: Keystone, base: Path, *args: str, auth_url: str | None = None
 ) -> Server:
     """A `--auth keystone` server whose service credentials come from the environment."""
-    return start_server(base, "--auth", "keystone", *args, **keystone.server_env(auth_url))
+    return start_server(base, "--auth", "keystone", *args, environ=keystone.server_env(auth_url))
 
 
 @pytest.fixture(scope="session")

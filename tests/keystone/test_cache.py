@@ -8,14 +8,13 @@ import pytest
 
 from osimage.server.auth import Context
 from osimage.server.auth.keystone import (
-    KeystoneOptions,
     Refusal,
     ValidationCache,
     cache_ttl,
     context_from_token,
     digest,
 )
-from osimage.server.settings import Settings, SettingsError
+from osimage.server.settings import KeystoneOptions, Settings, SettingsError
 
 ALICE = Context(user_id="u1", project_id="p1", roles=frozenset({"member"}), is_admin=False)
 SERVICE = {

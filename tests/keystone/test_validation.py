@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from osimage.server.auth import Unauthorized
-from osimage.server.auth.keystone import AuthUnavailable, KeystoneAuthenticator, KeystoneOptions
-from osimage.server.settings import Settings
+from osimage.server.auth.keystone import AuthUnavailable, KeystoneAuthenticator
+from osimage.server.settings import KeystoneOptions, Settings
 from tests.keystone.conftest import VALIDATION, Keystone
 from tests.keystone.proxy import TcpProxy
 

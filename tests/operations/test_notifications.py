@@ -16,8 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kombu
 import pytest
+from kombu.connection import Connection
+from kombu.entity import Queue
 
 from tests.conftest import require_service
 from tests.e2e.api_client import Api, meta, unique
@@ -47,24 +48,29 @@ def _rabbit_up() -> bool:
 
 @pytest.fixture
 def topic() -> Iterator[str]:
+    yield from own_topic()
+
+
+def own_topic() -> Iterator[str]:
+    """A topic of the caller's own; its queues are deleted when the caller is done."""
     require_service(_rabbit_up(), "no RabbitMQ on 127.0.0.1:5672")
     name = f"osimage-test-{uuid.uuid4().hex[:12]}"
     yield name
-    with kombu.Connection(BROKER) as conn:
+    with Connection(BROKER) as conn:
         for priority in ("info", "error"):
             # a queue never declared (nothing sent at that priority) closes the channel
             with conn.channel() as channel, contextlib.suppress(Exception):
-                kombu.Queue(f"{name}.{priority}", channel=channel, no_declare=True).delete()
+                Queue(f"{name}.{priority}", channel=channel, no_declare=True).delete()
 
 
 def consume(topic: str, priority: str, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
     """The next `count` notifications of `topic` at `priority`, in the order sent."""
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
-    with kombu.Connection(BROKER) as conn:
+    with Connection(BROKER) as conn:
         while len(got) < count and time.monotonic() < deadline:
             with conn.channel() as channel:
-                queue = kombu.Queue(f"{topic}.{priority}", channel=channel, no_declare=True)
+                queue = Queue(f"{topic}.{priority}", channel=channel, no_declare=True)
                 try:
                     message = queue.get(no_ack=True)
                 except Exception:  # not declared yet: the server has not sent anything

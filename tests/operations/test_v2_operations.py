@@ -156,7 +156,7 @@ def test_every_v2_action_is_gated_by_its_rule(tmp_path: Path) -> None:
 @pytest.fixture
 def topic() -> Iterator[str]:
     """A topic of this test's own, its queues deleted afterwards (test_notifications.topic)."""
-    yield from test_notifications.topic.__wrapped__()
+    yield from test_notifications.own_topic()
 
 
 @pytest.fixture

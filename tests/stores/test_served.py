@@ -116,7 +116,7 @@ def served(
             "AWS_SECRET_ACCESS_KEY": swift_aio["AWS_SECRET_ACCESS_KEY"],
         }
         contents = _s3_contents(swift_aio, name)
-    server = start_server(tmp_path, "--store", store, **env)
+    server = start_server(tmp_path, "--store", store, environ=env)
     try:
         yield Served(server, Api(server.url), contents)
     finally:

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,15 +124,22 @@ def tokens_file(directory: Path) -> Path:
 
 
 def start_server(
-    base: Path, *args: str, auth: str = "noauth", backend: Backend | None = None, **env: str
+    base: Path,
+    *args: str,
+    auth: str = "noauth",
+    backend: Backend | None = None,
+    environ: Mapping[str, str] | None = None,
+    **env: str,
 ) -> Server:
     """Start a server with its own data dir under `base`; `auth` is noauth or tokens.
 
     `backend` (default: `OSIMAGE_TEST_BACKEND`, see tests.support.backends) gives the
     server a fresh PostgreSQL database and/or Swift container or S3 bucket unless `args`
-    choose a database or store; `close()` removes them again.
+    choose a database or store; `close()` removes them again. `environ` and `env` are
+    extra environment variables for the server (`environ` for a ready-made mapping).
     """
     base.mkdir(parents=True, exist_ok=True)
+    env = {**(environ or {}), **env}
     extra = list(args)
     if auth == "tokens":
         extra += ["--auth", "tokens", "--tokens-file", str(tokens_file(base))]

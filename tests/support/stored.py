@@ -8,7 +8,8 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from tests.support.backends import SEGMENTS_SUFFIX, swift_aio_env
+from osimage.server.stores.swift import SEGMENTS_SUFFIX
+from tests.support.backends import swift_aio_env
 from tests.support.server import Server
 
 

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from osimage.config import LOCAL_ENDPOINT, ConfigException, resolve_config, versioned_endpoint
+from osimage.config import (
+    LOCAL_ENDPOINT,
+    CloudConfig,
+    ConfigException,
+    resolve_config,
+    versioned_endpoint,
+)
 from osimage.connection import Connection
 
 
@@ -25,14 +32,14 @@ def cwd(tmp_path: Path) -> Path:
     return path
 
 
-def write_clouds(directory: Path, clouds: dict, name: str = "clouds.yaml") -> Path:
+def write_clouds(directory: Path, clouds: dict[str, Any], name: str = "clouds.yaml") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     path.write_text(yaml.safe_dump({"clouds": clouds}))
     return path
 
 
-def resolve(home: Path, cwd: Path, env: dict[str, str] | None = None, **kwargs):
+def resolve(home: Path, cwd: Path, env: dict[str, str] | None = None, **kwargs: Any) -> CloudConfig:
     return resolve_config(environ={"HOME": str(home), **(env or {})}, cwd=cwd, **kwargs)
 
 

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from osimage.server import copies
+from osimage.server.errors import ServiceUnavailable, TooManyRequests
 
 pytestmark = pytest.mark.anyio
 
@@ -61,10 +62,10 @@ async def test_a_copy_no_longer_wanted_is_cancelled() -> None:
 def test_caps_count_per_project_and_in_all() -> None:
     caps = copies.Copies(limit=2, per_project=1)
     alice = caps.acquire("alice")
-    with pytest.raises(copies.TooManyRequests, match="copy_max_per_project"):
+    with pytest.raises(TooManyRequests, match="copy_max_per_project"):
         caps.acquire("alice")
     caps.acquire("bob")
-    with pytest.raises(copies.ServiceUnavailable, match="copy_max"):
+    with pytest.raises(ServiceUnavailable, match="copy_max"):
         caps.acquire("carol")
     alice.release()
     alice.release()  # idempotent

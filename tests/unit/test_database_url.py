@@ -20,6 +20,7 @@ from osimage.server.db.engine import DatabaseConfigError, database_url
 def test_each_spelling_maps_to_the_driver_osimage_speaks(given: str, driver: str) -> None:
     url = database_url(given)
     assert url.drivername == driver
+    assert url.database is not None
     assert url.database == given.rpartition("/")[2] or url.database.endswith(".db")
 
 

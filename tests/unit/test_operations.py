@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import yaml
@@ -60,12 +61,12 @@ def test_defaults_gate_only_publicizing_and_the_cache() -> None:
         assert policy.allowed(NOAUTH_CONTEXT, action), action
 
 
-def test_a_missing_policy_file_is_named(tmp_path) -> None:
+def test_a_missing_policy_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no such file"):
         Policy(tmp_path / "absent.yaml")
 
 
-def test_glance_style_rules_use_target_and_credentials(tmp_path) -> None:
+def test_glance_style_rules_use_target_and_credentials(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text('"modify_image": "role:admin or project_id:%(owner)s"\n')
     policy = Policy(path)
@@ -81,7 +82,7 @@ def test_payload_time_and_redaction() -> None:
     assert redacted("kafka://broker:9092") == "kafka://broker:9092"
 
 
-def test_dead_workers_live_gauges_are_forgotten_but_their_counts_kept(tmp_path) -> None:
+def test_dead_workers_live_gauges_are_forgotten_but_their_counts_kept(tmp_path: Path) -> None:
     """A worker process that wrote samples and exited: its live gauge goes, its counter stays."""
     import os
     import subprocess
