@@ -20,8 +20,12 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.server  ## run the service with the embedded default on 127.0.0.1:9292
 	$(BIN)/osimage serve $(ARGS)
 
+# Test files run in parallel processes, one file per process at a time (--dist loadfile keeps
+# a file's module fixtures together); most tests wait on real servers, so 3 suits 2 cores.
+TEST_PROCESSES ?= 3
+
 test: $(VENV)/.dev  ## run the whole test suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev  ## formatting, lint and type checks
 	$(BIN)/ruff format --check .
