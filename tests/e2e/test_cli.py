@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -22,6 +23,12 @@ from tests.support.server import Server, start_server
 pytestmark = pytest.mark.e2e
 
 OSIMAGE = Path(sys.executable).with_name("osimage")
+
+
+def default_sigint() -> None:
+    """Give a child the default SIGINT (so Python makes it KeyboardInterrupt): a test
+    runner started in the background, or a pytest-xdist worker, passes SIGINT on ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def clean_env(home: Path) -> dict[str, str]:

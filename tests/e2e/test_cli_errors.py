@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli import OSIMAGE, Cli, clean_env, write_clouds
+from tests.e2e.test_cli import OSIMAGE, Cli, clean_env, default_sigint, write_clouds
 from tests.support.server import Server, free_port
 
 pytestmark = pytest.mark.e2e
@@ -137,6 +137,7 @@ def test_ctrl_c_during_an_upload_deletes_the_reserved_image(home: Path, server: 
         [str(OSIMAGE), "image", "create", "--name", name, "--disk-format", "raw",
          "--container-format", "bare", "--file", "-"],
         env=cli.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
     )  # fmt: skip
     assert proc.stdin is not None
     with Connection(endpoint=server.url, environ={}) as conn:

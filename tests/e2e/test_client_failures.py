@@ -24,7 +24,7 @@ from osimage import exceptions
 from osimage.connection import Connection
 from osimage.image.v1._proxy import MD5_KEY, SHA256_KEY
 from osimage.image.v1.image import Image
-from tests.e2e.test_cli import OSIMAGE, clean_env
+from tests.e2e.test_cli import OSIMAGE, clean_env, default_sigint
 from tests.support.relay import Relay
 from tests.support.server import Server
 
@@ -195,6 +195,7 @@ def _start_download(
     return subprocess.Popen(
         [str(OSIMAGE), "image", "download", image_id, "--file", str(target), "--no-progress"],
         env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
     )  # fmt: skip
 
 
