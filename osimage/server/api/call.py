@@ -59,18 +59,32 @@ class Call:
         return base_url(self.scope, self.headers.get("host"))
 
     def query(self) -> dict[str, str]:
-        """Query parameters; the last value of a repeated name wins.
+        """Query parameters; the last value of a repeated name wins (see `query_pairs`)."""
+        return dict(self.query_pairs())
 
-        More than `query_params_max` parameters, text that is not UTF-8 or a NUL
-        character (no database column holds one) is a 400."""
-        raw = bytes(self.scope.get("query_string", b"")).decode("latin-1")
-        try:
-            raw = raw.encode("latin-1").decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest("The query string is not valid UTF-8.") from None
+    def query_pairs(
+        self, *, undecodable: str = "The query string is not valid UTF-8.", strict: bool = False
+    ) -> list[tuple[str, str]]:
+        """The query's pairs in order.
+
+        More than `query_params_max` parameters, text that is not UTF-8 (answered with
+        `undecodable`) or a NUL character (no database column holds one) is a 400. With
+        `strict`, so is a percent-escape that is not UTF-8 (v2); else it decodes as U+FFFD."""
+        raw = bytes(self.scope.get("query_string", b""))
         most = self.service.limits.query_params_max
         try:
-            pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=most)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(undecodable) from None
+        try:
+            pairs = parse_qsl(
+                text,
+                keep_blank_values=True,
+                errors="strict" if strict else "replace",
+                max_num_fields=most,
+            )
+        except UnicodeDecodeError:  # a percent-escape that is not UTF-8
+            raise BadRequest(undecodable) from None
         except ValueError:
             raise BadRequest(
                 f"Too many query parameters: at most {most} allowed (query_params_max)."
@@ -78,7 +92,7 @@ class Call:
         for name, value in pairs:
             if "\x00" in name or "\x00" in value:
                 raise BadRequest(f"Query parameter {name[:64]!r}: NUL characters are not allowed")
-        return dict(pairs)
+        return pairs
 
     async def body(self, *, idle_tick: float | None = None) -> AsyncIterator[bytes]:
         """The request body as it arrives; a disconnect raises `ClientGone` (400).

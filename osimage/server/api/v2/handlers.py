@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from osimage import wire
 from osimage.server.api.call import Call
@@ -57,26 +57,12 @@ async def json_body(call: Call) -> Any:
 
 
 def _pairs(call: Call) -> list[tuple[str, str]]:
-    """The query's pairs in order; more than `query_params_max` of them, text that is not
-    UTF-8, or a NUL character is a 400 (as v1's `Call.query`)."""
-    raw = bytes(call.scope.get("query_string", b""))
-    most = call.service.limits.query_params_max
-    try:
-        text = raw.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=most)
-    except UnicodeDecodeError:
-        raise BadRequest(
-            "Error decoding your request. Either the URL or the request body contained "
-            "characters that could not be decoded by Glance"
-        ) from None
-    except ValueError:
-        raise BadRequest(
-            f"Too many query parameters: at most {most} allowed (query_params_max)."
-        ) from None
-    for name, value in pairs:
-        if "\x00" in name or "\x00" in value:
-            raise BadRequest(f"Query parameter {name[:64]!r}: NUL characters are not allowed")
-    return pairs
+    """The query's pairs in order, with Glance's answer to text that is not UTF-8."""
+    return call.query_pairs(
+        undecodable="Error decoding your request. Either the URL or the request body "
+        "contained characters that could not be decoded by Glance",
+        strict=True,
+    )
 
 
 def _upload(call: Call) -> Upload:
