@@ -646,6 +646,13 @@ async def put_member(
 
 async def remove_member(conn: AsyncConnection, image_id: str, member: str) -> bool:
     await lock_image(conn, image_id)  # image row before member rows, as everywhere
+    return await update_live_member(conn, image_id, member, deleted=True)
+
+
+async def update_live_member(
+    conn: AsyncConnection, image_id: str, member: str, **values: Any
+) -> bool:
+    """Set `values` (and `updated_at`) on a live membership; False when there is none."""
     result = await conn.execute(
         update(image_members)
         .where(
@@ -653,7 +660,7 @@ async def remove_member(conn: AsyncConnection, image_id: str, member: str) -> bo
             image_members.c.member == member,
             image_members.c.deleted == false(),
         )
-        .values(deleted=True, updated_at=now())
+        .values(**values, updated_at=now())
     )
     return bool(result.rowcount == 1)
 

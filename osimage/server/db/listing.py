@@ -36,6 +36,7 @@ from osimage.server.db.catalog import (
     lock_image,
     now,
     refresh_record,
+    update_live_member,
 )
 from osimage.server.db.tables import image_members, image_properties, image_tags, images
 
@@ -306,16 +307,7 @@ async def touch(conn: AsyncConnection, image_id: str) -> None:
 
 
 async def set_member_status(conn: AsyncConnection, image_id: str, member: str, status: str) -> bool:
-    result = await conn.execute(
-        update(image_members)
-        .where(
-            image_members.c.image_id == image_id,
-            image_members.c.member == member,
-            image_members.c.deleted == false(),
-        )
-        .values(status=status, updated_at=now())
-    )
-    return bool(result.rowcount == 1)
+    return await update_live_member(conn, image_id, member, status=status)
 
 
 async def restart_membership(conn: AsyncConnection, image_id: str, member: str) -> None:
