@@ -12,7 +12,8 @@ from osimage.server.cache import CacheManager
 from osimage.server.errors import MethodNotAllowed, NotFound
 
 
-def _manager(call: Call) -> CacheManager:
+def node_cache(call: Call) -> CacheManager:
+    """This node's cache manager; 404 on a node without --cache-dir."""
     service = call.service
     if service.cache is None:
         raise NotFound("The image cache is not enabled on this node.")
@@ -25,21 +26,10 @@ def _not_allowed(allow: str) -> None:
 
 async def cached_images(call: Call) -> None:
     """GET lists the entries; DELETE removes them all ({"num_deleted": n})."""
-    manager = _manager(call)
+    manager = node_cache(call)
     if call.method == "GET":
         entries = manager.cached(call.context)
-        document = {
-            "cached_images": [
-                {
-                    "image_id": entry.image_id,
-                    "hits": entry.hits,
-                    "last_accessed": entry.last_accessed,
-                    "last_modified": entry.last_modified,
-                    "size": entry.size,
-                }
-                for entry in entries
-            ]
-        }
+        document = {"cached_images": [entry.listed() for entry in entries]}
         await reply_json(call.send, 200, document)
     elif call.method == "DELETE":
         await reply_json(call.send, 200, {"num_deleted": manager.clear(call.context)})
@@ -49,7 +39,7 @@ async def cached_images(call: Call) -> None:
 
 async def cached_image(call: Call, image_id: str) -> None:
     """DELETE removes one image's entry (none is no error)."""
-    manager = _manager(call)
+    manager = node_cache(call)
     if call.method != "DELETE":
         _not_allowed("DELETE")
     manager.delete(call.context, image_id)
@@ -58,7 +48,7 @@ async def cached_image(call: Call, image_id: str) -> None:
 
 async def queued_images(call: Call) -> None:
     """GET lists the ids queued for prefetch; DELETE empties the queue."""
-    manager = _manager(call)
+    manager = node_cache(call)
     if call.method == "GET":
         await reply_json(call.send, 200, {"queued_images": manager.queued(call.context)})
     elif call.method == "DELETE":
@@ -69,7 +59,7 @@ async def queued_images(call: Call) -> None:
 
 async def queued_image(call: Call, image_id: str) -> None:
     """PUT queues an active image for prefetch on this node; DELETE takes it off the queue."""
-    manager = _manager(call)
+    manager = node_cache(call)
     if call.method == "PUT":
         await manager.queue(call.context, image_id)
     elif call.method == "DELETE":

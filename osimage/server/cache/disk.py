@@ -55,6 +55,16 @@ class CachedImage:
     last_modified: float
     hits: int  # hits served by this process since it started
 
+    def listed(self) -> dict[str, object]:
+        """The entry as Glance's cache listings (v1 and v2) show it."""
+        return {
+            "image_id": self.image_id,
+            "hits": self.hits,
+            "last_accessed": self.last_accessed,
+            "last_modified": self.last_modified,
+            "size": self.size,
+        }
+
 
 @dataclass
 class Counters:

@@ -7,22 +7,21 @@ The policy rules are Glance's: cache_list, cache_delete, cache_image.
 
 from __future__ import annotations
 
+from osimage.server.api.cache import node_cache
 from osimage.server.api.call import Call
 from osimage.server.api.http import reply, reply_json
 from osimage.server.api.v2.handlers import no_body, not_allowed
 from osimage.server.cache import CacheManager
-from osimage.server.errors import BadRequest, NotFound
+from osimage.server.errors import BadRequest
 
 CLEAR_TARGET = "x-image-cache-clear-target"
 _TARGETS = ("", "cache", "queue")
 
 
 def _manager(call: Call, rule: str) -> CacheManager:
-    service = call.service
-    if service.cache is None:
-        raise NotFound("The image cache is not enabled on this node.")
-    service.policy.enforce(call.context, rule)
-    return CacheManager(service.cache, service.engine, service.store)
+    manager = node_cache(call)
+    call.service.policy.enforce(call.context, rule)
+    return manager
 
 
 async def cache(call: Call) -> None:
@@ -33,16 +32,7 @@ async def cache(call: Call) -> None:
         manager = _manager(call, "cache_list")
         entries = manager.cached(call.context)
         document = {
-            "cached_images": [
-                {
-                    "image_id": entry.image_id,
-                    "hits": entry.hits,
-                    "last_accessed": entry.last_accessed,
-                    "last_modified": entry.last_modified,
-                    "size": entry.size,
-                }
-                for entry in entries
-            ],
+            "cached_images": [entry.listed() for entry in entries],
             "queued_images": manager.queued(call.context),
         }
         await reply_json(call.send, 200, document)
