@@ -169,6 +169,10 @@ def test_an_upload_on_a_dead_host_is_killed_once_its_lease_is_stale(pair: list[S
     upload.join(timeout=60)
     _wait_for(b, image_id, "killed", within=10 * float(LEASE))
     assert _request(b, "GET", f"/v1/images/{image_id}")[0] == 404
+    # the renew loop logs after it has also removed the dead upload's data: wait for it
+    deadline = time.monotonic() + 30
+    while "stale upload(s) killed" not in b.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert "stale upload(s) killed" in b.log()
     # killed stays killed: no data can be uploaded into it any more
     data = {"Content-Type": "application/octet-stream"}
