@@ -43,8 +43,10 @@ from osimage.server.api.versions import (
 from osimage.server.auth import Authenticator, Unauthorized, open_authenticator
 from osimage.server.cache import start_cache, sweep_cache
 from osimage.server.db.engine import close_engine, migrate, open_engine
+from osimage.server.downloads import Downloads
 from osimage.server.errors import ApiError, HeaderTooLarge, ServiceUnavailable, render
 from osimage.server.errors import Unauthorized as NotAuthenticated
+from osimage.server.ingest import Ingest
 from osimage.server.operations import endpoints
 from osimage.server.operations.healthcheck import HealthCheck
 from osimage.server.operations.metrics import Metrics, forget_dead_workers, multiprocess_dir
@@ -52,11 +54,11 @@ from osimage.server.operations.notifications import open_notifier, redacted
 from osimage.server.operations.policy import Policy
 from osimage.server.protections import Protections
 from osimage.server.service import ImageService
-from osimage.server.service_v2 import ImagesV2, sweep_imports, sweep_imports_forever
 from osimage.server.settings import Settings
 from osimage.server.sharing import Sharing
 from osimage.server.stores.registry import open_store
-from osimage.server.upkeep import Upkeep, scrub, sweep
+from osimage.server.upkeep import Upkeep, scrub, sweep, sweep_imports, sweep_imports_forever
+from osimage.server.v2 import ImagesV2
 
 log = logging.getLogger("osimage.server")
 access_log = logging.getLogger("osimage.access")
@@ -151,17 +153,27 @@ class App:
         protections = None
         if settings.property_protection_file is not None:
             protections = Protections.load(settings.property_protection_file)
-        self._service = ImageService(
+        notifier, metrics = operations["notifier"], operations["metrics"]
+        ingest = Ingest(
             engine,
             store,
             limits=settings.limits,
             source_policy=policy,
             tasks=tasks,
+            notifier=notifier,
+            node=settings.node_id,
+            metrics=metrics,
+        )
+        cache = start_cache(settings.cache, engine, store, tasks)
+        downloads = Downloads(
+            store, source_policy=policy, notifier=notifier, metrics=metrics, cache=cache
+        )
+        self._service = ImageService(
+            ingest,
+            downloads,
             delayed_delete=settings.delayed_delete,
             protections=protections,
-            node=settings.node_id,
-            **operations,
-            cache=start_cache(settings.cache, engine, store, tasks),
+            policy=operations["policy"],
         )
         upkeep = Upkeep(
             engine,

@@ -67,6 +67,18 @@ def _mismatch(row: ImageRow, held: int, where: str) -> ServiceUnavailable:
     )
 
 
+async def _window(chunks: AsyncIterator[bytes], first: int, last: int) -> AsyncIterator[bytes]:
+    """The bytes first..last (inclusive) of a stream, still streamed."""
+    offset = 0
+    async for chunk in chunks:
+        end = offset + len(chunk)
+        if end > first and offset <= last:
+            yield chunk[max(first - offset, 0) : last - offset + 1]
+        offset = end
+        if offset > last:
+            return
+
+
 class Downloads:
     """Image data out of its location or the store; one per service process."""
 
@@ -85,13 +97,20 @@ class Downloads:
         self.metrics = metrics
         self.cache = cache  # this node's image cache (issue 16), if enabled
 
-    def stream(self, ctx: Context, row: ImageRow) -> AsyncIterator[bytes]:
-        """The bytes of `row` (which the caller may download) as `ctx` receives them:
-        errors surface on the first chunk, before any is sent."""
-        return self._sent(ctx, row, self.chunks(row))
+    def stream(
+        self, ctx: Context, row: ImageRow, span: tuple[int, int] | None = None
+    ) -> AsyncIterator[bytes]:
+        """The bytes of `row` (which the caller may download) as `ctx` receives them, or
+        those of the inclusive range `span`: errors surface on the first chunk, before any
+        is sent. image.send follows: info when every byte asked for was sent, error when
+        the stream was cut short."""
+        if span is None:
+            return self._sent(ctx, row, self.chunks(row), row.size or 0)
+        first, last = span
+        return self._sent(ctx, row, _window(self.chunks(row), first, last), last - first + 1)
 
     async def _sent(
-        self, ctx: Context, row: ImageRow, chunks: AsyncIterator[bytes]
+        self, ctx: Context, row: ImageRow, chunks: AsyncIterator[bytes], expected: int
     ) -> AsyncIterator[bytes]:
         """Pass `chunks` through, counting them; then image.send (error if cut short)."""
         sent = 0
@@ -103,7 +122,7 @@ class Downloads:
                 yield chunk
         finally:
             payload = events.send_payload(row, ctx, sent)
-            if sent == (row.size or 0):
+            if sent == expected:
                 self.notifier.info(ctx, "image.send", payload)
             else:
                 self.notifier.error(ctx, "image.send", payload)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import NamedTuple
+from typing import Any, Final, NamedTuple
 
 import anyio
 from anyio import CancelScope
@@ -110,6 +110,53 @@ def store_error(error: BaseException) -> BaseException:
     return error
 
 
+def failure_reason(error: BaseException, copy_timeout: float | None = None) -> object:
+    """Why a transfer failed, for its log line and error event: an API or source error's
+    message, a cancelled upload as interrupted; with `copy_timeout`, a copy's time and
+    rate limits by the setting that ended it."""
+    if isinstance(error, ApiError | sources.SourceError):
+        return error.message
+    if not isinstance(error, Exception):  # cancelled: the client went away
+        return "the upload was interrupted"
+    if copy_timeout is not None and isinstance(error, TimeoutError):
+        return f"it took longer than copy_timeout ({copy_timeout:g} s)"
+    if copy_timeout is not None and isinstance(error, copies.CopyTooSlow):
+        return f"{error} (copy_min_rate)"
+    return error
+
+
+def _changed_meanwhile(row: ImageRow) -> ApiError:
+    """v1's answer when activation finds the image no longer `saving`."""
+    if row.deleted:
+        return PreconditionFailed(f"Image {row.id} was deleted during its upload.")
+    return Conflict("Image operation conflicts")
+
+
+Payload = Callable[[str], Awaitable[dict[str, Any]]]  # an image's event payload, by its id
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What one API's data path decides for itself; `Ingest` runs the steps all share.
+
+    The defaults are v1's upload: `queued` -> `saving` -> `active`, or `killed`."""
+
+    name: str = "upload"  # in log lines: "<name> of image <id> failed: ..."
+    start: str = "queued"  # the status data is received in
+    target: str = "active"  # where stored data leaves the image (v2's stage: `uploading`)
+    undo: str = "killed"  # where a failure leaves it; back in `queued` (v2) it has no size
+    busy: str = "Cannot upload to an unqueued image"  # the 409 when it is not in `start`
+    match_record: bool = True  # the data must match the size and checksum the record declares
+    gone: Callable[[ImageRow], ApiError] = _changed_meanwhile  # activation found it changed
+    notify: bool = True  # image.prepare, .upload, .activate and the error event
+    payload: Payload | None = None  # the events' payload (None: v1's, `image_payload`)
+    connect_first: bool = False  # a copy leaves `start` only once its source answered
+
+
+UPLOAD: Final = Flow()
+COPY: Final = Flow(name="copy")
+
+
 async def current(engine: AsyncEngine, image_id: str) -> ImageRow | None:
     """The image's record as it is now, whoever may see it; None if there is none."""
     if not rules.plausible_id(image_id):
@@ -194,16 +241,9 @@ class Ingest:
 
     async def copy_size(self, url: str, declared: int | None) -> int:
         """The size a copy will have: the source's, if it says (§12), else the declared one."""
-        size = await self._probe(url) or declared or 0
-        rules.check_size_cap(size, self.limits.image_size_cap)
-        return size
+        return await self._probe(url) or declared or 0
 
     # -- storing ---------------------------------------------------------------------------
-
-    async def _kill(self, image_id: str) -> None:
-        with CancelScope(shield=True):
-            async with writing(self.engine) as conn:
-                await catalog.transition(conn, image_id, "saving", "killed")
 
     async def discard(self, location: str) -> bool:
         """Remove a blob, even while being cancelled; False (logged) if the store failed."""
@@ -293,13 +333,22 @@ class Ingest:
     # -- uploads ---------------------------------------------------------------------------
 
     async def upload(
-        self, image_id: str, data: Upload, owner: str | None, *, ctx: Context | None = None
+        self,
+        image_id: str,
+        data: Upload,
+        owner: str | None,
+        *,
+        ctx: Context | None = None,
+        flow: Flow = UPLOAD,
     ) -> None:
-        """queued -> saving -> active, or killed with no data left behind."""
-        if not await self.start_saving(image_id):
-            raise Conflict("Cannot upload to an unqueued image")
+        """`flow.start` -> saving -> `flow.target`, or `flow.undo` with no data left behind."""
+        if not await self.begin(image_id, flow.start):
+            raise Conflict(flow.busy)
         with self.transfer("upload"):
-            await self._receive(image_id, data, owner, ctx)
+            if flow.notify:
+                await self.announce(ctx, "image.prepare", image_id, flow)
+            stored = await self._take(image_id, data.chunks, owner, flow, data.length, ctx)
+            await self._finish(image_id, stored, owner, flow, data.length, ctx)
 
     @contextmanager
     def transfer(self, kind: str) -> Iterator[None]:
@@ -313,69 +362,83 @@ class Ingest:
             if gauge is not None:
                 gauge.dec()
 
-    async def _receive(
-        self, image_id: str, data: Upload, owner: str | None, ctx: Context | None
-    ) -> None:
-        if self.notifier.enabled:
-            row = await reloaded(self.engine, image_id)
-            self.notifier.info(ctx, "image.prepare", events.image_payload(row))
+    async def begin(self, image_id: str, start: str = "queued", target: str = "saving") -> bool:
+        """`start` -> `target`, leased to this instance (renewed while this process holds
+        it in `uploading`); False if the image was not in `start`."""
+        async with writing(self.engine) as conn:
+            if not await catalog.transition(conn, image_id, start, target):
+                return False
+            await leases.claim(conn, image_id, self.node, catalog.now())
+        self.uploading.add(image_id)
+        return True
+
+    async def _undo(self, image_id: str, flow: Flow, *statuses: str) -> None:
+        """A failed transfer leaves the image in `flow.undo` (from `saving`, or `statuses`);
+        back in `queued` it has no size, even while being cancelled."""
+        values: dict[str, object] = {"size": None} if flow.undo == "queued" else {}
+        with CancelScope(shield=True):
+            async with writing(self.engine) as conn:
+                for status in statuses or ("saving",):
+                    await catalog.transition(conn, image_id, status, flow.undo, **values)
+
+    async def _take(
+        self,
+        image_id: str,
+        chunks: AsyncIterator[bytes],
+        owner: str | None,
+        flow: Flow,
+        declared: int | None,
+        ctx: Context | None,
+    ) -> Stored:
+        """Reserve quota for and store the data of an image in `saving`; a failure undoes
+        the image (`flow.undo`) and becomes its answer (`store_error`)."""
         try:
-            declared = data.length
-            if declared is None and self.limits.user_storage_quota > 0:
+            if declared is None and flow.match_record and self.limits.user_storage_quota > 0:
                 declared = (await reloaded(self.engine, image_id)).size or None
             reservation = await self.reserve(owner, image_id, declared)
-            stored = await self.store(image_id, data.chunks, reservation)
+            return await self.store(image_id, chunks, reservation)
         except BaseException as error:
-            await self._kill(image_id)
+            await self._undo(image_id, flow)
             if isinstance(error, StoreFull | StoreUnavailable | OSError):
                 self._count_store_error("put")
-            self._notify_failed(ctx, image_id, error)
+            if flow.notify:
+                self.notify_failed(ctx, image_id, error)
             mapped = store_error(error)
             if mapped is error:
                 raise
             raise mapped from error
         finally:
             self.uploading.discard(image_id)
-        try:
-            await self._activate(image_id, stored, owner)
-        except Exception as error:
-            self._notify_failed(ctx, image_id, error)
-            raise
-        if self.notifier.enabled:
-            self._notify_activated(ctx, await reloaded(self.engine, image_id))
 
-    def _notify_failed(self, ctx: Context | None, image_id: str, error: BaseException) -> None:
-        """Glance's error-priority image.upload: a message, not an image."""
-        reason: object = error
-        if isinstance(error, ApiError | sources.SourceError):
-            reason = error.message
-        elif not isinstance(error, Exception):  # cancelled: the client went away
-            reason = "the upload was interrupted"
-        self.notifier.error(
-            ctx, "image.upload", f"Failed to upload image data for image {image_id}: {reason}"
-        )
-
-    def _notify_activated(self, ctx: Context | None, row: ImageRow) -> None:
-        self.notifier.info(ctx, "image.upload", events.image_payload(row))
-        if row.status == "active":
-            self.notifier.info(ctx, "image.activate", events.image_payload(row))
-
-    async def _activate(self, image_id: str, stored: Stored, owner: str | None) -> None:
+    async def _finish(
+        self,
+        image_id: str,
+        stored: Stored,
+        owner: str | None,
+        flow: Flow,
+        declared: int | None,
+        ctx: Context | None,
+    ) -> None:
+        """saving -> `flow.target` with the stored data, in one transaction that checks the
+        owner's storage quota again (its other uploads wait) and what the client declared;
+        a failure removes the data and undoes the image."""
         blob = stored.blob
         quota = self.limits.user_storage_quota
         try:
-            row = await reloaded(self.engine, image_id)
+            rules.check_declared_size(declared, blob.size)
+            row = await reloaded(self.engine, image_id) if flow.match_record else None
             async with writing(self.engine) as conn:
                 if quota > 0:  # again, now the size is known, in the activating transaction
                     await catalog.lock_owner(conn, owner)
                     used = await catalog.storage_usage(conn, owner, exclude=image_id)
                     rules.check_storage_quota(quota, used, blob.size)
-                rules.check_upload_matches(row, blob.size, stored.checksum)
-                activated = await catalog.transition(
+                if row is not None:
+                    rules.check_upload_matches(row, blob.size, stored.checksum)
+                done = await catalog.transition(
                     conn,
                     image_id,
                     "saving",
-                    "active",
+                    flow.target,
                     size=blob.size,
                     checksum=stored.checksum,
                     sha256=stored.sha256,
@@ -384,15 +447,46 @@ class Ingest:
                     os_hash_algo=rules.HASH_ALGO,
                     os_hash_value=stored.os_hash_value,
                 )
-            if not activated:
-                now = await reloaded(self.engine, image_id)
-                if now.deleted:
-                    raise PreconditionFailed(f"Image {image_id} was deleted during its upload.")
-                raise Conflict("Image operation conflicts")
-        except BaseException:
+            if not done:
+                raise flow.gone(await reloaded(self.engine, image_id))
+        except BaseException as error:
             await self.discard(blob.location)
-            await self._kill(image_id)
+            await self._undo(image_id, flow)
+            if flow.notify:
+                self.notify_failed(ctx, image_id, error)
             raise
+        if flow.notify:
+            await self.announce(ctx, "image.upload", image_id, flow, activate=True)
+
+    async def announce(
+        self,
+        ctx: Context | None,
+        event: str,
+        image_id: str,
+        flow: Flow,
+        *,
+        activate: bool = False,
+    ) -> None:
+        """An info-priority image event (with `activate`, image.activate too if it is
+        active), the payload as `flow` shows the image."""
+        if not self.notifier.enabled:
+            return
+        if flow.payload is not None:
+            payload = await flow.payload(image_id)
+        else:
+            payload = events.image_payload(await reloaded(self.engine, image_id))
+        self.notifier.info(ctx, event, payload)
+        if activate and payload["status"] == "active":
+            self.notifier.info(ctx, "image.activate", payload)
+
+    def notify_failed(
+        self, ctx: Context | None, image_id: str, error: BaseException, *, copy: bool = False
+    ) -> None:
+        """Glance's error-priority image.upload: a message, not an image."""
+        reason = failure_reason(error, self.limits.copy_timeout if copy else None)
+        self.notifier.error(
+            ctx, "image.upload", f"Failed to upload image data for image {image_id}: {reason}"
+        )
 
     # -- copies ----------------------------------------------------------------------------
 
@@ -404,92 +498,93 @@ class Ingest:
         return self.copies.acquire(owner)
 
     def start_copy(
-        self, image_id: str, url: str, owner: str | None, slot: Slot, *, ctx: Context | None
+        self,
+        image_id: str,
+        url: str,
+        owner: str | None,
+        slot: Slot,
+        *,
+        ctx: Context | None,
+        flow: Flow = COPY,
     ) -> None:
-        """Copy `url` into the queued image in the background; `slot` is released at its end."""
-        self.tasks.start_soon(partial(self._copy, image_id, url, owner, slot, ctx=ctx))
+        """Copy `url` into the image in the background; `slot` is released at its end."""
+        self.tasks.start_soon(partial(self._copy, image_id, url, owner, slot, ctx=ctx, flow=flow))
 
     def cancel_copy(self, image_id: str) -> None:
         """Stop the copy into a just deleted image, if this process runs it."""
         self.copies.cancel(image_id)
 
     async def _copy(
-        self, image_id: str, url: str, owner: str | None, slot: Slot, *, ctx: Context | None = None
+        self,
+        image_id: str,
+        url: str,
+        owner: str | None,
+        slot: Slot,
+        *,
+        ctx: Context | None,
+        flow: Flow,
     ) -> None:
-        """Background copy-from: queued -> saving -> active, or killed; within
+        """Background copy: `flow.start` -> saving -> `flow.target`, or `flow.undo`; within
         `copy_timeout` and `copy_min_rate`, cancelled by a delete of the image."""
         try:
             with CancelScope() as deleted:
                 self.copies.watch(image_id, deleted)
                 try:
                     with self.transfer("copy"):
-                        await self._copy_data(image_id, url, owner, ctx)
+                        await self._copy_data(image_id, url, owner, ctx, flow)
                 finally:
                     self.copies.forget(image_id)
+                    self.uploading.discard(image_id)
             if deleted.cancelled_caught:
-                log.info("copy of image %s cancelled: the image was deleted", image_id)
+                log.info("%s of image %s cancelled: the image was deleted", flow.name, image_id)
         finally:
             slot.release()
 
     async def _copy_data(
-        self, image_id: str, url: str, owner: str | None, ctx: Context | None
+        self, image_id: str, url: str, owner: str | None, ctx: Context | None, flow: Flow
     ) -> None:
-        if not await self.start_saving(image_id):
+        # a copy-from is `saving` at once; a v2 web-download stays `importing` until its
+        # source answers (a crash meanwhile requeues it: `upkeep.sweep_imports`)
+        if not flow.connect_first and not await self.begin(image_id, flow.start):
             return
         limits = self.limits
+        quiet = replace(flow, notify=False)  # a copy's failure is told once, below
         try:
             with anyio.fail_after(limits.copy_timeout):
-                if self.notifier.enabled:
-                    row = await reloaded(self.engine, image_id)
-                    self.notifier.info(ctx, "image.prepare", events.image_payload(row))
-                declared = (await reloaded(self.engine, image_id)).size or None
-                reservation = await self.reserve(owner, image_id, declared)
+                if flow.notify:
+                    await self.announce(ctx, "image.prepare", image_id, flow)
                 async with sources.open_source(url, self.source_policy) as source:
+                    if flow.connect_first and not await self.begin(image_id, flow.start):
+                        raise Conflict(flow.busy)
                     chunks = copies.paced(
                         source.chunks(),
                         min_rate=limits.copy_min_rate,
                         still_wanted=partial(self._still_saving, image_id),
                     )
-                    stored = await self.store(image_id, chunks, reservation)
-            # the copy's own size wins over a declared one (§12)
-            async with writing(self.engine) as conn:
-                await catalog.update_image(
-                    conn, image_id, {"size": stored.blob.size}, status="saving"
-                )
-            await self._activate(image_id, stored, owner)
-            if self.notifier.enabled:
-                self._notify_activated(ctx, await reloaded(self.engine, image_id))
+                    stored = await self._take(image_id, chunks, owner, quiet, None, None)
+            if flow.match_record:  # the copy's own size wins over a declared one (§12)
+                async with writing(self.engine) as conn:
+                    await catalog.update_image(
+                        conn, image_id, {"size": stored.blob.size}, status="saving"
+                    )
+            await self._finish(image_id, stored, owner, quiet, None, None)
+            if flow.notify:
+                await self.announce(ctx, "image.upload", image_id, flow, activate=True)
         except copies.CopyCancelled:
-            log.info("copy of image %s cancelled: the image was deleted", image_id)
-        except Exception as error:
-            await self._kill(image_id)
+            log.info("%s of image %s cancelled: the image was deleted", flow.name, image_id)
+        except BaseException as error:
+            await self._undo(
+                image_id, flow, *(("saving", flow.start) if flow.connect_first else ())
+            )
+            if not isinstance(error, Exception):
+                raise
             if isinstance(error, StoreFull | StoreUnavailable | OSError):
                 self._count_store_error("put")
-            self._notify_failed(ctx, image_id, error)
-            if isinstance(error, ApiError | sources.SourceError):
-                reason: object = error.message
-            elif isinstance(error, TimeoutError):
-                reason = f"it took longer than copy_timeout ({limits.copy_timeout:g} s)"
-            elif isinstance(error, copies.CopyTooSlow):
-                reason = f"{error} (copy_min_rate)"
-            else:
-                reason = error
-            log.warning("copy of image %s failed: %s", image_id, reason)
-        except BaseException:
-            await self._kill(image_id)
-            raise
-        finally:
-            self.uploading.discard(image_id)
+            if flow.notify:
+                self.notify_failed(ctx, image_id, error, copy=True)
+            reason = failure_reason(error, limits.copy_timeout)
+            log.warning("%s of image %s failed: %s", flow.name, image_id, reason)
 
     async def _still_saving(self, image_id: str) -> bool:
         row = await current(self.engine, image_id)
         return row is not None and row.status == "saving"
-
-    async def start_saving(self, image_id: str) -> bool:
-        """queued -> saving, leased to this instance; False if the image was not queued."""
-        async with writing(self.engine) as conn:
-            if not await catalog.transition(conn, image_id, "queued", "saving"):
-                return False
-            await leases.claim(conn, image_id, self.node, catalog.now())
-        self.uploading.add(image_id)
-        return True

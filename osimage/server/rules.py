@@ -137,11 +137,22 @@ def check_bounds(fields: Mapping[str, Any], properties: Mapping[str, str | None]
             raise BadRequest(f"Property key longer than {MAX_ID_TEXT} characters: {key[:32]}...")
 
 
+FORMATS: Final = ("disk_format", "container_format")
+
+
+def missing_formats(fields: Mapping[str, Any], row: ImageRow | None = None) -> list[str]:
+    """The formats data needs that are neither given now nor already on `row`."""
+    return [
+        n for n in FORMATS if fields.get(n) is None and (row is None or getattr(row, n) is None)
+    ]
+
+
 def require_formats(fields: Mapping[str, Any], row: ImageRow | None = None) -> None:
-    """Data needs both formats, given now or already on `row`."""
-    for name, label in (("disk_format", "Disk"), ("container_format", "Container")):
-        if fields.get(name) is None and (row is None or getattr(row, name) is None):
-            raise BadRequest(f"{label} format is not specified.")
+    """Data needs both formats, given now or already on `row` (v1's words)."""
+    missing = missing_formats(fields, row)
+    if missing:
+        label = missing[0].split("_")[0].capitalize()
+        raise BadRequest(f"{label} format is not specified.")
 
 
 def check_sources(fields: Mapping[str, Any], copy_from: str | None, *, data: bool) -> None:
@@ -155,10 +166,29 @@ def check_sources(fields: Mapping[str, Any], copy_from: str | None, *, data: boo
         raise BadRequest("It's invalid to provide multiple image sources.")
 
 
+class OverCap(Exception):
+    """A declared or probed size above `image_size_cap`; each API answers it in its own
+    words and status (v1 400, v2 413)."""
+
+    def __init__(self, size: int, cap: int) -> None:
+        super().__init__(f"{size} > {cap} bytes")
+        self.size, self.cap = size, cap
+
+
 def check_size_cap(size: int | None, cap: int) -> None:
-    """A declared or probed size above `image_size_cap` is refused before any data moves."""
+    """A declared or probed size above `image_size_cap` is refused before any data moves:
+    raises OverCap."""
     if size is not None and size > cap:
-        raise BadRequest(f"Denying attempt to upload image larger than {cap} bytes.")
+        raise OverCap(size, cap)
+
+
+def check_declared_size(declared: int | None, size: int) -> None:
+    """The data received must be as long as the request said it would be, if it said."""
+    if declared is not None and declared != size:
+        raise BadRequest(
+            f"The image size declared in the request ({declared}) does not match "
+            f"the data received ({size})."
+        )
 
 
 def check_upload_matches(row: ImageRow, size: int, checksum: str) -> None:

@@ -13,14 +13,11 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from anyio.abc import TaskGroup
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from osimage.server import rules, sources
+from osimage.server import rules
 from osimage.server.auth import Context
-from osimage.server.cache import ImageCache
 from osimage.server.copies import Slot
 from osimage.server.db import catalog
 from osimage.server.db.catalog import ImageRow, ListQuery
@@ -29,13 +26,9 @@ from osimage.server.downloads import Downloads
 from osimage.server.errors import BadRequest, Conflict, NotFound
 from osimage.server.ingest import Ingest, Upload, reloaded
 from osimage.server.operations import notifications as events
-from osimage.server.operations.metrics import Metrics
-from osimage.server.operations.notifications import NoNotifier, Notifier
 from osimage.server.operations.policy import Policy, image_target
 from osimage.server.protections import Protections
 from osimage.server.queries import parse_list_query
-from osimage.server.settings import Limits
-from osimage.server.stores.base import BlobStore
 
 _UPDATABLE = (
     "name", "disk_format", "container_format", "min_disk", "min_ram", "virtual_size",
@@ -59,45 +52,20 @@ class ImageService:
 
     def __init__(
         self,
-        engine: AsyncEngine,
-        store: BlobStore,
+        ingest: Ingest,
+        downloads: Downloads,
         *,
-        limits: Limits,
-        source_policy: sources.SourcePolicy,
-        tasks: TaskGroup,
         delayed_delete: bool = False,
         protections: Protections | None = None,
-        node: str = "",
         policy: Policy | None = None,
-        notifier: Notifier | None = None,
-        metrics: Metrics | None = None,
-        cache: ImageCache | None = None,
     ) -> None:
-        self.engine = engine
-        self.store = store
-        self.limits = limits
-        self.source_policy = source_policy
-        self.tasks = tasks
+        self.ingest, self.downloads = ingest, downloads  # the data pipeline, in and out
+        self.engine, self.store, self.limits = ingest.engine, ingest.blobs, ingest.limits
+        self.notifier, self.metrics, self.cache = ingest.notifier, ingest.metrics, downloads.cache
         self.delayed_delete = delayed_delete
         self.protections = protections
         # operations (issue 15): one policy check and one event per action, for both APIs
         self.policy = policy if policy is not None else Policy()
-        self.notifier: Notifier = notifier if notifier is not None else NoNotifier()
-        self.metrics = metrics
-        self.cache = cache  # this node's image cache (issue 16), if enabled
-        self.ingest = Ingest(
-            engine,
-            store,
-            limits=limits,
-            source_policy=source_policy,
-            tasks=tasks,
-            notifier=self.notifier,
-            node=node,
-            metrics=metrics,
-        )
-        self.downloads = Downloads(
-            store, source_policy=source_policy, notifier=self.notifier, metrics=metrics, cache=cache
-        )
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -166,7 +134,22 @@ class ImageService:
         declared = change.data.length if change.data and change.data.length is not None else None
         if declared is None:
             declared = fields.get("size")
-        rules.check_size_cap(declared, self.limits.image_size_cap)
+        self._within_cap(declared)
+
+    def _within_cap(self, size: int | None) -> None:
+        """v1's answer to a size over `image_size_cap`: 400."""
+        try:
+            rules.check_size_cap(size, self.limits.image_size_cap)
+        except rules.OverCap as over:
+            raise BadRequest(
+                f"Denying attempt to upload image larger than {over.cap} bytes."
+            ) from None
+
+    async def _copy_size(self, url: str, declared: int | None) -> int:
+        """The size a copy will have (`Ingest.copy_size`), within the cap."""
+        size = await self.ingest.copy_size(url, declared)
+        self._within_cap(size)
+        return size
 
     async def create(self, ctx: Context, change: Change) -> ImageRow:
         """POST /images: reserve, upload, register a location, or start a copy."""
@@ -200,7 +183,7 @@ class ImageService:
             size = await self.ingest.located_size(location, size)
             status = "active"
         elif change.copy_from is not None:
-            size = await self.ingest.copy_size(change.copy_from, size)
+            size = await self._copy_size(change.copy_from, size)
         elif size == 0 and change.data is None:
             status = "active"
         when = catalog.now()
@@ -283,7 +266,7 @@ class ImageService:
             values["size"] = await self.ingest.located_size(location, fields.get("size"))
             values.update(location=location, location_is_external=True)
         elif change.copy_from is not None:
-            values["size"] = await self.ingest.copy_size(change.copy_from, fields.get("size"))
+            values["size"] = await self._copy_size(change.copy_from, fields.get("size"))
         for name in ("is_public", "protected"):
             if name in values:
                 values[name] = bool(values[name])

@@ -1,5 +1,6 @@
-"""What runs beside the requests: the crash sweep, the scrubber of delayed deletes, and the
-renewal of this process's upload leases (which also ends the uploads of dead instances).
+"""What runs beside the requests: the crash sweep (of uploads and of v2 web-downloads), the
+scrubber of delayed deletes, and the renewal of this process's upload leases (which also
+ends the uploads of dead instances).
 
 Each step changes status only by conditional UPDATEs, so several processes may run them
 at once.
@@ -85,6 +86,40 @@ async def sweep(
             finished,
         )
     return [image_id for image_id, _ in stranded]
+
+
+async def sweep_imports(engine: AsyncEngine, *, lease: float, node: str | None = None) -> list[str]:
+    """Web-downloads a crash stranded in `importing` go back to `queued` (as a failed one).
+
+    `importing` holds no data (the data moves under `saving`, which `sweep`
+    kills). With a `node` (at its start), its own too; else only unleased or stale ones.
+    """
+    now = catalog.now()
+    stale_before = now - timedelta(seconds=lease)
+    requeued: list[str] = []
+    async with writing(engine) as conn:
+        for image_id in await leases.stranded_imports(conn, stale_before, node):
+            if await leases.requeue_import(
+                conn, image_id, now, stale_before=stale_before, node=node
+            ):
+                requeued.append(image_id)
+    if requeued:
+        log.warning(
+            "import sweep: %d stranded web-download(s) back to queued: %s",
+            len(requeued),
+            ", ".join(requeued),
+        )
+    return requeued
+
+
+async def sweep_imports_forever(engine: AsyncEngine, *, lease: float, interval: float) -> None:
+    """`sweep_imports` of stale leases every `interval` seconds until cancelled."""
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await sweep_imports(engine, lease=lease)
+        except Exception:
+            log.exception("import sweep failed")
 
 
 async def scrub(engine: AsyncEngine, store: BlobStore) -> int:

@@ -22,6 +22,9 @@ from osimage.server.errors import (
     TooLarge,
 )
 from osimage.server.ingest import Upload
+from osimage.server.downloads import Downloads
+from osimage.server.ingest import Ingest
+from osimage.server.operations.notifications import NoNotifier
 from osimage.server.service import Change, ImageService
 from osimage.server.settings import Limits
 from osimage.server.sharing import Sharing
@@ -49,13 +52,13 @@ async def service(tmp_path: Path) -> AsyncIterator[ImageService]:
     store = FilesystemStore.from_url((tmp_path / "images").as_uri())
     try:
         async with anyio.create_task_group() as tasks:
-            yield ImageService(
-                engine,
-                store,
-                limits=Limits(image_size_cap=1_000_000),
-                source_policy=SourcePolicy(),
-                tasks=tasks,
+            policy, notifier = SourcePolicy(), NoNotifier()
+            limits = Limits(image_size_cap=1_000_000)
+            ingest = Ingest(
+                engine, store, limits=limits, source_policy=policy, tasks=tasks, notifier=notifier
             )
+            downloads = Downloads(store, source_policy=policy, notifier=notifier)
+            yield ImageService(ingest, downloads)
             tasks.cancel_scope.cancel()
     finally:
         await engine.dispose()

@@ -131,8 +131,25 @@ def test_a_single_source_passes() -> None:
 def test_size_cap() -> None:
     rules.check_size_cap(None, 10)
     rules.check_size_cap(10, 10)
-    with pytest.raises(BadRequest, match="larger than 10 bytes"):
+    with pytest.raises(rules.OverCap) as over:
         rules.check_size_cap(11, 10)
+    assert (over.value.size, over.value.cap) == (11, 10)
+
+
+def test_missing_formats_are_named_in_order() -> None:
+    assert rules.missing_formats({}) == ["disk_format", "container_format"]
+    assert rules.missing_formats({"disk_format": "raw"}) == ["container_format"]
+    assert rules.missing_formats({}, image()) == []
+    assert rules.missing_formats({"container_format": "bare"}, image(disk_format=None)) == [
+        "disk_format"
+    ]
+
+
+def test_the_data_must_be_as_long_as_declared() -> None:
+    rules.check_declared_size(None, 7)  # nothing declared (chunked)
+    rules.check_declared_size(7, 7)
+    with pytest.raises(BadRequest, match=r"declared in the request \(10\) .* received \(5\)"):
+        rules.check_declared_size(10, 5)
 
 
 def test_uploaded_data_must_match_what_was_declared() -> None:

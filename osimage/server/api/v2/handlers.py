@@ -19,7 +19,8 @@ from osimage.server.errors import (
     UnsupportedMediaType,
 )
 from osimage.server.ingest import IDLE_FLUSH, Upload
-from osimage.server.service_v2 import IMPORT_METHODS, ImagesV2, Patch
+from osimage.server.v2 import ImagesV2, Patch
+from osimage.server.v2.schema import IMPORT_METHODS
 
 PATCH_TYPES = (
     "application/openstack-images-v2.0-json-patch",

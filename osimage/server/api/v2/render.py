@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from osimage.server.db.catalog import MemberRow
-from osimage.server.service_v2 import ImageView
+from osimage.server.v2 import ImageView
 
 _NULLABLE_PROPERTIES = ("kernel_id", "ramdisk_id")  # schema-image.json keeps their null
 

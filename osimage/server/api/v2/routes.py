@@ -6,7 +6,7 @@ from __future__ import annotations
 from osimage.server.api.call import Call
 from osimage.server.api.v2 import cache, handlers
 from osimage.server.errors import NotFound, NotImplementedMethod
-from osimage.server.service_v2 import ImagesV2
+from osimage.server.v2 import ImagesV2
 
 _KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
 

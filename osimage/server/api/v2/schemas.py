@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from osimage import wire
-from osimage.server.service_v2 import UUID_PATTERN
+from osimage.server.v2.schema import UUID_PATTERN
 
 _STATUSES = [
     "queued", "saving", "active", "killed", "deleted", "uploading", "importing",

@@ -1,0 +1,69 @@
+"""The data path's pure rules, per API: how v2 words the shared format and size-cap rules,
+and why a failed transfer failed (its log line and error event)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from osimage.server import copies, sources
+from osimage.server.db.catalog import ImageRow
+from osimage.server.errors import BadRequest, Gone, TooLarge
+from osimage.server.ingest import UPLOAD, failure_reason
+from osimage.server.v2 import data
+
+WHEN = datetime(2024, 1, 1)
+
+
+def image(**changes: Any) -> ImageRow:
+    values: dict[str, Any] = dict(
+        id="i1", name=None, status="queued", size=None, virtual_size=None, checksum=None,
+        sha256=None, disk_format="raw", container_format="bare", min_disk=0, min_ram=0,
+        owner="p1", is_public=False, protected=False, deleted=False, created_at=WHEN,
+        updated_at=WHEN, deleted_at=None, location=None, location_is_external=False,
+        visibility="shared",
+    )  # fmt: skip
+    values.update(changes)
+    return ImageRow(**values)
+
+
+def test_v2_names_the_missing_formats() -> None:
+    data.require_formats(image())
+    with pytest.raises(BadRequest, match="^Property container_format must be set prior"):
+        data.require_formats(image(container_format=None))
+    with pytest.raises(BadRequest, match="^Properties disk_format, container_format must"):
+        data.require_formats(image(disk_format=None, container_format=None))
+
+
+def test_v2_answers_the_size_cap_with_413() -> None:
+    data.check_size_cap(None, 10)
+    data.check_size_cap(10, 10)
+    with pytest.raises(TooLarge, match=r"too large: 11 > 10 bytes"):
+        data.check_size_cap(11, 10)
+
+
+def test_the_apis_answer_an_image_gone_during_activation_in_their_own_way() -> None:
+    assert data._gone(image()).status_code == Gone.status_code == 410
+    assert UPLOAD.gone(image(deleted=True)).status_code == 412
+    assert UPLOAD.gone(image(status="killed")).status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("error", "copy_timeout", "reason"),
+    [
+        (BadRequest("too short"), None, "too short"),
+        (sources.SourceError("no route"), 30.0, "no route"),
+        (TimeoutError(), 30.0, "it took longer than copy_timeout (30 s)"),
+        (copies.CopyTooSlow("slow"), 30.0, "slow (copy_min_rate)"),
+        (KeyboardInterrupt(), None, "the upload was interrupted"),
+    ],
+)
+def test_failure_reasons(error: BaseException, copy_timeout: float | None, reason: str) -> None:
+    assert str(failure_reason(error, copy_timeout)) == reason
+
+
+def test_an_upload_names_no_copy_setting() -> None:
+    error = TimeoutError("read timed out")
+    assert failure_reason(error) is error
