@@ -13,6 +13,7 @@ import pytest
 from osimage.server.auth import Context
 from osimage.server.db import catalog
 from osimage.server.db.engine import migrate, open_engine, writing
+from osimage.server.downloads import Downloads
 from osimage.server.errors import (
     BadRequest,
     Conflict,
@@ -21,9 +22,7 @@ from osimage.server.errors import (
     PreconditionFailed,
     TooLarge,
 )
-from osimage.server.ingest import Upload
-from osimage.server.downloads import Downloads
-from osimage.server.ingest import Ingest
+from osimage.server.ingest import Ingest, Upload
 from osimage.server.operations.notifications import NoNotifier
 from osimage.server.service import Change, ImageService
 from osimage.server.settings import Limits

@@ -31,9 +31,9 @@ def image(**changes: Any) -> ImageRow:
 
 def test_v2_names_the_missing_formats() -> None:
     data.require_formats(image())
-    with pytest.raises(BadRequest, match="^Property container_format must be set prior"):
+    with pytest.raises(BadRequest, match=r"^Property container_format must be set prior"):
         data.require_formats(image(container_format=None))
-    with pytest.raises(BadRequest, match="^Properties disk_format, container_format must"):
+    with pytest.raises(BadRequest, match=r"^Properties disk_format, container_format must"):
         data.require_formats(image(disk_format=None, container_format=None))
 
 
