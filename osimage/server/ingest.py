@@ -508,37 +508,34 @@ class Ingest:
         flow: Flow = COPY,
     ) -> None:
         """Copy `url` into the image in the background; `slot` is released at its end."""
-        self.tasks.start_soon(partial(self._copy, image_id, url, owner, slot, ctx=ctx, flow=flow))
+
+        async def copy() -> None:
+            try:
+                await self._copy(image_id, url, owner, ctx, flow)
+            finally:
+                slot.release()
+
+        self.tasks.start_soon(copy)
 
     def cancel_copy(self, image_id: str) -> None:
         """Stop the copy into a just deleted image, if this process runs it."""
         self.copies.cancel(image_id)
 
     async def _copy(
-        self,
-        image_id: str,
-        url: str,
-        owner: str | None,
-        slot: Slot,
-        *,
-        ctx: Context | None,
-        flow: Flow,
+        self, image_id: str, url: str, owner: str | None, ctx: Context | None, flow: Flow
     ) -> None:
         """Background copy: `flow.start` -> saving -> `flow.target`, or `flow.undo`; within
         `copy_timeout` and `copy_min_rate`, cancelled by a delete of the image."""
-        try:
-            with CancelScope() as deleted:
-                self.copies.watch(image_id, deleted)
-                try:
-                    with self.transfer("copy"):
-                        await self._copy_data(image_id, url, owner, ctx, flow)
-                finally:
-                    self.copies.forget(image_id)
-                    self.uploading.discard(image_id)
-            if deleted.cancelled_caught:
-                log.info("%s of image %s cancelled: the image was deleted", flow.name, image_id)
-        finally:
-            slot.release()
+        with CancelScope() as deleted:
+            self.copies.watch(image_id, deleted)
+            try:
+                with self.transfer("copy"):
+                    await self._copy_data(image_id, url, owner, ctx, flow)
+            finally:
+                self.copies.forget(image_id)
+                self.uploading.discard(image_id)
+        if deleted.cancelled_caught:
+            log.info("%s of image %s cancelled: the image was deleted", flow.name, image_id)
 
     async def _copy_data(
         self, image_id: str, url: str, owner: str | None, ctx: Context | None, flow: Flow
