@@ -1,9 +1,9 @@
 """The image lifecycle and authorization (§8-§11): create, update, read, list and delete.
 
 Orchestrates the rules (`rules`), the data pipeline (`ingest`, `downloads`) and the
-catalogue for v1, and gives v2 (`service_v2`) the same parts. Knows no HTTP framework: it
-takes decoded requests and a `Context`, raises `ApiError`s, and changes status only
-through conditional UPDATEs, so two writers cannot both win.
+catalogue for v1, and gives v2 (`osimage.server.v2`) the same parts. Knows no HTTP
+framework: it takes decoded requests and a `Context`, raises `ApiError`s, and changes
+status only through conditional UPDATEs, so two writers cannot both win.
 """
 
 from __future__ import annotations
