@@ -39,6 +39,7 @@ def schema_error(detail: str) -> BadRequest:
 
 
 def is_reserved(key: str) -> bool:
+    """Keys no client may set: the locations and `os_glance*` (Glance's own)."""
     return key in RESERVED or key.startswith("os_glance")
 
 
@@ -85,4 +86,5 @@ def check_value(key: str, value: Any) -> None:
 
 
 def unique(tags: list[str]) -> list[str]:
+    """The tags without repeats, in their first order."""
     return list(dict.fromkeys(tags))
