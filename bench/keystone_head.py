@@ -19,9 +19,8 @@ from pathlib import Path
 
 import httpx
 
-from bench._support import request_rate
-from osimage.wire import PREFIX
-from tests.support.server import Server, start_server
+from bench._support import request_rate, upload_image
+from tests.support.server import start_server
 
 TARGET = 0.8
 
@@ -48,22 +47,6 @@ def keystone_token() -> str:
     return resp.headers["X-Subject-Token"]
 
 
-def create_image(server: Server, token: str) -> str:
-    headers = {
-        "X-Auth-Token": token,
-        "Content-Type": "application/octet-stream",
-        PREFIX + "name": "bench-head",
-        PREFIX + "disk_format": "raw",
-        PREFIX + "container_format": "bare",
-    }
-    with httpx.Client(trust_env=False, timeout=30) as client:
-        resp = client.post(f"{server.url}/v1/images", headers=headers, content=b"x" * 1024)
-    if resp.status_code != 201:
-        raise SystemExit(f"creating the image failed: {resp.status_code} {resp.text}")
-    image_id: str = resp.json()["image"]["id"]
-    return image_id
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one round")
@@ -83,7 +66,9 @@ def main() -> int:
                 "tokens": (tokens, "alice-token"),
                 "keystone": (keystone, ks_token),
             }
-            images = {mode: create_image(srv, token) for mode, (srv, token) in modes.items()}
+            images = {
+                mode: upload_image(srv, "bench-head", token) for mode, (srv, token) in modes.items()
+            }
             best = dict.fromkeys(modes, 0.0)
             for round_ in range(1, args.rounds + 1):
                 for mode, (srv, token) in modes.items():

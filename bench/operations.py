@@ -20,25 +20,15 @@ from pathlib import Path
 
 import httpx
 
-from bench._support import request_rate
-from osimage.wire import PREFIX
+from bench._support import request_rate, upload_image
 from tests.support.server import Server, start_server
 
 TARGET = 0.9  # within the noise of a shared machine: "no more than a HEAD"
 
 
 def create_image(server: Server) -> str:
-    headers = {
-        "Content-Type": "application/octet-stream",
-        PREFIX + "name": "bench-ops",
-        PREFIX + "disk_format": "raw",
-        PREFIX + "container_format": "bare",
-    }
+    image_id = upload_image(server, "bench-ops")
     with httpx.Client(trust_env=False, timeout=30) as client:
-        resp = client.post(f"{server.url}/v1/images", headers=headers, content=b"x" * 1024)
-        if resp.status_code != 201:
-            raise SystemExit(f"creating the image failed: {resp.status_code} {resp.text}")
-        image_id: str = resp.json()["image"]["id"]
         for path in ("/v1/images", "/v1/images/detail", f"/v1/images/{image_id}", "/nowhere"):
             client.get(f"{server.url}{path}")  # some series for /metrics to render
     return image_id
