@@ -9,6 +9,7 @@ collects them).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import platform
@@ -24,8 +25,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
+from osimage.wire import PREFIX
 from tests.support.server import Server, start_server
 
 MIB = 1024 * 1024
@@ -81,6 +84,15 @@ def judged(
 
 def add_json_argument(parser: Any) -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+
+
+def add_load_arguments(parser: Any) -> None:
+    """The options of the request-rate benchmarks: catalogue size and the load's rounds."""
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--python-generator", action="store_true", help="do not use wrk")
 
 
 def write_figures(path: Path | None, figures: list[Figure]) -> None:
@@ -213,6 +225,62 @@ def start_bench_server(base: Path, *args: str) -> Server:
     if "--store" not in chosen:
         chosen += ["--store", (data / "images").as_uri()]
     return start_server(base, *chosen)
+
+
+def request_rate(
+    server: Server,
+    method: str,
+    path: str,
+    seconds: float,
+    threads: int,
+    headers: dict[str, str] | None = None,
+) -> float:
+    """Requests per second that `threads` keep-alive clients get in `seconds`; exits on the
+    first answer that is not 200."""
+    counts = [0] * threads
+    failures: list[str] = []
+    stop = time.monotonic() + seconds
+
+    def client(slot: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        try:
+            while time.monotonic() < stop:
+                conn.request(method, path, headers=headers or {})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    failures.append(f"{method} {path} answered {resp.status}")
+                    return
+                counts[slot] += 1
+        finally:
+            conn.close()
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if failures:
+        raise SystemExit(failures[0])
+    return sum(counts) / (time.monotonic() - started)
+
+
+def upload_image(server: Server, name: str, token: str | None = None) -> str:
+    """The id of a new 1 KiB raw/bare image uploaded through v1; exits if that fails."""
+    headers = {
+        "Content-Type": "application/octet-stream",
+        PREFIX + "name": name,
+        PREFIX + "disk_format": "raw",
+        PREFIX + "container_format": "bare",
+        **({"X-Auth-Token": token} if token else {}),
+    }
+    with httpx.Client(trust_env=False, timeout=30) as client:
+        resp = client.post(f"{server.url}/v1/images", headers=headers, content=b"x" * 1024)
+    if resp.status_code != 201:
+        raise SystemExit(f"creating the image failed: {resp.status_code} {resp.text}")
+    image_id: str = resp.json()["image"]["id"]
+    return image_id
 
 
 def database_path(server: Server) -> Path:

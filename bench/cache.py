@@ -33,7 +33,7 @@ from bench._support import GIB, MIB, Figure, add_json_argument, judged, print_ta
 from bench.transfer import machine_limit, write_source
 from tests.support.backends import store_space, swift_aio_env
 from tests.support.server import Server, start_server
-from tests.support.store_proxy import StoreProxy
+from tests.support.tcp_proxy import TcpProxy
 
 SECTION = "cache"
 SPEEDUP_TARGET = 2.0
@@ -166,7 +166,7 @@ def measure(base: Path, kind: str, size: int, concurrent: int, limit: float) -> 
 
     # 2. 16 concurrent first downloads, the store behind a counting proxy
     host, _, port = origin.partition(":")
-    proxy = StoreProxy(host, int(port))
+    proxy = TcpProxy(host, int(port)).start()
     store, variables, get_line, drop = _store(kind, env, f"127.0.0.1:{proxy.port}")
     small = base / "concurrent.raw"
     small_md5 = write_source(small, concurrent)
@@ -176,10 +176,10 @@ def measure(base: Path, kind: str, size: int, concurrent: int, limit: float) -> 
     )  # fmt: skip
     try:
         image_id = _upload(server, small)
-        proxy.watch(get_line + image_id)
+        proxy.watch(f"{get_line}{image_id}".encode())
         with ThreadPoolExecutor(CLIENTS) as pool:
             results = list(pool.map(lambda _: _download(server, image_id), range(CLIENTS)))
-        reads = proxy.count(get_line + image_id)
+        reads = proxy.count(f"{get_line}{image_id}".encode())
     finally:
         server.close()
         drop()

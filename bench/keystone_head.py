@@ -12,18 +12,15 @@ mode counts. With the validation cache working, keystone mode should reach at le
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import httpx
 
-from osimage.wire import PREFIX
-from tests.support.server import Server, start_server
+from bench._support import request_rate, upload_image
+from tests.support.server import start_server
 
 TARGET = 0.8
 
@@ -50,53 +47,6 @@ def keystone_token() -> str:
     return resp.headers["X-Subject-Token"]
 
 
-def create_image(server: Server, token: str) -> str:
-    headers = {
-        "X-Auth-Token": token,
-        "Content-Type": "application/octet-stream",
-        PREFIX + "name": "bench-head",
-        PREFIX + "disk_format": "raw",
-        PREFIX + "container_format": "bare",
-    }
-    with httpx.Client(trust_env=False, timeout=30) as client:
-        resp = client.post(f"{server.url}/v1/images", headers=headers, content=b"x" * 1024)
-    if resp.status_code != 201:
-        raise SystemExit(f"creating the image failed: {resp.status_code} {resp.text}")
-    image_id: str = resp.json()["image"]["id"]
-    return image_id
-
-
-def head_rate(server: Server, image_id: str, token: str, seconds: float, threads: int) -> float:
-    """HEAD requests per second that `threads` keep-alive clients get in `seconds`."""
-    counts = [0] * threads
-    failures: list[str] = []
-    stop = time.monotonic() + seconds
-
-    def client(slot: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        try:
-            while time.monotonic() < stop:
-                conn.request("HEAD", f"/v1/images/{image_id}", headers={"X-Auth-Token": token})
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status != 200:
-                    failures.append(f"HEAD answered {resp.status}")
-                    return
-                counts[slot] += 1
-        finally:
-            conn.close()
-
-    started = time.monotonic()
-    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    if failures:
-        raise SystemExit(failures[0])
-    return sum(counts) / (time.monotonic() - started)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one round")
@@ -116,11 +66,20 @@ def main() -> int:
                 "tokens": (tokens, "alice-token"),
                 "keystone": (keystone, ks_token),
             }
-            images = {mode: create_image(srv, token) for mode, (srv, token) in modes.items()}
+            images = {
+                mode: upload_image(srv, "bench-head", token) for mode, (srv, token) in modes.items()
+            }
             best = dict.fromkeys(modes, 0.0)
             for round_ in range(1, args.rounds + 1):
                 for mode, (srv, token) in modes.items():
-                    rate = head_rate(srv, images[mode], token, args.seconds, args.threads)
+                    rate = request_rate(
+                        srv,
+                        "HEAD",
+                        f"/v1/images/{images[mode]}",
+                        args.seconds,
+                        args.threads,
+                        {"X-Auth-Token": token},
+                    )
                     best[mode] = max(best[mode], rate)
                     print(f"round {round_} {mode:8} {rate:8.0f} HEAD/s")
         finally:

@@ -14,67 +14,24 @@ at least TARGET.
 from __future__ import annotations
 
 import argparse
-import http.client
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import httpx
 
-from osimage.wire import PREFIX
+from bench._support import request_rate, upload_image
 from tests.support.server import Server, start_server
 
 TARGET = 0.9  # within the noise of a shared machine: "no more than a HEAD"
 
 
 def create_image(server: Server) -> str:
-    headers = {
-        "Content-Type": "application/octet-stream",
-        PREFIX + "name": "bench-ops",
-        PREFIX + "disk_format": "raw",
-        PREFIX + "container_format": "bare",
-    }
+    image_id = upload_image(server, "bench-ops")
     with httpx.Client(trust_env=False, timeout=30) as client:
-        resp = client.post(f"{server.url}/v1/images", headers=headers, content=b"x" * 1024)
-        if resp.status_code != 201:
-            raise SystemExit(f"creating the image failed: {resp.status_code} {resp.text}")
-        image_id: str = resp.json()["image"]["id"]
         for path in ("/v1/images", "/v1/images/detail", f"/v1/images/{image_id}", "/nowhere"):
             client.get(f"{server.url}{path}")  # some series for /metrics to render
     return image_id
-
-
-def rate(server: Server, method: str, path: str, seconds: float, threads: int) -> float:
-    """Requests per second that `threads` keep-alive clients get in `seconds`."""
-    counts = [0] * threads
-    failures: list[str] = []
-    stop = time.monotonic() + seconds
-
-    def client(slot: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        try:
-            while time.monotonic() < stop:
-                conn.request(method, path)
-                resp = conn.getresponse()
-                resp.read()
-                if resp.status != 200:
-                    failures.append(f"{method} {path} answered {resp.status}")
-                    return
-                counts[slot] += 1
-        finally:
-            conn.close()
-
-    started = time.monotonic()
-    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    if failures:
-        raise SystemExit(failures[0])
-    return sum(counts) / (time.monotonic() - started)
 
 
 def main() -> int:
@@ -101,7 +58,7 @@ def main() -> int:
             best = dict.fromkeys(kinds, 0.0)
             for round_ in range(1, args.rounds + 1):
                 for kind, (srv, method, path) in kinds.items():
-                    got = rate(srv, method, path, args.seconds, args.threads)
+                    got = request_rate(srv, method, path, args.seconds, args.threads)
                     best[kind] = max(best[kind], got)
                     print(f"round {round_} {kind:28} {got:8.0f} req/s")
         finally:

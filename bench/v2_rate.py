@@ -19,6 +19,7 @@ from bench._loadgen import Load, load, wrk_available
 from bench._support import (
     Figure,
     add_json_argument,
+    add_load_arguments,
     judged,
     print_table,
     seed_catalogue,
@@ -32,11 +33,7 @@ TARGET = 0.9
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench v2_rate", description=__doc__)
-    parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of one round")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--python-generator", action="store_true", help="do not use wrk")
+    add_load_arguments(parser)
     add_json_argument(parser)
     args = parser.parse_args(argv)
     use_wrk = wrk_available() and not args.python_generator

@@ -58,13 +58,6 @@ def image_record(image: Image, human: bool = False) -> dict[str, Any]:
     return record
 
 
-def _state(ctx: click.Context) -> CliState:
-    state = ctx.find_object(CliState)
-    if state is None:  # invoked without main(): e.g. from click's test runner
-        state = ctx.ensure_object(CliState)
-    return state
-
-
 def _metadata_options(func: Any) -> Any:
     """The metadata flags shared by create and update (glance image-create/update)."""
     options = [
@@ -94,14 +87,19 @@ def _metadata_options(func: Any) -> Any:
     return func
 
 
-def _fields(options: Mapping[str, Any]) -> dict[str, Any]:
+def _metadata(
+    options: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, str], str | None, bool | None]:
+    """What the `_metadata_options` flags gave: the image's fields (by attribute name),
+    its custom properties, --file and --progress."""
     names = {
         "name": "name", "disk_format": "disk_format", "container_format": "container_format",
         "owner": "owner", "size": "size", "min_disk": "min_disk", "min_ram": "min_ram",
         "location": "location", "copy_from": "copy_from", "checksum": "checksum",
         "is_public": "is_public", "protected": "is_protected",
     }  # fmt: skip
-    return {attr: options[opt] for opt, attr in names.items() if options.get(opt) is not None}
+    fields = {attr: options[opt] for opt, attr in names.items() if options.get(opt) is not None}
+    return fields, dict(options["properties"]), options["file"], options["progress"]
 
 
 class _Source:
@@ -200,7 +198,7 @@ def list_images(
     **filters: Any,
 ) -> None:
     """List the images you can see, newest first."""
-    state = _state(ctx)
+    state = CliState.of(ctx)
     query: dict[str, Any] = {k: v for k, v in filters.items() if v is not None}
     if property_filter:
         query["properties"] = dict(property_filter)
@@ -229,7 +227,7 @@ def show_image(
     ctx: click.Context, image_ref: str, fmt: str, columns: tuple[str, ...], human_readable: bool
 ) -> None:
     """Show an image's metadata (IMAGE is an id or a name)."""
-    state = _state(ctx)
+    state = CliState.of(ctx)
     found = state.find_image(image_ref)
     if found.status is None or found.created_at is None:
         found = state.proxy.get_image(found)
@@ -251,9 +249,6 @@ def create_image(
     ctx: click.Context,
     /,
     image_id: str | None,
-    file: str | None,
-    properties: tuple[tuple[str, str], ...],
-    progress: bool | None,
     skip_identical: bool,
     wait: bool,
     fmt: str,
@@ -262,11 +257,10 @@ def create_image(
     **options: Any,
 ) -> None:
     """Create an image: reserve it, upload --file, or register --location / --copy-from."""
-    state = _state(ctx)
-    fields = _fields(options)
+    state = CliState.of(ctx)
+    fields, props, file, progress = _metadata(options)
     if image_id is not None:
         fields["id"] = image_id
-    props = dict(properties)
     if file is not None and ("location" in fields or "copy_from" in fields):
         raise UserError("give one source: --file, --location or --copy-from")
     if "location" in fields and "copy_from" in fields:
@@ -316,9 +310,6 @@ def update_image(
     ctx: click.Context,
     /,
     image_ref: str,
-    file: str | None,
-    properties: tuple[tuple[str, str], ...],
-    progress: bool | None,
     purge_props: bool,
     fmt: str,
     columns: tuple[str, ...],
@@ -326,8 +317,8 @@ def update_image(
     **options: Any,
 ) -> None:
     """Change an image's metadata, or upload --file into a queued image."""
-    state = _state(ctx)
-    fields = _fields(options)
+    state = CliState.of(ctx)
+    fields, properties, file, progress = _metadata(options)
     if not fields and not properties and not purge_props and file is None:
         raise UserError("nothing to update: give at least one option (see --help)")
     found = state.find_image(image_ref)
@@ -336,7 +327,7 @@ def update_image(
     updated = found
     if fields or properties or purge_props:
         if properties or purge_props:
-            fields["properties"] = dict(properties)
+            fields["properties"] = properties
         updated = proxy.update_image(found.id, purge_props=purge_props, **fields)
     if file is not None:
         if updated.status not in (None, "queued"):
@@ -357,7 +348,7 @@ def delete_image(ctx: click.Context, image_refs: tuple[str, ...]) -> None:
     """Delete images (each IMAGE an id or a name)."""
     from osimage.cli.state import explain
 
-    state = _state(ctx)
+    state = CliState.of(ctx)
     failed = 0
     for ref in image_refs:
         try:
@@ -395,7 +386,7 @@ def download_image(
     from osimage import transfer
     from osimage.cli import progress as bars
 
-    state = _state(ctx)
+    state = CliState.of(ctx)
     to_stdout = file in (None, "-")
     if to_stdout and sys.stdout.isatty():
         raise UserError("refusing to write image data to a terminal: pass --file PATH or redirect")
@@ -437,7 +428,7 @@ def shared(
     """List the images shared with a project (by default, with yours)."""
     from osimage import exceptions
 
-    state = _state(ctx)
+    state = CliState.of(ctx)
     try:
         entries = state.proxy.shared_images(member)
     except exceptions.InvalidRequest:

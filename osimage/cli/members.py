@@ -8,11 +8,6 @@ from osimage.cli.output import output_options, print_list, print_record
 from osimage.cli.state import CliState
 
 
-def _state(ctx: click.Context) -> CliState:
-    state = ctx.find_object(CliState)
-    return state if state is not None else ctx.ensure_object(CliState)
-
-
 def _image_id(state: CliState, ref: str) -> str:
     found = state.find_image(ref)
     assert found.id is not None
@@ -32,7 +27,7 @@ def list_members(
     ctx: click.Context, image_ref: str, fmt: str, columns: tuple[str, ...], human_readable: bool
 ) -> None:
     """List the projects IMAGE (an id or a name) is shared with."""
-    state = _state(ctx)
+    state = CliState.of(ctx)
     entries = state.proxy.members(_image_id(state, image_ref))
     rows = [e.to_dict() for e in entries]
     print_list(rows, ("image_id", "member_id", "can_share"), fmt, columns)
@@ -54,7 +49,7 @@ def add_member(
     human_readable: bool,
 ) -> None:
     """Share IMAGE with project MEMBER (or change its --can-share)."""
-    state = _state(ctx)
+    state = CliState.of(ctx)
     added = state.proxy.add_member(_image_id(state, image_ref), member_id, can_share)
     print_record(added.to_dict(), fmt, columns)
 
@@ -65,5 +60,5 @@ def add_member(
 @click.pass_context
 def delete_member(ctx: click.Context, image_ref: str, member_id: str) -> None:
     """Stop sharing IMAGE with project MEMBER."""
-    state = _state(ctx)
+    state = CliState.of(ctx)
     state.proxy.remove_member(_image_id(state, image_ref), member_id, ignore_missing=False)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
+    import click
+
     from osimage.connection import Connection
     from osimage.image.v1._proxy import Proxy
     from osimage.image.v1.image import Image
@@ -68,6 +70,13 @@ class CliState:
             cloud = settings.pop("cloud", None)
             self._connection = Connection(cloud, **settings)
         return self._connection
+
+    @classmethod
+    def of(cls, ctx: click.Context) -> CliState:
+        """The state `main()` put in `ctx`, or a fresh one when a command runs without it
+        (e.g. from click's test runner)."""
+        state = ctx.find_object(cls)
+        return state if state is not None else ctx.ensure_object(cls)
 
     @property
     def proxy(self) -> Proxy:

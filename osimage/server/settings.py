@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from osimage.wire import strict_flag
@@ -503,6 +503,16 @@ def _group(cls: type[_Group], settings: Settings) -> _Group:
     return cls(**{item.name: getattr(settings, item.metadata["row"]) for item in fields(cls)})
 
 
+class _Grouped(Generic[_Group]):
+    """A `Settings` attribute that reads one group (`Limits`, `CacheOptions`, ...) off its rows."""
+
+    def __init__(self, cls: type[_Group]) -> None:
+        self._cls = cls
+
+    def __get__(self, settings: Settings, owner: type[Settings]) -> _Group:
+        return _group(self._cls, settings)
+
+
 @dataclass(frozen=True)
 class Limits:
     """The limits group: what one request, image, project or copy may hold."""
@@ -695,30 +705,16 @@ class Settings:
         """The `<scheme>_*` rows of the configured store, by option name (unset ones left out)."""
         return store_options(urlsplit(self.store).scheme, self)
 
-    @property
-    def limits(self) -> Limits:
-        return _group(Limits, self)
+    limits = _Grouped(Limits)
+    cache = _Grouped(CacheOptions)
+    healthcheck = _Grouped(HealthOptions)
+    metrics = _Grouped(MetricsOptions)
+    notifications = _Grouped(NotificationOptions)
 
     @property
     def keystone(self) -> KeystoneOptions:
         """Raises ValueError without a Keystone URL."""
         return KeystoneOptions.from_settings(self)
-
-    @property
-    def cache(self) -> CacheOptions:
-        return _group(CacheOptions, self)
-
-    @property
-    def healthcheck(self) -> HealthOptions:
-        return _group(HealthOptions, self)
-
-    @property
-    def metrics(self) -> MetricsOptions:
-        return _group(MetricsOptions, self)
-
-    @property
-    def notifications(self) -> NotificationOptions:
-        return _group(NotificationOptions, self)
 
     @classmethod
     def load(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 
 from tests.e2e.api_client import Api, Response, md5, meta, unique
 from tests.e2e.conftest import SIZE_CAP
+from tests.support.polling import wait_until
 from tests.support.server import Server
 
 pytestmark = pytest.mark.e2e
@@ -24,15 +24,6 @@ DATA = b"*" * 5120
 def stored_files(server: Server, image_id: str) -> list[Path]:
     """Files under the server's data dir whose name mentions the image (partials too)."""
     return [p for p in server.data_dir.rglob("*") if p.is_file() and image_id in p.name]
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 def status_of(api: Api, image_id: str) -> str | None:

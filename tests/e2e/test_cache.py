@@ -26,7 +26,7 @@ import pytest
 from tests.e2e.api_client import OCTETS, Api, meta
 from tests.support.backends import require_service, store_space, swift_aio_env
 from tests.support.server import Server, start_server
-from tests.support.store_proxy import StoreProxy
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 MIB = 1024 * 1024
@@ -38,7 +38,7 @@ class Node:
 
     server: Server
     api: Api
-    proxy: StoreProxy
+    proxy: TcpProxy
     kind: str
     space: str  # container or bucket
     cache_dir: Path
@@ -81,10 +81,10 @@ class Node:
         self.proxy.watch(self.get_line(image_id))
         return image_id
 
-    def get_line(self, image_id: str) -> str:
+    def get_line(self, image_id: str) -> bytes:
         if self.kind == "swift":
-            return f"GET /v1/AUTH_test/{self.space}/{image_id} "
-        return f"GET /{self.space}/{image_id}"
+            return f"GET /v1/AUTH_test/{self.space}/{image_id} ".encode()
+        return f"GET /{self.space}/{image_id}".encode()
 
     def store_reads(self, image_id: str) -> int:
         return self.proxy.count(self.get_line(image_id))
@@ -125,7 +125,7 @@ def start_node(tmp_path: Path, kind: str, *args: str) -> Node:
     env = swift_aio_env()
     require_service(bool(env), "no Swift/S3 on loopback (shared/services/swift-aio start)")
     target = urlsplit(env["ST_AUTH"])
-    proxy = StoreProxy(target.hostname or "127.0.0.1", target.port or 80)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80).start()
     throwaway = store_space(kind)  # removed again when the server is closed
     space = throwaway.url.split("://", 1)[1].split("?", 1)[0]
     server_env = dict(throwaway.env)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.test_uploads import status_of, stored_bytes, wait_until
+from tests.hostile.test_uploads import status_of, stored_bytes
 from tests.support.http import request
+from tests.support.polling import wait_until
 from tests.support.server import Server, start_server
 from tests.support.source import Script, Source, serve_source
 from tests.support.stored import store_kind, stored_for

@@ -20,10 +20,10 @@ from tests.hostile.test_uploads import (
     send_chunk,
     status_of,
     stored_bytes,
-    wait_until,
 )
 from tests.support.http import request
 from tests.support.mounts import read_only
+from tests.support.polling import wait_until
 from tests.support.server import Server, free_port, start_server
 from tests.support.source import serve_source
 from tests.support.stored import store_kind, stored_for

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.hostile.test_copies import SLOW, copy, image_id_of
-from tests.hostile.test_uploads import MiB, open_put, reserve, status_of, wait_until
+from tests.hostile.test_uploads import MiB, open_put, reserve, status_of
 from tests.support.backends import (
     create_database,
     postgres_available,
@@ -22,6 +22,7 @@ from tests.support.backends import (
     swift_aio_env,
 )
 from tests.support.http import request
+from tests.support.polling import wait_until
 from tests.support.server import Server, tokens_file
 from tests.support.source import Source, serve_source
 from tests.support.stored import stored_for

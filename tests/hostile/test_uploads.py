@@ -7,8 +7,7 @@ import contextlib
 import json
 import os
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -16,21 +15,13 @@ import pytest
 
 from tests.support.http import request
 from tests.support.mounts import read_only, small_tmpfs
+from tests.support.polling import wait_until as wait_until  # the v2 hostile tests take it from here
 from tests.support.server import Server, start_server
 from tests.support.stored import store_kind, stored_for, stored_names
 
 pytestmark = pytest.mark.e2e
 
 MiB = 1024 * 1024
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 def reserve(server: Server, token: str | None = None) -> str:

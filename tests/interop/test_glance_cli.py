@@ -53,9 +53,23 @@ class Run:
 def glance(
     target: Target, *args: str, tty_out: bool = False, check: bool = True, stdin: Path | None = None
 ) -> Run:
+    return run_glance("1", target, *args, tty_out=tty_out, check=check, stdin=stdin)
+
+
+def run_glance(
+    api: str,
+    target: Target,
+    *args: str,
+    token: str | None = None,
+    tty_out: bool = False,
+    check: bool = True,
+    stdin: Path | None = None,
+) -> Run:
+    """`glance --os-image-api-version <api> ...` against `target` (its token unless `token`),
+    standard input a terminal unless `stdin` is given; `check`: assert it succeeded."""
     cmd = [
-        GLANCE, "--os-image-api-version", "1",
-        "--os-image-url", target.server.url, "--os-auth-token", target.token, *args,
+        GLANCE, "--os-image-api-version", api,
+        "--os-image-url", target.server.url, "--os-auth-token", token or target.token, *args,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
     env["PYTHONIOENCODING"] = "utf-8"

@@ -8,46 +8,22 @@ terminal, and `--progress` calls get a terminal on standard output too.
 from __future__ import annotations
 
 import json
-import os
-import pty
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.interop.helpers import Sources, Target, md5, payload, poll, unique
-from tests.interop.test_glance_cli import GLANCE, Run, _on_terminal
+from tests.interop.test_glance_cli import Run, run_glance
 
 pytestmark = pytest.mark.e2e
 
 FORMATS = ["--disk-format", "raw", "--container-format", "bare"]
 
 
-def glance(target: Target, *args: str, token: str | None = None, tty_out: bool = False,
-           check: bool = True) -> Run:  # fmt: skip
-    cmd = [
-        GLANCE, "--os-image-api-version", "2",
-        "--os-image-url", target.server.url, "--os-auth-token", token or target.token, *args,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-    env["PYTHONIOENCODING"] = "utf-8"
-    master, slave = pty.openpty()
-    try:
-        if tty_out:
-            run = _on_terminal(cmd, master, slave, env)
-        else:
-            with open(slave, closefd=False) as feed:
-                done = subprocess.run(
-                    cmd, stdin=feed, capture_output=True, env=env, timeout=120, check=False
-                )
-            run = Run(done.returncode, done.stdout.decode(), done.stderr.decode())
-    finally:
-        os.close(master)
-        if not tty_out:
-            os.close(slave)
-    if check:
-        assert run.returncode == 0, (args, run)
-    return run
+def glance(
+    target: Target, *args: str, token: str | None = None, tty_out: bool = False, check: bool = True
+) -> Run:
+    return run_glance("2", target, *args, token=token, tty_out=tty_out, check=check)
 
 
 def show(target: Target, image_id: str) -> dict[str, str]:

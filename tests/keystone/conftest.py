@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from tests.conftest import require_service
-from tests.keystone.proxy import TcpProxy
 from tests.support.server import Server, start_server
+from tests.support.tcp_proxy import TcpProxy
 
 HOW = 'run e=$(shared/services/keystone-aio start); eval "$e"'
 SERVICE_VARIABLES = (

@@ -35,8 +35,8 @@ from osimage.connection import Connection, versioned_endpoint
 from tests.conftest import require_service
 from tests.e2e.api_client import unique
 from tests.keystone.conftest import Keystone, start_keystone_server
-from tests.keystone.proxy import TcpProxy
 from tests.support.server import Server, free_port
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.keystone, pytest.mark.e2e]
 

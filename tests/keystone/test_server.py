@@ -18,8 +18,8 @@ import pytest
 from tests.e2e.api_client import Api, meta, unique
 from tests.e2e.isolation_matrix import EXPECTED, KINDS, OPERATIONS
 from tests.keystone.conftest import Keystone, Login, start_keystone_server
-from tests.keystone.proxy import TcpProxy
 from tests.support.server import Server, start_server
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.keystone, pytest.mark.e2e]
 

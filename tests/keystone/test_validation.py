@@ -14,7 +14,7 @@ from osimage.server.auth import Unauthorized
 from osimage.server.auth.keystone import AuthUnavailable, KeystoneAuthenticator
 from osimage.server.settings import KeystoneOptions, Settings
 from tests.keystone.conftest import VALIDATION, Keystone
-from tests.keystone.proxy import TcpProxy
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.keystone]
 

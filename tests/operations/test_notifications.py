@@ -6,28 +6,19 @@ it (``<topic>.info``, ``<topic>.error``) with kombu, then deletes them.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import socket
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from kombu.connection import Connection
-from kombu.entity import Queue
 
-from tests.conftest import require_service
 from tests.e2e.api_client import Api, meta, unique
+from tests.support.broker import consume
 from tests.support.server import Server, free_port, start_server
 
 pytestmark = pytest.mark.e2e
 
-BROKER = "amqp://guest:guest@127.0.0.1:5672//"
-TRANSPORT = "rabbit://guest:guest@127.0.0.1:5672/"
 IMAGE_FIELDS = {
     "id", "name", "status", "created_at", "updated_at", "min_disk", "min_ram", "protected",
     "checksum", "owner", "disk_format", "container_format", "size", "virtual_size",
@@ -36,66 +27,6 @@ IMAGE_FIELDS = {
 MEMBER_FIELDS = {
     "image_id", "member_id", "status", "created_at", "updated_at", "deleted", "deleted_at"
 }  # fmt: skip
-
-
-def _rabbit_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture
-def topic() -> Iterator[str]:
-    yield from own_topic()
-
-
-def own_topic() -> Iterator[str]:
-    """A topic of the caller's own; its queues are deleted when the caller is done."""
-    require_service(_rabbit_up(), "no RabbitMQ on 127.0.0.1:5672")
-    name = f"osimage-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    with Connection(BROKER) as conn:
-        for priority in ("info", "error"):
-            # a queue never declared (nothing sent at that priority) closes the channel
-            with conn.channel() as channel, contextlib.suppress(Exception):
-                Queue(f"{name}.{priority}", channel=channel, no_declare=True).delete()
-
-
-def consume(topic: str, priority: str, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
-    """The next `count` notifications of `topic` at `priority`, in the order sent."""
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    with Connection(BROKER) as conn:
-        while len(got) < count and time.monotonic() < deadline:
-            with conn.channel() as channel:
-                queue = Queue(f"{topic}.{priority}", channel=channel, no_declare=True)
-                try:
-                    message = queue.get(no_ack=True)
-                except Exception:  # not declared yet: the server has not sent anything
-                    message = None
-            if message is None:
-                time.sleep(0.2)
-                continue
-            envelope = message.payload
-            got.append(json.loads(envelope["oslo.message"]))
-    assert len(got) == count, f"{len(got)} of {count} notifications: {got}"
-    return got
-
-
-@pytest.fixture
-def notifying(topic: str, tmp_path: Path) -> Iterator[Server]:
-    srv = start_server(
-        tmp_path / "srv",
-        "--notification-transport-url",
-        TRANSPORT,
-        "--notification-topic",
-        topic,
-        auth="tokens",
-    )
-    yield srv
-    srv.close()
 
 
 def test_upload_download_update_share_delete_in_order(notifying: Server, topic: str) -> None:

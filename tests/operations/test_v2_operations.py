@@ -13,10 +13,10 @@ import pytest
 
 from tests.e2e.api_client import Api, unique
 from tests.e2e.v2_client import OCTETS, V2
-from tests.hostile.test_uploads import wait_until
-from tests.operations import test_notifications
 from tests.operations.test_health_metrics import samples, value
-from tests.operations.test_notifications import IMAGE_FIELDS, MEMBER_FIELDS, TRANSPORT, consume
+from tests.operations.test_notifications import IMAGE_FIELDS, MEMBER_FIELDS
+from tests.support.broker import TRANSPORT, consume
+from tests.support.polling import wait_until
 from tests.support.server import TOKENS, Server, start_server
 from tests.support.source import Script, serve_source
 
@@ -151,26 +151,6 @@ def test_every_v2_action_is_gated_by_its_rule(tmp_path: Path) -> None:
 
 
 # -- notifications ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def topic() -> Iterator[str]:
-    """A topic of this test's own, its queues deleted afterwards (test_notifications.topic)."""
-    yield from test_notifications.own_topic()
-
-
-@pytest.fixture
-def notifying(topic: str, tmp_path: Path) -> Iterator[Server]:
-    srv = start_server(
-        tmp_path / "srv",
-        "--notification-transport-url",
-        TRANSPORT,
-        "--notification-topic",
-        topic,
-        auth="tokens",
-    )
-    yield srv
-    srv.close()
 
 
 def test_v2_actions_send_glances_notifications(notifying: Server, topic: str) -> None:

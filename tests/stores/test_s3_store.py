@@ -8,15 +8,14 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 
 from osimage.server.stores.base import CHUNK_SIZE, StoreConfigError, StoreUnavailable
 from osimage.server.stores.s3 import MIN_PART_SIZE, S3Store
-from tests.keystone.proxy import TcpProxy
 from tests.stores.contract import Leftovers, MiB, StoreContract, chunked, md5, new_id, payload, read
+from tests.support.backends import s3_client
+from tests.support.tcp_proxy import TcpProxy
 
 PART = MIN_PART_SIZE  # the smallest S3 allows, so that several parts stay cheap
 REGION = "us-east-1"
@@ -41,18 +40,7 @@ def store_url(env: dict[str, str], bucket: str, **options: object) -> str:
 @pytest.fixture(scope="module")
 def s3(swift_aio: dict[str, str]) -> Iterator[Any]:
     """A plain boto3 client, to see what the store left behind."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=swift_aio["S3_ENDPOINT_URL"],
-        region_name=REGION,
-        aws_access_key_id=swift_aio["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=swift_aio["AWS_SECRET_ACCESS_KEY"],
-        config=Config(
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
+    client = s3_client(swift_aio)
     yield client
     client.close()
 

@@ -13,15 +13,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 
 from osimage.server.stores.swift import SEGMENTS_SUFFIX
 from tests.e2e.api_client import Api, meta
+from tests.support.backends import s3_client
 from tests.support.server import Server, start_server
 
 pytestmark = pytest.mark.e2e
@@ -58,24 +56,9 @@ def _swift_contents(env: dict[str, str], container: str) -> Callable[[], list[st
     return contents
 
 
-def _s3_client(env: dict[str, str]) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=env["S3_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        config=Config(
-            s3={"addressing_style": "path"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
-    )
-
-
 def _s3_contents(env: dict[str, str], bucket: str) -> Callable[[], list[str]]:
     def contents() -> list[str]:
-        client = _s3_client(env)
+        client = s3_client(env)
         try:
             objects = client.list_objects_v2(Bucket=bucket).get("Contents", [])
             uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
@@ -126,7 +109,7 @@ def served(
 
 def _drop(kind: str, env: dict[str, str], name: str) -> None:
     if kind == "s3":
-        client = _s3_client(env)
+        client = s3_client(env)
         try:
             for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
                 client.abort_multipart_upload(

@@ -17,7 +17,7 @@ import shlex
 import subprocess
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -308,11 +308,13 @@ def _drop_swift(env: dict[str, str], name: str) -> None:
             client.delete(f"{storage}/{container}")
 
 
-def _drop_s3(env: dict[str, str], name: str) -> None:
+def s3_client(env: Mapping[str, str]) -> Any:
+    """A plain boto3 client of swift-aio's s3api (`env`: `swift_aio_env()`), to look at or
+    clean up what a test's server stored."""
     import boto3
     from botocore.config import Config
 
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=env["S3_ENDPOINT_URL"],
         region_name="us-east-1",
@@ -320,10 +322,15 @@ def _drop_s3(env: dict[str, str], name: str) -> None:
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         config=Config(
             s3={"addressing_style": "path"},
+            # swift's s3api does not know the newer default checksums
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         ),
     )
+
+
+def _drop_s3(env: dict[str, str], name: str) -> None:
+    client = s3_client(env)
     try:
         for upload in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
             client.abort_multipart_upload(

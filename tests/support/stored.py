@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from osimage.server.stores.swift import SEGMENTS_SUFFIX
-from tests.support.backends import swift_aio_env
+from tests.support.backends import s3_client, swift_aio_env
 from tests.support.server import Server
 
 
@@ -62,18 +62,7 @@ def _swift_names(container: str) -> list[str]:
 
 
 def _s3_names(bucket: str) -> list[str]:
-    import boto3
-    from botocore.config import Config
-
-    env = swift_aio_env()
-    client = boto3.client(
-        "s3",
-        endpoint_url=env["S3_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    client = s3_client(swift_aio_env())
     try:
         names = [
             f"upload:{upload['Key']}"

@@ -6,6 +6,8 @@ answers 404, as a Glance without the cache middleware does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from osimage.server.api.call import Call
 from osimage.server.api.http import reply, reply_json
 from osimage.server.cache import CacheManager
@@ -24,17 +26,27 @@ def _not_allowed(allow: str) -> None:
     raise MethodNotAllowed("The method is not allowed for this resource.", headers={"allow": allow})
 
 
-async def cached_images(call: Call) -> None:
-    """GET lists the entries; DELETE removes them all ({"num_deleted": n})."""
-    manager = node_cache(call)
+async def _collection(
+    call: Call, key: str, listed: Callable[[], object], cleared: Callable[[], int]
+) -> None:
+    """GET answers {key: listed()}; DELETE empties the collection ({"num_deleted": n})."""
     if call.method == "GET":
-        entries = manager.cached(call.context)
-        document = {"cached_images": [entry.listed() for entry in entries]}
-        await reply_json(call.send, 200, document)
+        await reply_json(call.send, 200, {key: listed()})
     elif call.method == "DELETE":
-        await reply_json(call.send, 200, {"num_deleted": manager.clear(call.context)})
+        await reply_json(call.send, 200, {"num_deleted": cleared()})
     else:
         _not_allowed("GET, DELETE")
+
+
+async def cached_images(call: Call) -> None:
+    """GET lists the entries; DELETE removes them all."""
+    manager = node_cache(call)
+    await _collection(
+        call,
+        "cached_images",
+        lambda: [entry.listed() for entry in manager.cached(call.context)],
+        lambda: manager.clear(call.context),
+    )
 
 
 async def cached_image(call: Call, image_id: str) -> None:
@@ -49,12 +61,12 @@ async def cached_image(call: Call, image_id: str) -> None:
 async def queued_images(call: Call) -> None:
     """GET lists the ids queued for prefetch; DELETE empties the queue."""
     manager = node_cache(call)
-    if call.method == "GET":
-        await reply_json(call.send, 200, {"queued_images": manager.queued(call.context)})
-    elif call.method == "DELETE":
-        await reply_json(call.send, 200, {"num_deleted": manager.clear_queue(call.context)})
-    else:
-        _not_allowed("GET, DELETE")
+    await _collection(
+        call,
+        "queued_images",
+        lambda: manager.queued(call.context),
+        lambda: manager.clear_queue(call.context),
+    )
 
 
 async def queued_image(call: Call, image_id: str) -> None:

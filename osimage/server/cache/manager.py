@@ -8,6 +8,7 @@ database here, so each API node keeps its own disk consistent with the catalogue
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import anyio
@@ -143,23 +144,16 @@ class CacheManager:
         after = {entry.image_id for entry in self.cache.cached()}
         return dropped + sorted(before - after)
 
-    async def prefetch_forever(self, ctx: Context, interval: float) -> None:
-        """Prefetch every `interval` seconds until cancelled (at shutdown)."""
-        while True:
-            await anyio.sleep(interval)
-            try:
-                await self.prefetch(ctx)
-            except Exception:
-                log.exception("cache prefetch run failed")
 
-    async def prune_forever(self, ctx: Context, interval: float) -> None:
-        """Prune every `interval` seconds until cancelled (at shutdown)."""
-        while True:
-            await anyio.sleep(interval)
-            try:
-                await self.prune(ctx)
-            except Exception:
-                log.exception("cache prune run failed")
+async def _every(interval: float, run: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run `run` every `interval` seconds until cancelled (at shutdown); a failed run is
+    logged and the next one follows."""
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await run()
+        except Exception:
+            log.exception("cache %s run failed", what)
 
 
 SYSTEM: Context = Context(user_id=None, project_id=None, roles=frozenset({"admin"}), is_admin=True)
@@ -180,7 +174,9 @@ def start_cache(
     cache = ImageCache(options.directory, options.size, tasks)
     manager = CacheManager(cache, engine, store)
     if options.prefetch_interval > 0:
-        tasks.start_soon(manager.prefetch_forever, SYSTEM, options.prefetch_interval)
+        tasks.start_soon(
+            _every, options.prefetch_interval, partial(manager.prefetch, SYSTEM), "prefetch"
+        )
     if options.prune_interval > 0:
-        tasks.start_soon(manager.prune_forever, SYSTEM, options.prune_interval)
+        tasks.start_soon(_every, options.prune_interval, partial(manager.prune, SYSTEM), "prune")
     return cache

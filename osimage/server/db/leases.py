@@ -82,16 +82,10 @@ async def kill(
 ) -> bool:
     """`saving` -> `killed`, unless another node (any node, if `node` is None) renewed
     the image's lease since `stale_before`. One conditional UPDATE; True if it won."""
-    lease = upload_leases
-    fresh = and_(lease.c.image_id == images.c.id, lease.c.seen_at >= stale_before)
-    if node is not None:
-        fresh = and_(fresh, lease.c.node != node)
-    result = await conn.execute(
-        update(images)
-        .where(images.c.id == image_id, images.c.status == _SAVING, ~exists().where(fresh))
-        .values(status="killed", updated_at=now)
+    won = await _move_unless_renewed(
+        conn, image_id, _SAVING, stale_before, node, status="killed", updated_at=now
     )
-    if result.rowcount != 1:
+    if not won:
         return False
     await refresh_record(conn, image_id)
     return True
@@ -137,13 +131,28 @@ async def requeue_import(
 ) -> bool:
     """`importing` -> `queued` (as a failed web-download), unless another node renewed the
     image's lease since `stale_before`. One conditional UPDATE; True if it won."""
+    return await _move_unless_renewed(
+        conn, image_id, _IMPORTING, stale_before, node, status="queued", size=None, updated_at=now
+    )
+
+
+async def _move_unless_renewed(
+    conn: AsyncConnection,
+    image_id: str,
+    was: str,
+    stale_before: datetime,
+    node: str | None,
+    **values: object,
+) -> bool:
+    """Set `values` on the image if its status `was` that and no node (other than `node`, if
+    given) renewed its lease since `stale_before`. One conditional UPDATE; True if it won."""
     lease = upload_leases
     fresh = and_(lease.c.image_id == images.c.id, lease.c.seen_at >= stale_before)
     if node is not None:
         fresh = and_(fresh, lease.c.node != node)
     result = await conn.execute(
         update(images)
-        .where(images.c.id == image_id, images.c.status == _IMPORTING, ~exists().where(fresh))
-        .values(status="queued", size=None, updated_at=now)
+        .where(images.c.id == image_id, images.c.status == was, ~exists().where(fresh))
+        .values(**values)
     )
     return bool(result.rowcount == 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -20,6 +22,12 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+
+
+def _image_id(**options: Any) -> Column[str]:
+    """The `image_id` column of a table whose rows belong to an image (and go with it)."""
+    return Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), **options)
+
 
 images = Table(
     "images",
@@ -65,7 +73,7 @@ image_properties = Table(
     "image_properties",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    _image_id(nullable=False),
     Column("key", String(255), nullable=False),
     Column("value", Text),
     UniqueConstraint("image_id", "key", name="uq_image_properties_image_key"),
@@ -76,7 +84,7 @@ image_members = Table(
     "image_members",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    _image_id(nullable=False),
     Column("member", String(255), nullable=False),
     Column("can_share", Boolean, nullable=False, default=False),
     Column("deleted", Boolean, nullable=False, default=False),
@@ -95,7 +103,7 @@ image_members = Table(
 upload_leases = Table(
     "upload_leases",
     metadata,
-    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    _image_id(primary_key=True),
     Column("node", String(255), nullable=False),
     Column("seen_at", DateTime, nullable=False),
     # bytes of the owner's storage quota this upload holds while it runs (see `reserve`)
@@ -107,7 +115,7 @@ image_tags = Table(
     "image_tags",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    _image_id(nullable=False),
     Column("value", String(255), nullable=False),
     UniqueConstraint("image_id", "value", name="uq_image_tags_image_value"),
     Index("ix_image_tags_value", "value", "image_id"),
@@ -120,7 +128,7 @@ image_tags = Table(
 image_records = Table(
     "image_records",
     metadata,
-    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    _image_id(primary_key=True),
     Column("updated_at", DateTime, nullable=False),
     Column("v1", Text, nullable=False),
 )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, Self
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 CHUNK_SIZE: Final = 64 * 1024
+CLEANUP_TIMEOUT: Final = 60.0
+"""Seconds a remote store's cleanup (abort, delete, close) may run, shielded from cancellation."""
 _IMAGE_ID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
@@ -81,6 +85,29 @@ def check_image_id(image_id: str) -> str:
     if not _IMAGE_ID.fullmatch(image_id):
         raise ValueError(f"not an image id: {image_id!r}")
     return image_id.lower()
+
+
+def accepts(parse: Callable[[str], object], location: str) -> bool:
+    """Whether a store's location parser `parse` takes `location` for one of its blobs
+    (a parser raises BlobNotFound for any other location)."""
+    try:
+        parse(location)
+    except BlobNotFound:
+        return False
+    return True
+
+
+@contextmanager
+def quietly(log: logging.Logger, what: str) -> Iterator[None]:
+    """Around one step of undoing a write: a blob already gone is done, and any other
+    store error is logged as "could not <what>", so the error being handled is the one
+    raised."""
+    try:
+        yield
+    except BlobNotFound:
+        pass
+    except StoreError as exc:
+        log.warning("could not %s: %s", what, exc)
 
 
 def image_id_in(location: str, *, scheme: str, netloc: str, prefix: str = "") -> str:
@@ -176,8 +203,4 @@ class NamedBlobs:
 
     def owns(self, location: str) -> bool:
         """Whether `location` is a blob of this store."""
-        try:
-            self._name(location)
-        except BlobNotFound:
-            return False
-        return True
+        return accepts(self._name, location)

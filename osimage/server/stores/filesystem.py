@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
@@ -22,6 +22,7 @@ from osimage.server.stores.base import (
     StoreError,
     StoreFull,
     StoreUnavailable,
+    accepts,
     check_image_id,
 )
 
@@ -109,11 +110,7 @@ class FilesystemStore:
         return self.root / path.name
 
     def owns(self, location: str) -> bool:
-        try:
-            self._path(location)
-        except BlobNotFound:
-            return False
-        return True
+        return accepts(self._path, location)
 
     async def put(self, image_id: str, chunks: AsyncIterator[bytes]) -> Blob:
         image_id = check_image_id(image_id)
@@ -163,12 +160,8 @@ class FilesystemStore:
             raise StoreUnavailable(f"cannot read image data: {exc.strerror}") from exc
 
     async def delete(self, location: str) -> None:
-        try:
-            path = self._path(location)
-        except BlobNotFound:
-            return
-        with _disk():
-            await path.unlink(missing_ok=True)
+        with suppress(BlobNotFound), _disk():  # another store's location is nothing to remove
+            await self._path(location).unlink(missing_ok=True)
 
     async def sweep(self) -> list[str]:
         removed: list[str] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -30,14 +31,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from osimage.server.settings import S3_MIN_PART_SIZE, default
 from osimage.server.stores.base import (
     CHUNK_SIZE,
+    CLEANUP_TIMEOUT,
     Blob,
     BlobNotFound,
     NamedBlobs,
     StoreConfigError,
-    StoreError,
     StoreFull,
     StoreUnavailable,
     check_image_id,
+    quietly,
     url_options,
 )
 
@@ -47,7 +49,6 @@ MIN_PART_SIZE: Final = S3_MIN_PART_SIZE
 """S3's smallest part but the last (what the s3_part_size row accepts at least)."""
 MAX_PARTS: Final = 10000
 """S3's most parts in one upload (some look-alikes allow fewer, and say so when refusing)."""
-CLEANUP_TIMEOUT: Final = 60.0
 READ_RETRIES: Final = 3
 _NOT_FOUND: Final = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound", "NoSuchUpload"})
 _TOO_LARGE: Final = frozenset({"EntityTooLarge", "413"})
@@ -208,11 +209,8 @@ class S3Store(NamedBlobs):
         return int(response["ContentLength"])
 
     async def delete(self, location: str) -> None:
-        try:
-            key = self._name(location)
-            await self._call("delete_object", Bucket=self.config.bucket, Key=key)
-        except BlobNotFound:
-            return
+        with suppress(BlobNotFound):  # another store's location, or already gone
+            await self._call("delete_object", Bucket=self.config.bucket, Key=self._name(location))
 
     async def sweep(self) -> list[str]:
         """Abort multipart uploads a crash left behind, started over `sweep_after` seconds ago.
@@ -336,20 +334,14 @@ class S3Store(NamedBlobs):
         if upload_id is not None:
             await self._abort_quietly(key, upload_id)
         if committed:
-            try:
+            with quietly(log, f"delete s3 object {key}"):
                 await self._call("delete_object", Bucket=self.config.bucket, Key=key)
-            except StoreError as exc:
-                log.warning("could not delete s3 object %s: %s", key, exc)
 
     async def _abort_quietly(self, key: str, upload_id: str) -> None:
-        try:
+        with quietly(log, f"abort s3 upload {upload_id} of {key}"):
             await self._call(
                 "abort_multipart_upload", Bucket=self.config.bucket, Key=key, UploadId=upload_id
             )
-        except BlobNotFound:
-            pass
-        except StoreError as exc:
-            log.warning("could not abort s3 upload %s of %s: %s", upload_id, key, exc)
 
     async def _uploads(self) -> list[dict[str, Any]]:
         uploads: list[dict[str, Any]] = []

@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -27,14 +28,15 @@ from anyio import move_on_after, to_thread
 from osimage.server.settings import default
 from osimage.server.stores.base import (
     CHUNK_SIZE,
+    CLEANUP_TIMEOUT,
     Blob,
     BlobNotFound,
     NamedBlobs,
     StoreConfigError,
-    StoreError,
     StoreFull,
     StoreUnavailable,
     check_image_id,
+    quietly,
     url_options,
 )
 
@@ -42,7 +44,6 @@ log = logging.getLogger("osimage.server.stores.swift")
 
 SEGMENTS_SUFFIX: Final = "_segments"
 UPLOAD_META: Final = "x-object-meta-osimage-upload"
-CLEANUP_TIMEOUT: Final = 60.0
 _TOKEN_MARGIN: Final = 60.0
 _TUNING: Final = (
     "storage_url",
@@ -332,16 +333,11 @@ class SwiftStore(NamedBlobs):
             raise StoreUnavailable(f"swift HEAD {name}: no usable Content-Length") from None
 
     async def delete(self, location: str) -> None:
-        try:
+        with suppress(BlobNotFound):  # another store's location, or already gone
             name = self._name(location)
-        except BlobNotFound:
-            return
-        try:
             await self._send(
                 "DELETE", self.config.container, name, params={"multipart-manifest": "delete"}
             )
-        except BlobNotFound:
-            return
 
     async def sweep(self) -> list[str]:
         """Delete segments of uploads a crash left without a manifest, idle for `sweep_after`."""
@@ -449,12 +445,8 @@ class SwiftStore(NamedBlobs):
             await self._delete_quietly(self.config.segments_container, name)
 
     async def _delete_quietly(self, container: str, name: str) -> None:
-        try:
+        with quietly(log, f"delete swift object {container}/{name}"):
             await self._send("DELETE", container, name)
-        except BlobNotFound:
-            pass
-        except StoreError as exc:
-            log.warning("could not delete swift object %s/%s: %s", container, name, exc)
 
     async def _is_live(self, group: str) -> bool:
         """Whether the manifest of `image_id/upload` exists and names that upload."""
