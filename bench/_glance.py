@@ -272,6 +272,10 @@ class GlanceServer:
                 time.sleep(0.2)
         raise Skip(f"Glance did not answer within {timeout:.0f} s:\n{_tail(self.log)}")
 
+    def stored(self, image_id: str) -> Path:
+        """The file Glance's file store keeps an image's data in."""
+        return self.base / "images" / image_id
+
     def stop(self) -> None:
         if self.proc is not None:
             _kill_group(self.proc)

@@ -39,11 +39,12 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import psutil
 
@@ -164,29 +165,55 @@ def write_source(path: Path, size: int) -> str:
 
 @dataclass
 class Transfer:
-    up_mib_s: float
-    down_mib_s: float
+    up_seconds: float
+    down_seconds: float
+    sync_seconds: float  # fsync of the stored file after the upload's reply (when asked)
+    up_cpu: float  # the server's CPU seconds during the upload
+    down_cpu: float
     md5: str  # of what was downloaded
     checksum: str  # what the server says it stored
 
 
-def transfer(port: int, source: Path) -> Transfer:
-    """Create an image, PUT the file (Content-Length, 1 MiB reads), GET it back with md5."""
-    size = source.stat().st_size
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300, blocksize=MIB)
-    headers = {"Content-Type": "application/json"}
-    body = json.dumps({"name": "bench-transfer", "disk_format": "raw", "container_format": "bare"})
-    conn.request("POST", "/v2/images", body=body, headers=headers)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` and its children (uWSGI: master + worker)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in (root, *root.children(recursive=True)):
+        with suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _call(port: int, method: str, path: str, body: bytes | None = None) -> Any:
+    """One JSON call on a new connection (uWSGI closes after every reply anyway)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    conn.request(method, path, body=body, headers=headers)
     reply = conn.getresponse()
-    image = json.loads(reply.read())
-    if reply.status != 201:
-        raise RuntimeError(f"POST /v2/images: {reply.status} {image}")
+    text = reply.read()
+    conn.close()
+    if reply.status >= 300:
+        raise RuntimeError(f"{method} {path}: {reply.status} {text[:200]!r}")
+    return json.loads(text) if text else None
+
+
+def transfer(
+    port: int, pid: int, source: Path, stored: Callable[[str], Path] | None = None
+) -> Transfer:
+    """Create an image, PUT the file (Content-Length, 1 MiB reads), GET it back with md5,
+    delete it. With `stored` (image id -> its file in the store), fsync that file after
+    the upload's reply and time it apart: Glance's file store does not fsync, osimage's
+    does before it answers."""
+    size = source.stat().st_size
+    body = json.dumps({"name": "bench-transfer", "disk_format": "raw", "container_format": "bare"})
+    image = _call(port, "POST", "/v2/images", body.encode())
     path = f"/v2/images/{image['id']}/file"
-    conn.close()  # uWSGI closes after each reply; start every call on a new connection
-    os.sync()
+    os.sync()  # nobody's dirty pages (the source's, the other server's) in this upload
+    cpu = cpu_seconds(pid)
     started = time.perf_counter()
     with source.open("rb") as data:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300, blocksize=MIB)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600, blocksize=MIB)
         conn.request(
             "PUT",
             path,
@@ -195,18 +222,26 @@ def transfer(port: int, source: Path) -> Transfer:
         )
         reply = conn.getresponse()
         text = reply.read()
+        conn.close()
     up = time.perf_counter() - started
-    conn.close()
+    up_cpu = cpu_seconds(pid) - cpu
     if reply.status != 204:
         raise RuntimeError(f"PUT {path}: {reply.status} {text[:200]!r}")
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("GET", f"/v2/images/{image['id']}")
-    stored = json.loads(conn.getresponse().read())
-    conn.close()
+    sync = 0.0
+    if stored is not None:
+        started = time.perf_counter()
+        fd = os.open(stored(image["id"]), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        sync = time.perf_counter() - started
+    checksum = _call(port, "GET", f"/v2/images/{image['id']}")["checksum"]
     digest = hashlib.md5(usedforsecurity=False)
     got = 0
+    cpu = cpu_seconds(pid)
     started = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     conn.request("GET", path)
     reply = conn.getresponse()
     if reply.status != 200:
@@ -214,15 +249,13 @@ def transfer(port: int, source: Path) -> Transfer:
     while chunk := reply.read(MIB):
         digest.update(chunk)
         got += len(chunk)
-    down = time.perf_counter() - started
     conn.close()
+    down = time.perf_counter() - started
+    down_cpu = cpu_seconds(pid) - cpu
     if got != size:
         raise RuntimeError(f"GET {path}: {got} of {size} bytes")
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("DELETE", f"/v2/images/{image['id']}")
-    conn.getresponse().read()
-    conn.close()
-    return Transfer(size / MIB / up, size / MIB / down, digest.hexdigest(), stored["checksum"])
+    _call(port, "DELETE", f"/v2/images/{image['id']}")
+    return Transfer(up, down, sync, up_cpu, down_cpu, digest.hexdigest(), checksum)
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -262,28 +295,40 @@ def _servers(
         ours.close()
 
 
-def measure(args: argparse.Namespace, install: GlanceInstall) -> list[Figure]:
-    use_wrk = wrk_available() and not args.python_generator
-    figures: list[Figure] = []
-    peer = install.label
-    start_load = _loadavg()
+class Report:
+    """The figures of one run: osimage's value, Glance's as the baseline, a ratio > 1 when
+    osimage is ahead; judged against that unless `judge` is off (informational)."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.figures: list[Figure] = []
 
     def add(
-        name: str, ours: float, theirs: float, unit: str, *, time_like: bool, note: str = ""
+        self,
+        name: str,
+        ours: float,
+        theirs: float,
+        unit: str,
+        *,
+        time_like: bool,
+        judge: bool = True,
+        note: str = "",
     ) -> None:
+        """`time_like`: smaller is better (times, latencies, memory), so the ratio is
+        Glance / osimage; otherwise osimage / Glance."""
         ratio = theirs / ours if time_like else ours / theirs
         kind = "Glance / osimage" if time_like else "osimage / Glance"
-        figures.append(
+        self.figures.append(
             judged(
                 SECTION,
                 name,
                 ours,
                 unit,
-                baseline=peer,
+                baseline=self.peer,
                 baseline_value=theirs,
                 ratio=ratio,
-                limit=1.0,
-                target=f"{TARGET} (ratio = {kind})",
+                limit=1.0 if judge else None,
+                target=f"{TARGET} (ratio = {kind})" if judge else f"(reported; ratio = {kind})",
                 note=note,
             )
         )
@@ -292,63 +337,158 @@ def measure(args: argparse.Namespace, install: GlanceInstall) -> list[Figure]:
             flush=True,
         )
 
+
+def _under_load(
+    report: Report, args: argparse.Namespace, servers: dict[str, tuple[int, int]], target: str
+) -> str:
+    """Both v2 reads under the same closed-loop load; rounds alternate, best rate counts.
+    Returns the generator's name."""
+    use_wrk = wrk_available() and not args.python_generator
+    generator = ""
+    for label, path in (
+        ("GET /v2/images/{id}", f"/v2/images/{target}"),
+        ("GET /v2/images?limit=25", "/v2/images?limit=25"),
+    ):
+        best: dict[str, tuple[Load, float]] = {}  # who -> (load, server CPU ms per request)
+        for port, _ in servers.values():  # warm-up
+            load(port, "GET", path, seconds=1, connections=args.connections, use_wrk=use_wrk)
+        for _ in range(args.rounds):
+            for who, (port, pid) in servers.items():
+                cpu = cpu_seconds(pid)
+                got = load(
+                    port,
+                    "GET",
+                    path,
+                    seconds=args.seconds,
+                    connections=args.connections,
+                    use_wrk=use_wrk,
+                )
+                per_request = (cpu_seconds(pid) - cpu) * 1e3 / max(got.requests, 1)
+                if got.errors:
+                    raise RuntimeError(f"{who} {path}: {got.errors} failed requests")
+                print(
+                    f"  {who:8} {label:24} {got.rate:7.0f} req/s  p50 {got.p50_ms:7.2f} ms  "
+                    f"p99 {got.p99_ms:7.2f} ms  CPU {per_request:.2f} ms/req  (load "
+                    f"{_loadavg()})",
+                    flush=True,
+                )
+                if who not in best or got.rate > best[who][0].rate:
+                    best[who] = (got, per_request)
+        (a, a_cpu), (b, b_cpu) = best["osimage"], best["glance"]
+        generator = a.generator
+        note = f"{generator}, {args.connections} connections, best of {args.rounds}"
+        report.add(f"{label}: rate", a.rate, b.rate, "req/s", time_like=False, note=note)
+        report.add(f"{label}: p50", a.p50_ms, b.p50_ms, "ms", time_like=True)
+        report.add(f"{label}: p99", a.p99_ms, b.p99_ms, "ms", time_like=True)
+        report.add(
+            f"{label}: server CPU per request",
+            a_cpu,
+            b_cpu,
+            "ms",
+            time_like=True,
+            judge=False,
+            note="user + system CPU of the server's processes over the round / requests",
+        )
+    return generator
+
+
+def _transfers(
+    report: Report,
+    args: argparse.Namespace,
+    servers: dict[str, tuple[int, int]],
+    glance: GlanceServer,
+    base: Path,
+) -> None:
+    source = base / "source.bin"
+    md5 = write_source(source, args.size_mib * MIB)
+    try:
+        moved = {
+            who: transfer(port, pid, source, glance.stored if who == "glance" else None)
+            for who, (port, pid) in servers.items()
+        }
+    finally:
+        source.unlink()
+    size = f"{args.size_mib / 1024:g} GiB" if args.size_mib >= 1024 else f"{args.size_mib} MiB"
+    mib = args.size_mib
+    a, b = moved["osimage"], moved["glance"]
+    durable = mib / (b.up_seconds + b.sync_seconds)
+    report.add(
+        f"{size} upload, PUT /v2/images/{{id}}/file",
+        mib / a.up_seconds,
+        mib / b.up_seconds,
+        "MiB/s",
+        time_like=False,
+        note=f"osimage fsyncs the file before its 204, Glance's file store does not; "
+        f"Glance until on disk (+ fsync of its file, {b.sync_seconds:.2f} s): {durable:.0f} MiB/s",
+    )
+    report.add(
+        f"{size} upload until on disk (Glance: reply + fsync of its file)",
+        mib / a.up_seconds,
+        durable,
+        "MiB/s",
+        time_like=False,
+        judge=False,
+    )
+    report.add(
+        f"{size} download, GET /v2/images/{{id}}/file",
+        mib / a.down_seconds,
+        mib / b.down_seconds,
+        "MiB/s",
+        time_like=False,
+    )
+    for way, ours, theirs in (
+        ("upload", a.up_cpu, b.up_cpu),
+        ("download", a.down_cpu, b.down_cpu),
+    ):
+        report.add(
+            f"{size} {way}: server CPU seconds per GiB",
+            ours * 1024 / mib,
+            theirs * 1024 / mib,
+            "s",
+            time_like=True,
+            judge=False,
+        )
+    good = {who: t.md5 == md5 and t.checksum == md5 for who, t in moved.items()}
+    report.figures.append(
+        judged(
+            SECTION,
+            f"{size} up and down: md5 matches on both",
+            int(all(good.values())),
+            "yes/no",
+            limit=1,
+            target="1 (both downloads and checksums match)",
+            note=", ".join(f"{who}: {'ok' if ok else 'MISMATCH'}" for who, ok in good.items()),
+        )
+    )
+
+
+def measure(args: argparse.Namespace, install: GlanceInstall) -> list[Figure]:
+    report = Report(install.label)
+    start_load = _loadavg()
     with tempfile.TemporaryDirectory(prefix="osimage-bench-glance-") as tmp:
         base = Path(tmp)
         with _servers(install, base, args.images) as (ours, glance, ids), TreeRss() as rss:
             assert ours.proc is not None
             assert glance.proc is not None
-            rss.watch("osimage", ours.proc.pid)
-            rss.watch("glance", glance.proc.pid)
-            ports = {"osimage": ours.port, "glance": glance.port}
-            target = ids[len(ids) // 2]
-            generator = ""
-            for label, path in (
-                ("GET /v2/images/{id}", f"/v2/images/{target}"),
-                ("GET /v2/images?limit=25", "/v2/images?limit=25"),
-            ):
-                best: dict[str, Load] = {}
-                for port in ports.values():  # warm-up
-                    load(
-                        port, "GET", path, seconds=1, connections=args.connections, use_wrk=use_wrk
-                    )
-                for _ in range(args.rounds):
-                    for who, port in ports.items():
-                        got = load(
-                            port,
-                            "GET",
-                            path,
-                            seconds=args.seconds,
-                            connections=args.connections,
-                            use_wrk=use_wrk,
-                        )
-                        if got.errors:
-                            raise RuntimeError(f"{who} {path}: {got.errors} failed requests")
-                        print(
-                            f"  {who:8} {label:26} {got.rate:8.0f} req/s  p50 "
-                            f"{got.p50_ms:.2f} ms  p99 {got.p99_ms:.2f} ms  (load "
-                            f"{_loadavg()})",
-                            flush=True,
-                        )
-                        if who not in best or got.rate > best[who].rate:
-                            best[who] = got
-                generator = best["osimage"].generator
-                note = f"{generator}, {args.connections} connections, best of {args.rounds}"
-                a, b = best["osimage"], best["glance"]
-                add(f"{label}: rate", a.rate, b.rate, "req/s", time_like=False, note=note)
-                add(f"{label}: p50", a.p50_ms, b.p50_ms, "ms", time_like=True)
-                add(f"{label}: p99", a.p99_ms, b.p99_ms, "ms", time_like=True)
+            servers = {
+                "osimage": (ours.port, ours.proc.pid),
+                "glance": (glance.port, glance.proc.pid),
+            }
+            for who, (_, pid) in servers.items():
+                rss.watch(who, pid)
+            generator = _under_load(report, args, servers, ids[len(ids) // 2])
 
             walks: dict[str, float] = {}
-            for who in ports:
+            for who, (port, _) in servers.items():
                 times = []
                 for _ in range(args.walks):
                     started = time.perf_counter()
-                    count = walk(f"http://127.0.0.1:{ports[who]}", args.walk_limit)
+                    count = walk(f"http://127.0.0.1:{port}", args.walk_limit)
                     times.append(time.perf_counter() - started)
                     if count != args.images:
                         raise RuntimeError(f"{who}: walked {count} of {args.images} images")
                 walks[who] = sorted(times)[len(times) // 2]
-            add(
+            report.add(
                 f"walk {args.images:,} images (limit={args.walk_limit}, requests + next)",
                 walks["osimage"],
                 walks["glance"],
@@ -359,64 +499,27 @@ def measure(args: argparse.Namespace, install: GlanceInstall) -> list[Figure]:
 
             pairs = {
                 who: create_delete(f"http://127.0.0.1:{port}", args.creates)
-                for who, port in ports.items()
+                for who, (port, _) in servers.items()
             }
-            add(
+            report.add(
                 f"create + delete, sequential ({args.creates} pairs)",
                 pairs["osimage"],
                 pairs["glance"],
                 "pairs/s",
                 time_like=False,
             )
-
-            source = base / "source.bin"
-            md5 = write_source(source, args.size_mib * MIB)
-            moved = {who: transfer(port, source) for who, port in ports.items()}
-            source.unlink()
-            size = (
-                f"{args.size_mib / 1024:g} GiB"
-                if args.size_mib >= 1024
-                else (f"{args.size_mib} MiB")
-            )
-            add(
-                f"{size} upload, PUT /v2/images/{{id}}/file",
-                moved["osimage"].up_mib_s,
-                moved["glance"].up_mib_s,
-                "MiB/s",
-                time_like=False,
-            )
-            add(
-                f"{size} download, GET /v2/images/{{id}}/file",
-                moved["osimage"].down_mib_s,
-                moved["glance"].down_mib_s,
-                "MiB/s",
-                time_like=False,
-            )
-            good = {who: t.md5 == md5 and t.checksum == md5 for who, t in moved.items()}
-            figures.append(
-                judged(
-                    SECTION,
-                    f"{size} up and down: md5 matches on both",
-                    int(all(good.values())),
-                    "yes/no",
-                    limit=1,
-                    target="1 (both downloads and checksums match)",
-                    note=", ".join(
-                        f"{who}: {'ok' if ok else 'MISMATCH'}" for who, ok in good.items()
-                    ),
-                )
-            )
+            _transfers(report, args, servers, glance, base)
         peak = dict(rss.peak)
-    add(
+    report.add(
         "peak RSS (server process tree)",
         peak["osimage"] / MIB,
         peak["glance"] / MIB,
         "MiB",
         time_like=True,
-        note="uWSGI master + worker for Glance",
+        note="sampled every 20 ms through the run; uWSGI master + worker for Glance",
     )
     end_load = _loadavg()
-    figures.append(
+    report.figures.append(
         Figure(
             SECTION,
             "machine load average (1 min) at start",
@@ -433,7 +536,7 @@ def measure(args: argparse.Namespace, install: GlanceInstall) -> list[Figure]:
             },
         )
     )
-    return figures
+    return report.figures
 
 
 def skipped(reason: str) -> Figure:
@@ -460,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--walks", type=int, default=3, help="walks of the catalogue (median)")
     parser.add_argument("--walk-limit", type=int, default=1000, help="page size of the walk")
-    parser.add_argument("--creates", type=int, default=100, help="create + delete pairs")
+    parser.add_argument("--creates", type=int, default=60, help="create + delete pairs")
     parser.add_argument("--size-mib", type=int, default=1024, help="upload/download size")
     parser.add_argument(
         "--quick", action="store_true", help="2,000 images, 2 s rounds, 256 MiB: for a quick look"
