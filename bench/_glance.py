@@ -122,7 +122,17 @@ def install_glance(work: Path, spec: str, timeout: float) -> GlanceInstall:
     try:
         if _run_logged("python -m venv", [sys.executable, "-m", "venv", str(venv)], log, 120):
             raise _failure("python -m venv", log)
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--retries", "2"]
+        pip = [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--retries",
+            "2",
+            "--timeout",
+            "60",
+        ]
         left = max(1.0, deadline - time.perf_counter())
         if _run_logged(f"pip install {spec}", [*pip, spec], log, left) != 0:
             raise _failure(f"pip install {spec}", log)
