@@ -58,6 +58,8 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
         ["--images", "2000", "--seconds", "2", "--rounds", "1"],
     ),
     "hostile": (["--seconds", "60"], ["--seconds", "20", "--quiet-seconds", "10"]),
+    # issue 14: Glance itself (installed into bench/results/glance-peer/ on first use)
+    "glance_peer": ([], ["--quick"]),
 }
 
 # benchmarks written for other issues; they print their own numbers and we record
