@@ -121,12 +121,15 @@ class GuardedH11Protocol(H11Protocol):
         if self._refused:
             return
         waiting_for_head = self.conn.their_state is h11.IDLE
-        if waiting_for_head and self._head_timer is None:
-            self._arm_head_timer()  # the first bytes of a request on a kept-alive connection
         super().data_received(data)
         state = self.conn.their_state
-        if waiting_for_head and state is not h11.IDLE:
-            self._cancel_head_timer()  # the head is complete (or refused)
+        if waiting_for_head:
+            if state is not h11.IDLE:
+                self._cancel_head_timer()  # the head is complete (or refused)
+            elif self._head_timer is None and not self.transport.is_closing():
+                # part of a head on a kept-alive connection: it has the deadline from now
+                # (a head that arrives whole, the usual case, never needs a timer)
+                self._arm_head_timer()
         elif (
             state is h11.IDLE
             and self._head_timer is None
