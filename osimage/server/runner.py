@@ -25,7 +25,7 @@ def _configure_logging(level: str) -> None:
     # Nothing reads a record's caller (file, line) or process: not looking them up saves
     # a third of the cost of a line, and a line is written per request (the logging
     # HOWTO's "Optimization"; issue 14). The thread name stays: the notifier's filter reads it.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logProcesses = logging.logMultiprocessing = False
     logging.basicConfig(level=level.upper(), format=_LOG_FORMAT, stream=sys.stderr, force=True)
 
