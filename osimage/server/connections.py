@@ -8,8 +8,8 @@ deadline for the request line and headers, refuse connections past a cap before 
 descriptors run out, answer a head past `max_header_bytes` with 431, and drop a
 connection whose response failed half-way without uvicorn's "Exception in ASGI
 application" traceback (the app has already logged that request). The httptools one
-also answers a method its parser does not know with the service's 501, as the app does
-under h11. `--http` chooses (`guarded_protocol`).
+also hands a request with a method llhttp does not know to the app, which answers it
+as under h11 (the spec's 501). `--http` chooses (`guarded_protocol`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import logging
 import re
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,7 @@ import h11
 import httptools
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from osimage.server.api.http import Receive, ResponseAborted, Scope, Send
@@ -265,17 +266,18 @@ class _BadFraming(Exception):
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _VERSIONS = frozenset({b"HTTP/1.1", b"HTTP/1.0"})
 
 
 class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
-    """uvicorn's httptools protocol with the guards of `GuardedH11Protocol`, and 501.
+    """uvicorn's httptools protocol with the guards of `GuardedH11Protocol`.
 
     llhttp knows no head size limit, and refuses a method it does not know before the
-    app runs; here a head past `max_header_bytes` is a 431, and a request with an
-    unknown method (a token llhttp has no name for, such as ``BREW``) gets the 501 the
-    app would give, in the shape its Accept header asks for, with a request id and an
-    access-log line; the connection then closes (its body's framing is not parsed).
+    app runs; here a head past `max_header_bytes` is a 431, and a request with a method
+    llhttp has no name for (``BREW``) is parsed here and handed to the app without a
+    body, which answers it as under h11 (501 on an unmatched path, 405 on a known one);
+    the connection then closes, its body's framing unparsed.
     """
 
     def __init__(
@@ -296,6 +298,7 @@ class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
         self._head_bytes = 0  # bytes received while its head was incomplete
         self._head_size = 0  # bytes of the head as parsed (url and headers)
         self._unknown: bytearray | None = None  # the head of a request with an unknown method
+        self._dropping = False  # that request went to the app: nothing more is read
         # Content-Length with Transfer-Encoding reaches the app, which refuses it with
         # the reason and closes the connection (as under h11), instead of a bare 400.
         self.parser.set_dangerous_leniencies(lenient_chunked_length=True)
@@ -316,7 +319,7 @@ class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._refused or self._dropping:
             return
         if self._unknown is not None:
             self._unknown_method_head(data)
@@ -487,42 +490,73 @@ class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
             if len(self._unknown) > self.guard.max_header_bytes:
                 self._refuse_head()
             return
-        head = bytes(self._unknown[: end + 2]).lstrip(b"\r\n")
+        head = bytes(self._unknown[:end]).lstrip(b"\r\n")
         self._unknown = None
+        self._dropping = True  # the connection closes after this request's answer
         if end > self.guard.max_header_bytes:
             self._refuse_head()
             return
-        started = time.perf_counter()
-        line, _, rest = head.partition(b"\r\n")
-        parts = line.split(b" ")
-        if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or parts[2] not in _VERSIONS:
+        self._cancel_head_timer()
+        scope = self._unknown_method_scope(head)
+        if scope is None:
             self.send_400_response("Invalid HTTP request received.")
             return
-        method, target = parts[0].decode("ascii"), parts[1].decode("latin-1")
-        accept = ""
-        for field_line in rest.split(b"\r\n"):
-            name, _, value = field_line.partition(b":")
-            if name.strip().lower() == b"accept":
-                accept = value.strip().decode("latin-1")
-        self._answer_unknown_method(method, target.partition("?")[0], accept, started)
-
-    def _answer_unknown_method(self, method: str, path: str, accept: str, started: float) -> None:
-        # the app's own answer, as its router gives it under h11 (spec §3)
-        from osimage.server.app import access_log, new_request_id
-        from osimage.server.errors import NotImplementedMethod, render
-
-        request_id = new_request_id()
-        error = NotImplementedMethod(f"The method {method} is not implemented.")
-        content_type, body = render(error, accept=accept, head=False)
-        self._answer_and_close(
-            error.status_code,
-            b"Not Implemented",
-            body,
-            content_type=content_type.encode("latin-1"),
-            extra=b"x-openstack-request-id: %s\r\n" % request_id.encode(),
+        self._in_message = False
+        self.cycle = RequestResponseCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=False,  # the body, if any, is not parsed: the connection ends
+            on_response=self.on_response_complete,
         )
-        elapsed = (time.perf_counter() - started) * 1000
-        access_log.info("%s %s %s %s %.1fms", request_id, method, path, error.status_code, elapsed)
+        self.cycle.more_body = False
+        self._start_asgi_task(self.cycle, self.app)
+
+    def _unknown_method_scope(self, head: bytes) -> Any | None:
+        """The ASGI scope of a request whose method llhttp refused, or None if malformed.
+
+        The app then answers it as under h11: 405 with Allow on a known path, the
+        listing on /v1/shared-images/{member}, 501 elsewhere (spec §3).
+        """
+        line, *fields = head.split(b"\r\n")
+        parts = line.split(b" ")
+        if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or parts[2] not in _VERSIONS:
+            return None
+        headers: list[tuple[bytes, bytes]] = []
+        for field_line in fields:
+            name, colon, value = field_line.partition(b":")
+            if not colon or not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+                return None
+            headers.append((name.lower(), value.strip(b" \t")))
+        try:
+            url = httptools.parse_url(parts[1])
+            path = url.path.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            return None
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        root = self.root_path
+        return {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": parts[2].decode("ascii")[5:],
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": root,
+            "headers": headers,
+            "state": self.app_state.copy(),
+            "method": parts[0].decode("ascii"),
+            "path": root + path,
+            "raw_path": root.encode("ascii") + url.path,
+            "query_string": url.query or b"",
+        }
 
 
 def guarded_protocol(settings: Settings) -> Callable[..., asyncio.Protocol]:
