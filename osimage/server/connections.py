@@ -472,9 +472,13 @@ class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
 
     def _unknown_method(self, start: bytes) -> None:
         """The parser refused the method: collect the head (bounded, with the deadline)."""
-        if not start or (self.cycle is not None and not self.cycle.response_complete):
-            # not at the start of what this call received, or behind a response under
-            # way: too odd to answer in the app's shape
+        if self.cycle is not None and not self.cycle.response_complete:
+            # pipelined behind a response under way: that one is finished, then the
+            # connection ends, this request unanswered
+            self.cycle.keep_alive = False
+            self._dropping = True
+            return
+        if not start:  # its start came with an earlier read: not what a client sends
             self.send_400_response("Invalid HTTP request received.")
             return
         self._unknown = bytearray()

@@ -152,3 +152,15 @@ def test_pipelined_requests_and_head_are_answered_in_order(srv: Server) -> None:
     last = b"GET /versions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     answer = exchange(srv, request + head + last)
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", answer) == [b"200", b"405", b"200"]
+
+
+def test_an_unknown_method_pipelined_behind_a_request_ends_the_connection_cleanly(
+    srv: Server,
+) -> None:
+    before = len(srv.log())
+    first = b"GET /v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    answer = exchange(srv, first + b"BREW /v1/nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert statuses[0] == b"200"
+    assert statuses[1:] in ([], [b"501"])  # h11 answers both; httptools the first
+    assert_clean_log(srv, before)
