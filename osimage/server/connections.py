@@ -348,17 +348,19 @@ class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
             self.logger.warning(msg)
             self.send_400_response(msg)
             return
-        if awaiting_head:
-            if self._in_message and self._head_done:
-                self._cancel_head_timer()  # the head is complete
-            elif self._head_bytes > self.guard.max_header_bytes:
+        if self._in_message and self._head_done:  # in a body, or its head just complete
+            if awaiting_head:
+                self._cancel_head_timer()
+        elif self._in_message:  # part of a head is waiting for the rest
+            if self._head_bytes > self.guard.max_header_bytes:
                 self._refuse_head()
-            elif self._in_message and self._head_timer is None and not self.transport.is_closing():
-                # part of a head on a kept-alive connection: it has the deadline from now
-                # (a head that arrives whole, the usual case, never needs a timer)
+            elif self._head_timer is None and not self.transport.is_closing():
+                # on a kept-alive connection, or after the body of the request before:
+                # the head has the deadline from now (a head that arrives whole, the
+                # usual case, never needs a timer)
                 self._arm_head_timer()
         elif (
-            not self._in_message
+            not awaiting_head
             and self._head_timer is None
             and self.timeout_keep_alive_task is None
             and self.cycle is not None
@@ -398,6 +400,7 @@ class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._in_message = False
         self._head_done = False
+        self._cancel_head_timer()  # the rest of an early-answered body came in time
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
