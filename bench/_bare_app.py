@@ -5,8 +5,9 @@ header); the routes have the shapes the benchmark requests, and answer fixed byt
 
     .venv/bin/python -m bench._bare_app PORT [h11|httptools]
 
-The HTTP implementation is h11 unless named, as in `osimage serve` (uvicorn's "auto"
-would pick httptools when it is installed, and the baseline would change with it).
+The HTTP implementation is h11 unless named; `bench.server_rate` names the one `osimage
+serve` runs with (its `--http`), so both sides parse and write HTTP the same way
+(uvicorn's "auto" would pick httptools whenever it is installed).
 """
 
 from __future__ import annotations

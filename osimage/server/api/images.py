@@ -124,8 +124,9 @@ async def item(call: Call, image_id: str) -> None:
         row = service.shown(context, await service.get(context, image_id))
         # Content-Length is what a GET would send, so HEAD can size an external source.
         length = row.size or 0 if row.status == "active" and not row.deleted else 0
-        headers = [*render.headers(row), ("content-length", str(length))]
-        await reply(call.send, 200, headers=headers, head=True)
+        headers = render.raw_headers(row, length)
+        await call.send({"type": "http.response.start", "status": 200, "headers": headers})
+        await call.send({"type": "http.response.body", "body": b""})
     elif call.method == "GET":
         await _download(call, image_id)
     elif call.method == "PUT":

@@ -134,15 +134,33 @@ class Metrics:
         r.register(_ImagesCollector(self))
         self._rendered: bytes | None = None
         self._rendered_at = -1e9
+        # (raw path, method, status) -> the samples its requests update: looking up the
+        # labels took most of the time of counting a request (issue 14)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     # -- recording ------------------------------------------------------------------------
 
     def request(self, path: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request."""
+        key = (path, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children_for(path, method, status)
+            if len(self._children) >= _CHILDREN_CACHED:
+                self._children.clear()  # raw paths are unbounded; their label sets are not
+            self._children[key] = children
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
+
+    def _children_for(self, path: str, method: str, status: int) -> tuple[Any, Any]:
+        """The request counter's and latency histogram's samples for one request's labels."""
         api, route = route_of(path)
         method = method if method in _METHODS else "OTHER"
-        self.requests.labels(api, route, method, str(status or 0)).inc()
-        self.latency.labels(api, route, method).observe(seconds)
+        return (
+            self.requests.labels(api, route, method, str(status or 0)),
+            self.latency.labels(api, route, method),
+        )
 
     def token_lookup(self, hit: bool) -> None:
         self.token_cache.labels("hit" if hit else "miss").inc()
@@ -191,6 +209,7 @@ class Metrics:
 
 
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+_CHILDREN_CACHED: Final = 4096
 
 
 class _ImagesCollector:
