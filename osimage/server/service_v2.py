@@ -245,14 +245,18 @@ class ImagesV2:
         if len(image_id) > _MAX_ID_LENGTH:
             return None
         row = catalog.fetch_image(conn, image_id)
-        if row is None or row.deleted:
-            return None
-        membership = None
-        if row.visibility == "shared" and ctx.owner_id is not None and not ctx.is_admin:
-            membership = catalog.find_membership(conn, image_id, ctx.owner_id)
-        if not rules.readable(ctx, row, membership):
+        if row is None or not ImagesV2._may_read(conn, ctx, row):
             return None
         return ImageView(row, listing.tags_of(conn, [image_id])[image_id])
+
+    @staticmethod
+    def _may_read(conn: Connection, ctx: Context, row: ImageRow) -> bool:
+        if row.deleted:
+            return False
+        membership = None
+        if row.visibility == "shared" and ctx.owner_id is not None and not ctx.is_admin:
+            membership = catalog.find_membership(conn, row.id, ctx.owner_id)
+        return rules.readable(ctx, row, membership)
 
     def shown(self, ctx: Context, view: ImageView) -> ImageView:
         """Without the properties the caller may not read (property protections)."""
@@ -277,6 +281,28 @@ class ImagesV2:
         self._enforce(ctx, "get_image", view.row)
         return view
 
+    async def show_record(self, ctx: Context, image_id: str) -> str | None:
+        """`show`'s answer as the image's stored v2 record (JSON text), the same checks
+        made; None when the record cannot serve it (property protections, a stale
+        record): then `show` (issue 12)."""
+        if self.images.protections is not None:
+            return None
+
+        def fetch(conn: Connection) -> tuple[ImageRow, str | None] | None:
+            if len(image_id) > _MAX_ID_LENGTH:
+                return None
+            found = listing.fetch_record(conn, image_id)
+            if found is None or not self._may_read(conn, ctx, found[0]):
+                return None
+            return found
+
+        found = await read(self.engine, fetch, point=True)
+        if found is None:
+            raise NotFound(f"No image found with ID {image_id}")
+        row, record = found
+        self._enforce(ctx, "get_image", row)
+        return record
+
     async def _writable(
         self, ctx: Context, image_id: str, message: str, *, rule: str = "modify_image"
     ) -> ImageView:
@@ -295,14 +321,7 @@ class ImagesV2:
 
     async def list_images(self, ctx: Context, pairs: Sequence[tuple[str, str]]) -> list[ImageView]:
         """One page of `GET /v2/images` (v2 §6)."""
-        self._enforce(ctx, "get_images", owner=ctx.owner_id)
-        query, marker = v2query.parse(
-            ctx,
-            pairs,
-            limit_default=self.limits.limit_param_default,
-            limit_max=self.limits.api_limit_max,
-            filters_max=self.limits.list_filters_max,
-        )
+        query, marker = self._list_query(ctx, pairs)
         protections = self.images.protections
         if protections is not None and not all(
             protections.allows(ctx.roles, key, "read") for key in query.properties
@@ -310,16 +329,49 @@ class ImagesV2:
             return []  # a filter on a property the caller may not read matches nothing
 
         def page(conn: Connection) -> list[ImageView]:
-            if marker is not None:
-                found = self._readable(conn, ctx, marker)
-                if found is None:
-                    raise BadRequest(f"Invalid marker {marker}: no such image.")
-                query.marker = found.row
+            self._place_marker(conn, ctx, query, marker)
             rows = listing.list_images(conn, query)
             tags = listing.tags_of(conn, [row.id for row in rows])
             return [ImageView(row, tags[row.id]) for row in rows]
 
         return await read(self.engine, page)
+
+    async def list_records(
+        self, ctx: Context, pairs: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str]] | None:
+        """`list_images`' page as (id, stored v2 record) pairs, or None when the records
+        cannot serve it (property protections, a stale record): then `list_images`."""
+        if self.images.protections is not None:
+            return None
+        query, marker = self._list_query(ctx, pairs)
+
+        def page(conn: Connection) -> list[tuple[str, str]] | None:
+            self._place_marker(conn, ctx, query, marker)
+            return listing.list_records(conn, query)
+
+        return await read(self.engine, page, point=listing.is_bounded_page(query))
+
+    def _list_query(
+        self, ctx: Context, pairs: Sequence[tuple[str, str]]
+    ) -> tuple[listing.V2Query, str | None]:
+        """The caller's list query (policy checked) and the marker it names, if any."""
+        self._enforce(ctx, "get_images", owner=ctx.owner_id)
+        return v2query.parse(
+            ctx,
+            pairs,
+            limit_default=self.limits.limit_param_default,
+            limit_max=self.limits.api_limit_max,
+            filters_max=self.limits.list_filters_max,
+        )
+
+    def _place_marker(
+        self, conn: Connection, ctx: Context, query: listing.V2Query, marker: str | None
+    ) -> None:
+        if marker is not None:
+            row = catalog.fetch_image(conn, marker)  # a UUID: `v2query.parse_marker`
+            if row is None or not self._may_read(conn, ctx, row):
+                raise BadRequest(f"Invalid marker {marker}: no such image.")
+            query.marker = row
 
     # -- create / update -------------------------------------------------------------------
 

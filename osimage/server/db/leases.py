@@ -146,4 +146,7 @@ async def requeue_import(
         .where(images.c.id == image_id, images.c.status == _IMPORTING, ~exists().where(fresh))
         .values(status="queued", size=None, updated_at=now)
     )
-    return bool(result.rowcount == 1)
+    if result.rowcount != 1:
+        return False
+    await refresh_record(conn, image_id)
+    return True

@@ -123,4 +123,5 @@ image_records = Table(
     Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
     Column("updated_at", DateTime, nullable=False),
     Column("v1", Text, nullable=False),
+    Column("v2", Text, nullable=True),  # NULL: written by a process that predates v2 records
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -90,20 +91,13 @@ async def images(call: Call, v2: ImagesV2) -> None:
     """/v2/images."""
     if call.method == "GET":
         pairs = _pairs(call)
+        records = await v2.list_records(call.context, pairs)
+        if records is not None:  # ready JSON: the page is a join (issues 12, 14)
+            await reply(call.send, 200, _page(v2, pairs, records), content_type="application/json")
+            return
         found = await v2.list_images(call.context, pairs)
-        document: dict[str, Any] = {
-            "images": [render.image(v2.shown(call.context, view)) for view in found],
-            "schema": "/v2/schemas/images",
-        }
-        kept = [(k, v) for k, v in pairs if k != "marker"]
-        document["first"] = "/v2/images" + (f"?{urlencode(kept)}" if kept else "")
-        limit = v2.limits.limit_param_default
-        for name, value in pairs:
-            if name == "limit" and value.strip().isdigit():
-                limit = min(int(value), v2.limits.api_limit_max)
-        if found and len(found) == limit:
-            document["next"] = "/v2/images?" + urlencode([*kept, ("marker", found[-1].row.id)])
-        await reply_json(call.send, 200, document)
+        page = [(view.row.id, render.image(v2.shown(call.context, view))) for view in found]
+        await reply_json(call.send, 200, _document(v2, pairs, page))
     elif call.method == "POST":
         view = await v2.create(call.context, await json_body(call))
         headers = [
@@ -116,10 +110,40 @@ async def images(call: Call, v2: ImagesV2) -> None:
         not_allowed("GET, POST")
 
 
+def _document(v2: ImagesV2, pairs: list[tuple[str, str]], page: list[tuple[str, Any]]) -> Any:
+    """The list document around the page's (id, image) pairs, with its links."""
+    document: dict[str, Any] = {
+        "images": [shown for _, shown in page],
+        "schema": "/v2/schemas/images",
+    }
+    kept = [(k, v) for k, v in pairs if k != "marker"]
+    document["first"] = "/v2/images" + (f"?{urlencode(kept)}" if kept else "")
+    limit = v2.limits.limit_param_default
+    for name, value in pairs:
+        if name == "limit" and value.strip().isdigit():
+            limit = min(int(value), v2.limits.api_limit_max)
+    if page and len(page) == limit:
+        document["next"] = "/v2/images?" + urlencode([*kept, ("marker", page[-1][0])])
+    return document
+
+
+def _page(v2: ImagesV2, pairs: list[tuple[str, str]], records: list[tuple[str, str]]) -> bytes:
+    """The list document as `json.dumps` writes it, the images' records joined in."""
+    document = _document(v2, pairs, records)
+    document["images"] = []
+    text = json.dumps(document)
+    head, _, tail = text.partition('"images": []')
+    return f'{head}"images": [{", ".join(record for _, record in records)}]{tail}'.encode()
+
+
 async def image(call: Call, v2: ImagesV2, image_id: str) -> None:
     """/v2/images/{id}."""
     if call.method == "GET":
         await no_body(call)
+        record = await v2.show_record(call.context, image_id)
+        if record is not None:  # ready JSON (issue 12)
+            await reply(call.send, 200, record.encode(), content_type="application/json")
+            return
         view = await v2.show(call.context, image_id)
         await reply_json(call.send, 200, render.image(v2.shown(call.context, view)))
     elif call.method == "PATCH":
