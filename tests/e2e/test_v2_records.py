@@ -56,7 +56,9 @@ def current(api: Api, v2: V2, server: Server, image_id: str) -> dict[str, Any]:
     assert shown.status == 200, shown
     assert record == shown.json() == listed_v2(v2, image_id)
     (entry,) = [
-        e for e in api.detail(is_public="none", changes_since="2000-01-01T00:00:00").images if e["id"] == image_id
+        e
+        for e in api.detail(is_public="none", changes_since="2000-01-01T00:00:00").images
+        if e["id"] == image_id
     ]
     assert v1 == entry
     return record  # type: ignore[no-any-return]
