@@ -43,7 +43,8 @@ def stored(server: Server, image_id: str) -> tuple[bool, Any, Any]:
 def listed_v2(v2: V2, image_id: str) -> dict[str, Any]:
     resp = v2.list("limit=1000")
     assert resp.status == 200, resp
-    (entry,) = [image for image in resp.json()["images"] if image["id"] == image_id]
+    entries: list[dict[str, Any]] = resp.json()["images"]
+    (entry,) = [image for image in entries if image["id"] == image_id]
     return entry
 
 
