@@ -159,7 +159,8 @@ def _page_statement(
     conditions: list[ColumnElement[bool]] = [
         _pool(*pool),
         images.c.deleted == false(),
-        images.c.status.not_in(HIDDEN_STATUSES),
+        # one `!=` each, not NOT IN: an IN of literals is expanded at every execution
+        *(images.c.status != status for status in HIDDEN_STATUSES),
         images.c.os_hidden == (true() if os_hidden else false()),
     ]
     for name in one_of:

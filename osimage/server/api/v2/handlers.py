@@ -96,8 +96,11 @@ async def images(call: Call, v2: ImagesV2) -> None:
             await reply(call.send, 200, _page(v2, pairs, records), content_type="application/json")
             return
         found = await v2.list_images(call.context, pairs)
-        page = [(view.row.id, render.image(v2.shown(call.context, view))) for view in found]
-        await reply_json(call.send, 200, _document(v2, pairs, page))
+        document = {
+            "images": [render.image(v2.shown(call.context, view)) for view in found],
+            **_links(v2, pairs, [view.row.id for view in found]),
+        }
+        await reply_json(call.send, 200, document)
     elif call.method == "POST":
         view = await v2.create(call.context, await json_body(call))
         headers = [
@@ -110,30 +113,27 @@ async def images(call: Call, v2: ImagesV2) -> None:
         not_allowed("GET, POST")
 
 
-def _document(v2: ImagesV2, pairs: list[tuple[str, str]], page: list[tuple[str, Any]]) -> Any:
-    """The list document around the page's (id, image) pairs, with its links."""
-    document: dict[str, Any] = {
-        "images": [shown for _, shown in page],
-        "schema": "/v2/schemas/images",
-    }
+def _links(v2: ImagesV2, pairs: list[tuple[str, str]], ids: list[str]) -> dict[str, str]:
+    """The list document's keys after `images`, for a page of images `ids`."""
     kept = [(k, v) for k, v in pairs if k != "marker"]
-    document["first"] = "/v2/images" + (f"?{urlencode(kept)}" if kept else "")
+    links = {
+        "schema": "/v2/schemas/images",
+        "first": "/v2/images" + (f"?{urlencode(kept)}" if kept else ""),
+    }
     limit = v2.limits.limit_param_default
     for name, value in pairs:
         if name == "limit" and value.strip().isdigit():
             limit = min(int(value), v2.limits.api_limit_max)
-    if page and len(page) == limit:
-        document["next"] = "/v2/images?" + urlencode([*kept, ("marker", page[-1][0])])
-    return document
+    if ids and len(ids) == limit:
+        links["next"] = "/v2/images?" + urlencode([*kept, ("marker", ids[-1])])
+    return links
 
 
 def _page(v2: ImagesV2, pairs: list[tuple[str, str]], records: list[tuple[str, str]]) -> bytes:
     """The list document as `json.dumps` writes it, the images' records joined in."""
-    document = _document(v2, pairs, records)
-    document["images"] = []
-    text = json.dumps(document)
-    head, _, tail = text.partition('"images": []')
-    return f'{head}"images": [{", ".join(record for _, record in records)}]{tail}'.encode()
+    links = _links(v2, pairs, [image_id for image_id, _ in records])
+    tail = "".join(f", {json.dumps(key)}: {json.dumps(value)}" for key, value in links.items())
+    return f'{{"images": [{", ".join(record for _, record in records)}]{tail}}}'.encode()
 
 
 async def image(call: Call, v2: ImagesV2, image_id: str) -> None:
