@@ -333,20 +333,13 @@ def _page_params(query: V2Query) -> dict[str, Any]:
 @lru_cache(maxsize=256)
 def _records_statement(*shape: Any) -> Select[Any]:
     """The page query of one shape (`_page_statement`) joined to the images' records:
-    ids, records and whether each is fresh, in page order."""
-    page = _page_statement(*shape).subquery()
-    sort: tuple[tuple[str, str], ...] = shape[8]
-    order = [
-        _sort_expression(key, page.c).desc()
-        if direction == "desc"
-        else _sort_expression(key, page.c).asc()
-        for key, direction in sort
-    ]
-    fresh = and_(image_records.c.updated_at == page.c.updated_at, image_records.c.v2.is_not(None))
+    ids, records and whether each is fresh, in page order. A flat join, as
+    `catalog._records_statement` explains."""
+    fresh = and_(image_records.c.updated_at == images.c.updated_at, image_records.c.v2.is_not(None))
     return (
-        select(page.c.id, image_records.c.v2, fresh)
-        .select_from(page.outerjoin(image_records, image_records.c.image_id == page.c.id))
-        .order_by(*order)
+        _page_statement(*shape)
+        .with_only_columns(images.c.id, image_records.c.v2, fresh)
+        .outerjoin_from(images, image_records, image_records.c.image_id == images.c.id)
     )
 
 
