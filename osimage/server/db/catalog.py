@@ -409,12 +409,10 @@ def list_records(conn: Connection, query: ListQuery) -> list[str] | None:
     and the caller renders the page from `list_images` instead. Synchronous."""
     if query.limit <= 0:
         return []
-    records: list[str] = []
-    for record, fresh in conn.execute(_records_statement(*_shape(query)), _page_params(query)):
-        if record is None or not fresh:
-            return None
-        records.append(record)
-    return records
+    rows = conn.execute(_records_statement(*_shape(query)), _page_params(query)).all()
+    if not all(fresh for _, fresh in rows):  # NULL too: no record
+        return None
+    return [record for record, _ in rows]
 
 
 # The most records a page read on the event loop may join (see `is_bounded_page`).

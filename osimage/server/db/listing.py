@@ -230,13 +230,10 @@ def list_records(conn: Connection, query: V2Query) -> list[tuple[str, str]] | No
     renders the page from `list_images` instead. Synchronous."""
     if query.limit <= 0:
         return []
-    page: list[tuple[str, str]] = []
-    result = conn.execute(_records_statement(*_shape(query)), _page_params(query))
-    for image_id, record, fresh in result:
-        if record is None or not fresh:
-            return None
-        page.append((image_id, record))
-    return page
+    rows = conn.execute(_records_statement(*_shape(query)), _page_params(query)).all()
+    if not all(fresh for *_, fresh in rows):  # NULL too: no record
+        return None
+    return [(image_id, record) for image_id, record, _ in rows]
 
 
 # The most records a page read on the event loop may join (see `is_bounded_page`).
