@@ -247,6 +247,7 @@ class Image(resource.Resource):
 
     @classmethod
     def _record_values(cls, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of a record decoded from a response (it takes its properties)."""
         plan = _RECORD_PLANS.get(cls)
         if plan is None:
             plan = _RECORD_PLANS[cls] = wire.json_record_plan((*cls._emitted(), "properties"))
@@ -258,8 +259,9 @@ class Image(resource.Resource):
         for value in props.values():
             if type(value) is not str:
                 break
-        else:
-            values["properties"] = dict(props)
+        else:  # the record's own dict: records are decoded for this call alone, and a
+            # copy per record is one more object for the cyclic GC to walk (issue 14)
+            values["properties"] = props
             return values
         if all(isinstance(v, str | None) for v in props.values()):
             values["properties"] = {k: v for k, v in props.items() if v is not None}
