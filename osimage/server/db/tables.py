@@ -115,8 +115,9 @@ image_tags = Table(
 
 # Each image's v1 detail record and v2 record as JSON text, rewritten whenever the
 # image, its properties or its tags change (migrations 0005 and 0006,
-# `osimage.server.db.records`): a list page joins these instead of rendering every row. `updated_at` is the image's when the record was
-# rendered; a record whose stamp differs from its image's is stale and not used.
+# `osimage.server.db.records`): a list page joins these instead of rendering every
+# row. `updated_at` is the image's when the records were rendered; a record whose
+# stamp differs from its image's is stale and not used.
 image_records = Table(
     "image_records",
     metadata,
