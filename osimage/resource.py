@@ -14,6 +14,7 @@ import contextlib
 import copy
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import (
     IO,
     TYPE_CHECKING,
@@ -635,11 +636,13 @@ class Resource:
 
         connection = _connection_of(session)
 
-        def fetch(page_query: Mapping[str, str]) -> list[Mapping[str, Any]]:
-            return cls._records_from(cls._send(session, "GET", path, params=page_query))
+        def start(page_query: Mapping[str, str]) -> pager.Answer:
+            # streamed: the body is read by `read`, in the caller's thread (see pager)
+            response = cls._send(session, "GET", path, params=page_query, stream=True)
+            return pager.Answer(partial(cls._records_from, response), response.close)
 
         pages = pager.read_pages(
-            fetch, query, paginated=paginated, max_items=max_items, what=cls.__name__
+            start, query, paginated=paginated, max_items=max_items, what=cls.__name__
         )
         with contextlib.closing(pages):
             for records in pages:

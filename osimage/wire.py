@@ -409,6 +409,29 @@ def check_json_record(record: Mapping[str, Any], keys: Iterable[str] = DETAIL_KE
         _check_json_value(key, value)
 
 
+RecordPlan = tuple[tuple[str, frozenset[type], bool], ...]
+
+
+def json_record_plan(keys: Iterable[str]) -> RecordPlan:
+    """How `json_record_values` reads a detail record keeping `keys` (make it once)."""
+    kept = set(keys)
+    return tuple((key, _JSON_EXACT[key], key in kept) for key in DETAIL_KEYS)
+
+
+def json_record_values(record: Mapping[str, Any], plan: RecordPlan) -> dict[str, Any]:
+    """The values of the plan's kept keys in a JSON detail record (None where absent), in
+    `DETAIL_KEYS` order, after checking every value as `check_json_record` does: one
+    pass, one lookup per key (issue 14)."""
+    values: dict[str, Any] = {}
+    for key, exact, kept in plan:
+        value = record.get(key)
+        if value is not None and type(value) not in exact:
+            _check_json_value(key, value)
+        if kept:
+            values[key] = value
+    return values
+
+
 def _check_json_value(key: str, value: Any) -> None:
     if key == "properties":
         if not isinstance(value, dict):

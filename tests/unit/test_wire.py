@@ -307,6 +307,29 @@ def test_check_json_record_rejects_wrong_types(key, value):
     assert caught.value.header == key
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("size", "5120"), ("is_public", "False"), ("deleted", 0), ("properties", [])],
+)
+def test_json_record_values_checks_every_detail_key_as_check_json_record(key, value):
+    plan = wire.json_record_plan(("id", "size", "is_public"))  # "deleted" is not kept
+    with pytest.raises(wire.WireError) as caught:
+        wire.json_record_values(record(**{key: value}), plan)
+    assert caught.value.header == key
+
+
+def test_json_record_values_keeps_the_planned_keys_in_detail_order():
+    plan = wire.json_record_plan(("properties", "size", "id", "virtual_size"))
+    values = wire.json_record_values(record(size=5, properties={"a": "b"}), plan)
+    assert list(values.items()) == [
+        ("id", values["id"]),
+        ("size", 5),
+        ("virtual_size", None),
+        ("properties", {"a": "b"}),
+    ]
+    assert wire.json_record_values({}, plan) == dict.fromkeys(values)
+
+
 def test_check_json_record_only_checks_the_keys_asked_for():
     wire.check_json_record({"id": "x", "size": 1, "checksum": None}, wire.SUMMARY_KEYS)
     with pytest.raises(wire.WireError):

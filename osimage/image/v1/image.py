@@ -65,6 +65,7 @@ class Properties(resource.Field[dict[str, str]]):
 
 
 _EMITTED_BY_CLASS: Final[dict[type[Image], tuple[str, ...]]] = {}
+_RECORD_PLANS: Final[dict[type[Image], wire.RecordPlan]] = {}  # see `Image._record_values`
 
 
 def _could_be_uuid(text: str) -> bool:
@@ -246,15 +247,23 @@ class Image(resource.Resource):
 
     @classmethod
     def _record_values(cls, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of a record decoded from a response (it takes its properties)."""
+        plan = _RECORD_PLANS.get(cls)
+        if plan is None:
+            plan = _RECORD_PLANS[cls] = wire.json_record_plan((*cls._emitted(), "properties"))
         try:
-            wire.check_json_record(record)
+            values = wire.json_record_values(record, plan)
         except wire.WireError as exc:
             raise exceptions.InvalidResponse(exc.message) from exc
-        values: dict[str, Any] = {key: record.get(key) for key in cls._emitted()}
-        props: dict[str, Any] = record.get("properties") or {}
-        if all(type(v) is str for v in props.values()):
-            values["properties"] = dict(props)
-        elif all(isinstance(v, str | None) for v in props.values()):
+        props: dict[str, Any] = values["properties"] or {}
+        for value in props.values():
+            if type(value) is not str:
+                break
+        else:  # the record's own dict: records are decoded for this call alone, and a
+            # copy per record is one more object for the cyclic GC to walk (issue 14)
+            values["properties"] = props
+            return values
+        if all(isinstance(v, str | None) for v in props.values()):
             values["properties"] = {k: v for k, v in props.items() if v is not None}
         else:
             raise exceptions.InvalidResponse(f"properties: expected string values, got {props!r}")

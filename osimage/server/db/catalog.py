@@ -409,12 +409,10 @@ def list_records(conn: Connection, query: ListQuery) -> list[str] | None:
     and the caller renders the page from `list_images` instead. Synchronous."""
     if query.limit <= 0:
         return []
-    records: list[str] = []
-    for record, fresh in conn.execute(_records_statement(*_shape(query)), _page_params(query)):
-        if record is None or not fresh:
-            return None
-        records.append(record)
-    return records
+    rows = conn.execute(_records_statement(*_shape(query)), _page_params(query)).all()
+    if not all(fresh for _, fresh in rows):  # NULL too: no record
+        return None
+    return [record for record, _ in rows]
 
 
 # The most records a page read on the event loop may join (see `is_bounded_page`).
@@ -460,15 +458,16 @@ def _shape(query: ListQuery) -> tuple[Any, ...]:
 
 @lru_cache(maxsize=256)
 def _records_statement(*shape: Any) -> Select[Any]:
-    """The page query of one shape (`_page_statement`) joined to the images' records."""
-    page = _page_statement(*shape, False).subquery()
-    keys = _sort_keys(shape[6])
-    descending = shape[7]
-    outer = [_sort_expression(key, page.c) for key in keys]
+    """The page query of one shape (`_page_statement`) joined to the images' records.
+
+    One flat join (an image has at most one record), not the page as a subquery: the
+    database then walks the index in page order and stops after `limit`, instead of
+    sorting the joined records again (a temporary b-tree carrying 1,000 records of a
+    big page: half its time)."""
     return (
-        select(image_records.c.v1, image_records.c.updated_at == page.c.updated_at)
-        .select_from(page.outerjoin(image_records, image_records.c.image_id == page.c.id))
-        .order_by(*(e.desc() if descending else e.asc() for e in outer))
+        _page_statement(*shape, False)
+        .with_only_columns(image_records.c.v1, image_records.c.updated_at == images.c.updated_at)
+        .outerjoin_from(images, image_records, image_records.c.image_id == images.c.id)
     )
 
 

@@ -155,4 +155,7 @@ async def _move_unless_renewed(
         .where(images.c.id == image_id, images.c.status == was, ~exists().where(fresh))
         .values(**values)
     )
-    return bool(result.rowcount == 1)
+    if result.rowcount != 1:
+        return False
+    await refresh_record(conn, image_id)
+    return True

@@ -38,7 +38,13 @@ from osimage.server.db.catalog import (
     refresh_record,
     update_live_member,
 )
-from osimage.server.db.tables import image_members, image_properties, image_tags, images
+from osimage.server.db.tables import (
+    image_members,
+    image_properties,
+    image_records,
+    image_tags,
+    images,
+)
 
 _COMPARE = {
     "eq": lambda c, v: c == v,
@@ -153,7 +159,8 @@ def _page_statement(
     conditions: list[ColumnElement[bool]] = [
         _pool(*pool),
         images.c.deleted == false(),
-        images.c.status.not_in(HIDDEN_STATUSES),
+        # one `!=` each, not NOT IN: an IN of literals is expanded at every execution
+        *(images.c.status != status for status in HIDDEN_STATUSES),
         images.c.os_hidden == (true() if os_hidden else false()),
     ]
     for name in one_of:
@@ -206,8 +213,88 @@ def list_images(conn: Connection, query: V2Query) -> list[ImageRow]:
     """One page of the v2 list, with properties (synchronous: run it through `engine.read`)."""
     if query.limit <= 0:
         return []
-    sort = tuple(query.sort)
-    statement = _page_statement(
+    rows = [
+        ImageRow(*values[: len(_COLUMNS)])
+        for values in conn.execute(_page_statement(*_shape(query)), _page_params(query))
+    ]
+    if rows:
+        by_id = {row.id: row for row in rows}
+        for image_id, key, value in conn.execute(_PROPERTIES_OF, {"ids": list(by_id)}):
+            by_id[image_id].properties[key] = value
+    return rows
+
+
+def list_records(conn: Connection, query: V2Query) -> list[tuple[str, str]] | None:
+    """The same page as `list_images`, as (id, stored v2 record) pairs (JSON text, see
+    `osimage.server.db.records`); None if one record is missing or stale, and the caller
+    renders the page from `list_images` instead. Synchronous."""
+    if query.limit <= 0:
+        return []
+    rows = conn.execute(_records_statement(*_shape(query)), _page_params(query)).all()
+    if not all(fresh for *_, fresh in rows):  # NULL too: no record
+        return None
+    return [(image_id, record) for image_id, record, _ in rows]
+
+
+# The most records a page read on the event loop may join (see `is_bounded_page`).
+BOUNDED_PAGE = 100
+_DEFAULT_SORT = [("created_at", "desc"), ("id", "desc")]
+
+
+def is_bounded_page(query: V2Query) -> bool:
+    """Whether the page's read does work bounded by its limit, as `catalog.is_bounded_page`
+    says for v1: no filter, the default order, not the hidden images, at most
+    `BOUNDED_PAGE` records, and a pool an index serves in that order with few rows passed
+    over (an admin's: every image but community ones, or one visibility; anyone's public
+    images), so the range read from the newest image or the marker on stops after `limit`
+    matches. Such a read may run on the event loop (`engine.read(point=True)`)."""
+    return (
+        (query.is_admin or query.visibility == "public")
+        and query.limit <= BOUNDED_PAGE
+        and query.sort == _DEFAULT_SORT
+        and not query.os_hidden
+        and not query.one_of
+        and not query.exact
+        and not query.times
+        and query.size_min is None
+        and query.size_max is None
+        and not query.tags
+        and not query.properties
+    )
+
+
+# The image, its properties and its stored v2 record in one statement (see `fetch_record`).
+_IMAGE_WITH_RECORD = (
+    select(
+        images,
+        image_properties.c.key,
+        image_properties.c.value,
+        image_records.c.v2,
+        and_(image_records.c.updated_at == images.c.updated_at, image_records.c.v2.is_not(None)),
+    )
+    .outerjoin(image_properties, image_properties.c.image_id == images.c.id)
+    .outerjoin(image_records, image_records.c.image_id == images.c.id)
+    .where(images.c.id == bindparam("image_id"))
+    .order_by(image_properties.c.id)
+)
+
+
+def fetch_record(conn: Connection, image_id: str) -> tuple[ImageRow, str | None] | None:
+    """The image with its properties, and its stored v2 record if fresh (else None);
+    None if there is no such image. Synchronous: see `engine.read`."""
+    result = conn.execute(_IMAGE_WITH_RECORD, {"image_id": image_id}).all()
+    if not result:
+        return None
+    first = result[0]
+    width = len(_COLUMNS)
+    row = ImageRow(*first[:width])
+    if first[width] is not None:
+        row.properties = {values[width]: values[width + 1] for values in result}
+    return row, first[width + 2] if first[width + 3] else None
+
+
+def _shape(query: V2Query) -> tuple[Any, ...]:
+    return (
         (query.is_admin, query.project is not None, query.visibility, query.member_status),
         tuple(query.one_of),
         tuple(query.exact),
@@ -216,9 +303,12 @@ def list_images(conn: Connection, query: V2Query) -> list[ImageRow]:
         len(query.tags),
         len(query.properties),
         query.os_hidden,
-        sort,
+        tuple(query.sort),
         query.marker is not None,
     )
+
+
+def _page_params(query: V2Query) -> dict[str, Any]:
     params: dict[str, Any] = {"limit": query.limit, "project": query.project}
     for name, values in query.one_of.items():
         params[f"one_of_{name}"] = values
@@ -232,14 +322,22 @@ def list_images(conn: Connection, query: V2Query) -> list[ImageRow]:
     for index, (key, value) in enumerate(query.properties.items()):
         params[f"property_key_{index}"], params[f"property_value_{index}"] = key, value
     if query.marker is not None:
-        for index, (key, _) in enumerate(sort):
+        for index, (key, _) in enumerate(query.sort):
             params[f"mark_{index}"] = _sort_value(query.marker, key)
-    rows = [ImageRow(*values[: len(_COLUMNS)]) for values in conn.execute(statement, params)]
-    if rows:
-        by_id = {row.id: row for row in rows}
-        for image_id, key, value in conn.execute(_PROPERTIES_OF, {"ids": list(by_id)}):
-            by_id[image_id].properties[key] = value
-    return rows
+    return params
+
+
+@lru_cache(maxsize=256)
+def _records_statement(*shape: Any) -> Select[Any]:
+    """The page query of one shape (`_page_statement`) joined to the images' records:
+    ids, records and whether each is fresh, in page order. A flat join, as
+    `catalog._records_statement` explains."""
+    fresh = and_(image_records.c.updated_at == images.c.updated_at, image_records.c.v2.is_not(None))
+    return (
+        _page_statement(*shape)
+        .with_only_columns(images.c.id, image_records.c.v2, fresh)
+        .outerjoin_from(images, image_records, image_records.c.image_id == images.c.id)
+    )
 
 
 # -- tags ----------------------------------------------------------------------------------
@@ -274,6 +372,7 @@ async def set_tags(conn: AsyncConnection, image_id: str, tags: list[str]) -> Non
     new = [{"image_id": image_id, "value": tag} for tag in tags if tag not in current]
     if new:
         await conn.execute(insert(image_tags), new)
+    await refresh_record(conn, image_id)  # v2 records show tags; creates set them last
 
 
 async def add_tag(conn: AsyncConnection, image_id: str, tag: str) -> int:

@@ -1,12 +1,16 @@
-"""Each image's rendered v1 detail record, kept with its row (issue 14).
+"""Each image's rendered v1 detail record and v2 record, kept with its row (issues 12, 14).
 
-A v1 detail page is then a keyset range read joined to ready JSON fragments
-(`catalog.list_records`), not 25 rows of ~27 columns plus properties turned into
+A v1 detail page or a v2 list page is then a keyset range read joined to ready JSON
+fragments (`catalog.list_records`, `listing.list_records`), and `GET /v2/images/{id}`
+a point read of one, not rows of ~27 columns plus properties and tags turned into
 objects, dicts and JSON. Every writer in `catalog` (and `listing.touch`,
-`leases.kill_stale`) calls `refresh` in its transaction after changing an image or its
-properties, when it holds the image's row (an UPDATE or a lock), so two writers of one
-image refresh one after the other. A record is used only while its `updated_at` equals
-its image's, so a writer that forgot to refresh makes lists slower, not wrong.
+`listing.set_tags`, `leases.kill`, `leases.requeue_import`) calls `refresh` in its
+transaction after changing an image, its properties or its tags, when it holds the
+image's row (an UPDATE or a lock), so two writers of one image refresh one after the
+other; both records are rewritten together, whichever API wrote. A record is used only
+while its `updated_at` equals its image's (and the v2 one only when present: a process
+that predates it writes NULL), so a writer that forgot to refresh makes lists slower,
+not wrong.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from sqlalchemy import Connection, delete, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from osimage.server.api import render
+from osimage.server.api.v2 import render as render_v2
 from osimage.server.db.catalog import ImageRow, fetch_image
+from osimage.server.db.listing import tags_of
 from osimage.server.db.tables import image_properties, image_records, images
 
 BACKFILL_BATCH = 500
@@ -28,14 +34,23 @@ def v1_record(row: ImageRow) -> str:
     return json.dumps(render.detail(row))
 
 
+def v2_record(row: ImageRow, tags: list[str]) -> str:
+    """The v2 image record as `json.dumps` writes it inside a list or alone."""
+    return json.dumps(render_v2.record(row, tags))
+
+
 def refresh_now(conn: Connection, image_id: str) -> None:
-    """Rewrite the record of `image_id` from its row and properties (synchronous)."""
+    """Rewrite the records of `image_id` from its row, properties and tags (synchronous)."""
     row = fetch_image(conn, image_id)
     conn.execute(delete(image_records).where(image_records.c.image_id == image_id))
     if row is not None:
+        tags = tags_of(conn, [image_id])[image_id]
         conn.execute(
             insert(image_records).values(
-                image_id=image_id, updated_at=row.updated_at, v1=v1_record(row)
+                image_id=image_id,
+                updated_at=row.updated_at,
+                v1=v1_record(row),
+                v2=v2_record(row, tags),
             )
         )
 
@@ -46,11 +61,12 @@ async def refresh(conn: AsyncConnection, image_id: str) -> None:
 
 
 def backfill(conn: Connection) -> int:
-    """Render the record of every image that has none or a stale one; the count done.
+    """Render the records of every image that has none or a stale one; the count done.
 
     `engine.migrate` runs it at every start: after migration 0005, and for images
-    written straight into the tables (the benchmarks' seeded catalogues). In batches:
-    one read of the images and their properties, one delete and one insert per batch.
+    written straight into the tables (the benchmarks' seeded catalogues), and after 0006
+    for the v2 records. In batches: one read of the images and their properties, one of
+    their tags, one delete and one insert per batch.
     """
     stale = (
         select(images.c.id)
@@ -59,6 +75,7 @@ def backfill(conn: Connection) -> int:
             or_(
                 image_records.c.image_id.is_(None),
                 image_records.c.updated_at != images.c.updated_at,
+                image_records.c.v2.is_(None),
             )
         )
     )
@@ -80,12 +97,18 @@ def backfill(conn: Connection) -> int:
                 row = rows[values[0]] = ImageRow(*values[:width])
             if values[width] is not None:
                 row.properties[values[width]] = values[width + 1]
+        tags = tags_of(conn, list(rows))
         conn.execute(delete(image_records).where(image_records.c.image_id.in_(batch)))
         if rows:
             conn.execute(
                 insert(image_records),
                 [
-                    {"image_id": row.id, "updated_at": row.updated_at, "v1": v1_record(row)}
+                    {
+                        "image_id": row.id,
+                        "updated_at": row.updated_at,
+                        "v1": v1_record(row),
+                        "v2": v2_record(row, tags[row.id]),
+                    }
                     for row in rows.values()
                 ],
             )

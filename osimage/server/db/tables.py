@@ -121,14 +121,16 @@ image_tags = Table(
     Index("ix_image_tags_value", "value", "image_id"),
 )
 
-# Each image's v1 detail record as JSON text, rewritten whenever the image or its
-# properties change (migration 0005, `osimage.server.db.records`): a list page joins
-# these instead of rendering every row. `updated_at` is the image's when the record was
-# rendered; a record whose stamp differs from its image's is stale and not used.
+# Each image's v1 detail record and v2 record as JSON text, rewritten whenever the
+# image, its properties or its tags change (migrations 0005 and 0006,
+# `osimage.server.db.records`): a list page joins these instead of rendering every
+# row. `updated_at` is the image's when the records were rendered; a record whose
+# stamp differs from its image's is stale and not used.
 image_records = Table(
     "image_records",
     metadata,
     _image_id(primary_key=True),
     Column("updated_at", DateTime, nullable=False),
     Column("v1", Text, nullable=False),
+    Column("v2", Text, nullable=True),  # NULL: written by a process that predates v2 records
 )

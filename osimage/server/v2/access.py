@@ -86,14 +86,18 @@ class Access:
         if len(image_id) > rules.MAX_ID_LENGTH:
             return None
         row = catalog.fetch_image(conn, image_id)
-        if row is None or row.deleted:
-            return None
-        membership = None
-        if row.visibility == "shared" and ctx.owner_id is not None and not ctx.is_admin:
-            membership = catalog.find_membership(conn, image_id, ctx.owner_id)
-        if not rules.readable(ctx, row, membership):
+        if row is None or not Access._may_read(conn, ctx, row):
             return None
         return ImageView(row, listing.tags_of(conn, [image_id])[image_id])
+
+    @staticmethod
+    def _may_read(conn: Connection, ctx: Context, row: ImageRow) -> bool:
+        if row.deleted:
+            return False
+        membership = None
+        if row.visibility == "shared" and ctx.owner_id is not None and not ctx.is_admin:
+            membership = catalog.find_membership(conn, row.id, ctx.owner_id)
+        return rules.readable(ctx, row, membership)
 
     def shown(self, ctx: Context, view: ImageView) -> ImageView:
         """Without the properties the caller may not read (property protections)."""
@@ -117,6 +121,28 @@ class Access:
         view = await self.get(ctx, image_id)
         self._enforce(ctx, "get_image", view.row)
         return view
+
+    async def show_record(self, ctx: Context, image_id: str) -> str | None:
+        """`show`'s answer as the image's stored v2 record (JSON text), the same checks
+        made; None when the record cannot serve it (property protections, a stale
+        record): then `show` (issue 12)."""
+        if self.images.protections is not None:
+            return None
+
+        def fetch(conn: Connection) -> tuple[ImageRow, str | None] | None:
+            if len(image_id) > rules.MAX_ID_LENGTH:
+                return None
+            found = listing.fetch_record(conn, image_id)
+            if found is None or not self._may_read(conn, ctx, found[0]):
+                return None
+            return found
+
+        found = await read(self.engine, fetch, point=True)
+        if found is None:
+            raise NotFound(f"No image found with ID {image_id}")
+        row, record = found
+        self._enforce(ctx, "get_image", row)
+        return record
 
     async def _writable(
         self, ctx: Context, image_id: str, message: str, *, rule: str = "modify_image"

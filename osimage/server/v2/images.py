@@ -62,14 +62,7 @@ class Images(Access):
 
     async def list_images(self, ctx: Context, pairs: Sequence[tuple[str, str]]) -> list[ImageView]:
         """One page of `GET /v2/images` (v2 §6)."""
-        self._enforce(ctx, "get_images", owner=ctx.owner_id)
-        query, marker = v2query.parse(
-            ctx,
-            pairs,
-            limit_default=self.limits.limit_param_default,
-            limit_max=self.limits.api_limit_max,
-            filters_max=self.limits.list_filters_max,
-        )
+        query, marker = self._list_query(ctx, pairs)
         protections = self.images.protections
         if protections is not None and not all(
             protections.allows(ctx.roles, key, "read") for key in query.properties
@@ -77,16 +70,49 @@ class Images(Access):
             return []  # a filter on a property the caller may not read matches nothing
 
         def page(conn: Connection) -> list[ImageView]:
-            if marker is not None:
-                found = self._readable(conn, ctx, marker)
-                if found is None:
-                    raise BadRequest(f"Invalid marker {marker}: no such image.")
-                query.marker = found.row
+            self._place_marker(conn, ctx, query, marker)
             rows = listing.list_images(conn, query)
             tags = listing.tags_of(conn, [row.id for row in rows])
             return [ImageView(row, tags[row.id]) for row in rows]
 
         return await read(self.engine, page)
+
+    async def list_records(
+        self, ctx: Context, pairs: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str]] | None:
+        """`list_images`' page as (id, stored v2 record) pairs, or None when the records
+        cannot serve it (property protections, a stale record): then `list_images`."""
+        if self.images.protections is not None:
+            return None
+        query, marker = self._list_query(ctx, pairs)
+
+        def page(conn: Connection) -> list[tuple[str, str]] | None:
+            self._place_marker(conn, ctx, query, marker)
+            return listing.list_records(conn, query)
+
+        return await read(self.engine, page, point=listing.is_bounded_page(query))
+
+    def _list_query(
+        self, ctx: Context, pairs: Sequence[tuple[str, str]]
+    ) -> tuple[listing.V2Query, str | None]:
+        """The caller's list query (policy checked) and the marker it names, if any."""
+        self._enforce(ctx, "get_images", owner=ctx.owner_id)
+        return v2query.parse(
+            ctx,
+            pairs,
+            limit_default=self.limits.limit_param_default,
+            limit_max=self.limits.api_limit_max,
+            filters_max=self.limits.list_filters_max,
+        )
+
+    def _place_marker(
+        self, conn: Connection, ctx: Context, query: listing.V2Query, marker: str | None
+    ) -> None:
+        if marker is not None:
+            row = catalog.fetch_image(conn, marker)  # a UUID: `v2query.parse_marker`
+            if row is None or not self._may_read(conn, ctx, row):
+                raise BadRequest(f"Invalid marker {marker}: no such image.")
+            query.marker = row
 
     # -- create / update -------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
@@ -91,19 +92,15 @@ async def images(call: Call, v2: ImagesV2) -> None:
     """/v2/images."""
     if call.method == "GET":
         pairs = _pairs(call)
+        records = await v2.list_records(call.context, pairs)
+        if records is not None:  # ready JSON: the page is a join (issues 12, 14)
+            await reply(call.send, 200, _page(v2, pairs, records), content_type="application/json")
+            return
         found = await v2.list_images(call.context, pairs)
-        document: dict[str, Any] = {
+        document = {
             "images": [render.image(v2.shown(call.context, view)) for view in found],
-            "schema": "/v2/schemas/images",
+            **_links(v2, pairs, [view.row.id for view in found]),
         }
-        kept = [(k, v) for k, v in pairs if k != "marker"]
-        document["first"] = "/v2/images" + (f"?{urlencode(kept)}" if kept else "")
-        limit = v2.limits.limit_param_default
-        for name, value in pairs:
-            if name == "limit" and value.strip().isdigit():
-                limit = min(int(value), v2.limits.api_limit_max)
-        if found and len(found) == limit:
-            document["next"] = "/v2/images?" + urlencode([*kept, ("marker", found[-1].row.id)])
         await reply_json(call.send, 200, document)
     elif call.method == "POST":
         view = await v2.create(call.context, await json_body(call))
@@ -117,10 +114,37 @@ async def images(call: Call, v2: ImagesV2) -> None:
         not_allowed("GET, POST")
 
 
+def _links(v2: ImagesV2, pairs: list[tuple[str, str]], ids: list[str]) -> dict[str, str]:
+    """The list document's keys after `images`, for a page of images `ids`."""
+    kept = [(k, v) for k, v in pairs if k != "marker"]
+    links = {
+        "schema": "/v2/schemas/images",
+        "first": "/v2/images" + (f"?{urlencode(kept)}" if kept else ""),
+    }
+    limit = v2.limits.limit_param_default
+    for name, value in pairs:
+        if name == "limit" and value.strip().isdigit():
+            limit = min(int(value), v2.limits.api_limit_max)
+    if ids and len(ids) == limit:
+        links["next"] = "/v2/images?" + urlencode([*kept, ("marker", ids[-1])])
+    return links
+
+
+def _page(v2: ImagesV2, pairs: list[tuple[str, str]], records: list[tuple[str, str]]) -> bytes:
+    """The list document as `json.dumps` writes it, the images' records joined in."""
+    links = _links(v2, pairs, [image_id for image_id, _ in records])
+    tail = "".join(f", {json.dumps(key)}: {json.dumps(value)}" for key, value in links.items())
+    return f'{{"images": [{", ".join(record for _, record in records)}]{tail}}}'.encode()
+
+
 async def image(call: Call, v2: ImagesV2, image_id: str) -> None:
     """/v2/images/{id}."""
     if call.method == "GET":
         await no_body(call)
+        record = await v2.show_record(call.context, image_id)
+        if record is not None:  # ready JSON (issue 12)
+            await reply(call.send, 200, record.encode(), content_type="application/json")
+            return
         view = await v2.show(call.context, image_id)
         await reply_json(call.send, 200, render.image(v2.shown(call.context, view)))
     elif call.method == "PATCH":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from osimage.server.db.catalog import MemberRow
-from osimage.server.v2 import ImageView
+from osimage.server.db.catalog import ImageRow, MemberRow
+
+if TYPE_CHECKING:  # the stored records (db.records) render with this module too
+    from osimage.server.v2.access import ImageView
 
 _NULLABLE_PROPERTIES = ("kernel_id", "ramdisk_id")  # schema-image.json keeps their null
 
@@ -21,11 +24,16 @@ def timestamp(when: datetime | None) -> str | None:
 
 
 def image(view: ImageView) -> dict[str, Any]:
-    row = view.row
-    record: dict[str, Any] = {}
+    return record(view.row, view.tags)
+
+
+def record(row: ImageRow, tags: Sequence[str]) -> dict[str, Any]:
+    """The image as v2 shows it; the same for every caller (the links are paths), so
+    `osimage.server.db.records` stores it as JSON text."""
+    shown: dict[str, Any] = {}
     for key, value in row.properties.items():  # a v1 null property reads as "" (§4.1)
-        record[key] = value if value is not None or key in _NULLABLE_PROPERTIES else ""
-    record.update(
+        shown[key] = value if value is not None or key in _NULLABLE_PROPERTIES else ""
+    shown.update(
         {
             "id": row.id,
             "name": row.name,
@@ -43,7 +51,7 @@ def image(view: ImageView) -> dict[str, Any]:
             "disk_format": row.disk_format,
             "created_at": timestamp(row.created_at),
             "updated_at": timestamp(row.updated_at),
-            "tags": list(view.tags),
+            "tags": list(tags),
             "min_ram": row.min_ram,
             "min_disk": row.min_disk,
             "self": f"/v2/images/{row.id}",
@@ -51,7 +59,7 @@ def image(view: ImageView) -> dict[str, Any]:
             "schema": "/v2/schemas/image",
         }
     )
-    return record
+    return shown
 
 
 def member(entry: MemberRow) -> dict[str, Any]:
