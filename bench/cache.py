@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from bench._support import GIB, MIB, Figure, add_json_argument, judged, print_table, write_figures
-from bench.transfer import machine_limit, write_source
+from bench.transfer import DOWNLOAD_DIGESTS, machine_limit, write_source
 from tests.support.backends import store_space, swift_aio_env
 from tests.support.server import Server, start_server
 from tests.support.tcp_proxy import TcpProxy
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         base = Path(tmp)
         source = base / "limit.raw"
         write_source(source, size)
-        limit = min(machine_limit(source, base / "copy.raw") for _ in range(2))
+        limit = min(machine_limit(source, base / "copy.raw", DOWNLOAD_DIGESTS) for _ in range(2))
         read_only = _read_and_hash(source)
         source.unlink()
         print(f"machine limit: {size / MIB / limit:.0f} MiB/s", flush=True)

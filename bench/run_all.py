@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.big:
         if not args.big_store:
             raise SystemExit("--big needs --big-store swift://... or s3://... (docs/stores.md)")
-        big = ["--size-gib", args.big_gib, "--store", args.big_store, "--skip-two-pass"]
+        store = ["--store", args.big_store]
+        big = ["--size-gib", args.big_gib, *store, "--skip-two-pass", "--runs", "2"]
         plan.append(("transfer (big)", "transfer", big))
 
     args.out.mkdir(parents=True, exist_ok=True)

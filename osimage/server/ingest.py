@@ -285,17 +285,21 @@ class Ingest:
                     self.metrics.uploaded.inc(len(chunk))
                 yield chunk
 
+        def md5_and_sha256(batch: bytes) -> None:
+            md5.update(batch)
+            sha256.update(batch)
+
         async def digested() -> AsyncIterator[bytes]:
-            # md5 and sha256 of batch N run in two worker threads (hashlib releases the
-            # GIL) while the store writes it and the next batch is received.
+            # Two worker-thread jobs per batch (hashlib releases the GIL): md5 + sha256 in
+            # one, sha512 in the other, each about as long, while the store writes the
+            # batch and the loop receives the next one.
             loop = asyncio.get_running_loop()
             hashing: list[asyncio.Future[None]] = []
             async for batch in _batches(checked(), _BATCH_SIZE):
                 for job in hashing:
                     await job
                 hashing = [
-                    loop.run_in_executor(None, md5.update, batch),
-                    loop.run_in_executor(None, sha256.update, batch),
+                    loop.run_in_executor(None, md5_and_sha256, batch),
                     loop.run_in_executor(None, multihash.update, batch),
                 ]
                 yield batch

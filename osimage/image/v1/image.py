@@ -23,8 +23,10 @@ __all__ = ["CHUNK_SIZE", "OCTET_STREAM", "Data", "Image", "ImageData", "Meta", "
 
 T = TypeVar("T")
 
-CHUNK_SIZE: Final = 64 * 1024
-"""Bytes per chunk when reading image data."""
+CHUNK_SIZE: Final = 1024 * 1024
+"""Bytes per chunk when reading image data (openstacksdk's download default too): each
+chunk is one hand-off to the hashing thread and one to the writing thread, so 64 KiB
+chunks cost about 0.4 s more CPU per GiB than 1 MiB ones."""
 
 Output = str | os.PathLike[str] | IO[bytes]
 
