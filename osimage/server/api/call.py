@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
-
-import anyio
 
 from osimage.server.api.http import Receive, Scope, Send, base_url
 from osimage.server.auth import Context
@@ -103,28 +102,37 @@ class Call:
         holding a partial batch can hand it on instead of keeping it while the client stalls.
         """
         timeout = self.service.limits.body_timeout
+        loop = asyncio.get_running_loop()
         idle, ticked = 0.0, idle_tick is None
+        wait = 0.0
         while True:
-            wait = timeout - idle if ticked else min(idle_tick or 0.0, timeout - idle)
-            with anyio.move_on_after(wait) as waiting:
-                message = await self.receive()  # cancelling this wait loses no message
-            if waiting.cancelled_caught:
-                idle += wait
-                if idle >= timeout:
-                    raise RequestTimeout(
-                        f"No request body data for {timeout:g} seconds (body_timeout)."
-                    )
-                ticked = True  # one tick per stall: a stalled upload costs no wakeups
-                yield b""
-                continue
-            idle, ticked = 0.0, idle_tick is None
-            if message["type"] == "http.disconnect":
-                raise ClientGone()
-            chunk = message.get("body", b"")
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
+            # One timer for a run of messages, moved for each wait and disarmed while the
+            # consumer holds a chunk (an anyio scope per message cost a fifth of the loop's
+            # time on uploads); a new one only after it expired.
+            try:
+                async with asyncio.timeout(None) as deadline:
+                    while True:
+                        wait = timeout - idle if ticked else min(idle_tick or 0.0, timeout - idle)
+                        deadline.reschedule(loop.time() + wait)
+                        message = await self.receive()  # cancelling this wait loses no message
+                        deadline.reschedule(None)
+                        idle, ticked = 0.0, idle_tick is None
+                        if message["type"] == "http.disconnect":
+                            raise ClientGone()
+                        chunk = message.get("body", b"")
+                        if chunk:
+                            yield chunk
+                        if not message.get("more_body", False):
+                            return
+            except TimeoutError:
+                pass  # (only an expired wait gets here)
+            idle += wait
+            if idle >= timeout:
+                raise RequestTimeout(
+                    f"No request body data for {timeout:g} seconds (body_timeout)."
+                )
+            ticked = True  # one tick per stall: a stalled upload costs no wakeups
+            yield b""
 
     async def json(self) -> Any:
         """The body parsed as JSON, or None when there is none.

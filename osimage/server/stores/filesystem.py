@@ -46,6 +46,18 @@ def _disk() -> Iterator[None]:
         raise _store_error(error) from error
 
 
+def _read_pieces(handle: IO[bytes]) -> list[bytes]:
+    """Up to `_READ_SIZE` bytes of `handle`, as pieces of at most `CHUNK_SIZE`; [] at
+    the end of the file."""
+    pieces: list[bytes] = []
+    for _ in range(_READ_SIZE // CHUNK_SIZE):
+        piece = handle.read(CHUNK_SIZE)
+        if not piece:
+            break
+        pieces.append(piece)
+    return pieces
+
+
 async def _write_all(out: IO[bytes], chunks: AsyncIterator[bytes]) -> int:
     """Write `chunks` in order, each in a worker thread while the next one arrives; return
     how many bytes were written. Returns or raises only once no write is running."""
@@ -141,14 +153,11 @@ class FilesystemStore:
         except OSError as exc:
             raise StoreUnavailable(f"cannot read image data: {exc.strerror}") from exc
         async with handle:
-            # One thread hop per _READ_SIZE; the chunks handed on stay <= CHUNK_SIZE.
-            while block := await handle.read(_READ_SIZE):
-                if len(block) <= CHUNK_SIZE:
-                    yield block
-                    continue
-                view = memoryview(block)
-                for start in range(0, len(block), CHUNK_SIZE):
-                    yield bytes(view[start : start + CHUNK_SIZE])
+            # One thread hop per _READ_SIZE, read as chunks of CHUNK_SIZE: each is read
+            # into its own bytes, not sliced (copied) out of one big block.
+            while pieces := await to_thread.run_sync(_read_pieces, handle.wrapped):
+                for piece in pieces:
+                    yield piece
 
     async def size(self, location: str) -> int:
         path = self._path(location)
