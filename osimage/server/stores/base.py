@@ -53,8 +53,9 @@ class BlobStore(Protocol):
         """Store all of `chunks` and return where, or store nothing and raise."""
         ...
 
-    def get(self, location: str) -> AsyncIterator[bytes]:
-        """Stream a stored blob; raises BlobNotFound if it is gone."""
+    def get(self, location: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
+        """Stream a stored blob in chunks of at most `chunk_size` bytes (a store may keep
+        to smaller ones); raises BlobNotFound if it is gone."""
         ...
 
     async def delete(self, location: str) -> None:

@@ -46,12 +46,11 @@ def _disk() -> Iterator[None]:
         raise _store_error(error) from error
 
 
-def _read_pieces(handle: IO[bytes]) -> list[bytes]:
-    """Up to `_READ_SIZE` bytes of `handle`, as pieces of at most `CHUNK_SIZE`; [] at
-    the end of the file."""
+def _read_pieces(handle: IO[bytes], size: int, count: int) -> list[bytes]:
+    """Up to `count` pieces of at most `size` bytes read from `handle`; [] at its end."""
     pieces: list[bytes] = []
-    for _ in range(_READ_SIZE // CHUNK_SIZE):
-        piece = handle.read(CHUNK_SIZE)
+    for _ in range(count):
+        piece = handle.read(size)
         if not piece:
             break
         pieces.append(piece)
@@ -144,7 +143,7 @@ class FilesystemStore:
             raise
         return Blob(location=Path(final).as_uri(), size=size)
 
-    async def get(self, location: str) -> AsyncIterator[bytes]:
+    async def get(self, location: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
         path = self._path(location)
         try:
             handle = await path.open("rb")
@@ -153,9 +152,12 @@ class FilesystemStore:
         except OSError as exc:
             raise StoreUnavailable(f"cannot read image data: {exc.strerror}") from exc
         async with handle:
-            # One thread hop per _READ_SIZE, read as chunks of CHUNK_SIZE: each is read
-            # into its own bytes, not sliced (copied) out of one big block.
-            while pieces := await to_thread.run_sync(_read_pieces, handle.wrapped):
+            # One thread hop per _READ_SIZE (or chunk), read as chunks of `chunk_size`:
+            # each read into its own bytes, never sliced (copied) out of a bigger block.
+            per_hop = max(_READ_SIZE // chunk_size, 1)
+            while pieces := await to_thread.run_sync(
+                _read_pieces, handle.wrapped, chunk_size, per_hop
+            ):
                 for piece in pieces:
                     yield piece
 

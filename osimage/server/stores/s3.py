@@ -170,8 +170,9 @@ class S3Store(NamedBlobs):
             raise
         return Blob(location=self.location(key[len(self.config.prefix) :]), size=size)
 
-    async def get(self, location: str) -> AsyncIterator[bytes]:
-        """Stream the object; a read that breaks off resumes with a range request (same ETag)."""
+    async def get(self, location: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
+        """Stream the object in chunks of at most CHUNK_SIZE (and `chunk_size`); a read that
+        breaks off resumes with a range request (same ETag)."""
         key = self._name(location)
         response = await self._call("get_object", Bucket=self.config.bucket, Key=key)
         etag, offset, retries = response.get("ETag"), 0, 0
@@ -179,7 +180,7 @@ class S3Store(NamedBlobs):
         try:
             while True:
                 try:
-                    chunk = await to_thread.run_sync(body.read, CHUNK_SIZE)
+                    chunk = await to_thread.run_sync(body.read, min(chunk_size, CHUNK_SIZE))
                 except _BROKEN_READ as exc:
                     retries += 1
                     if retries > READ_RETRIES:

@@ -298,7 +298,9 @@ class SwiftStore(NamedBlobs):
             raise
         return Blob(location=self.location(image_id), size=segmenter.total)
 
-    async def get(self, location: str) -> AsyncIterator[bytes]:
+    async def get(self, location: str, *, chunk_size: int = CHUNK_SIZE) -> AsyncIterator[bytes]:
+        """Chunks of at most CHUNK_SIZE even if `chunk_size` allows more: a bigger one
+        would hold back bytes already received until it filled."""
         name = self._name(location)
         url, token = await self._auth.get()
         request = self._client.build_request(
@@ -316,7 +318,7 @@ class SwiftStore(NamedBlobs):
             raise StoreUnavailable(f"swift GET {name} failed: {exc}") from exc
         try:
             _check(response, f"GET {name}")
-            async for chunk in response.aiter_bytes(CHUNK_SIZE):
+            async for chunk in response.aiter_bytes(min(chunk_size, CHUNK_SIZE)):
                 yield chunk
         except httpx.HTTPError as exc:
             raise StoreUnavailable(f"swift GET {name} broke off: {exc}") from exc
