@@ -43,10 +43,12 @@ async def chunked(
         await anyio.lowlevel.checkpoint()
 
 
-async def read(store: BlobStore, location: str) -> tuple[str, int, int]:
+async def read(
+    store: BlobStore, location: str, chunk_size: int = CHUNK_SIZE
+) -> tuple[str, int, int]:
     """(md5, size, largest chunk) of what `get` streams."""
     digest, size, largest = hashlib.md5(usedforsecurity=False), 0, 0
-    async for chunk in store.get(location):
+    async for chunk in store.get(location, chunk_size=chunk_size):
         digest.update(chunk)
         size += len(chunk)
         largest = max(largest, len(chunk))
@@ -70,6 +72,17 @@ class StoreContract:
         digest, size, largest = await read(store, blob.location)
         assert (digest, size) == (md5(data), len(data))
         assert largest <= CHUNK_SIZE
+
+    async def test_chunk_size_bounds_the_chunks_asked_for(
+        self, store: BlobStore, segment: int
+    ) -> None:
+        # downloads ask for up to 1 MiB; a store may hand on smaller chunks, never bigger
+        data = payload(2 * segment + segment // 2, seed=4)
+        blob = await store.put(new_id(), chunked(data))
+        for chunk_size in (1000, CHUNK_SIZE + 1, 1024 * 1024):
+            digest, size, largest = await read(store, blob.location, chunk_size)
+            assert (digest, size) == (md5(data), len(data))
+            assert largest <= chunk_size
 
     async def test_empty_blob_round_trips(self, store: BlobStore) -> None:
         blob = await store.put(new_id(), chunked(b""))
