@@ -10,7 +10,7 @@ from urllib.parse import quote_plus, urlencode
 
 from osimage import wire
 from osimage.server.api.call import Call
-from osimage.server.api.http import reply, reply_json, reply_stream
+from osimage.server.api.http import reply, reply_json, reply_ready_json, reply_stream
 from osimage.server.api.v2 import render, schemas
 from osimage.server.downloads import DownloadBroken
 from osimage.server.errors import (
@@ -95,7 +95,7 @@ async def images(call: Call, v2: ImagesV2) -> None:
         pairs = _pairs(call)
         records = await v2.list_records(call.context, pairs)
         if records is not None:  # ready JSON: the page is a join (issues 12, 14)
-            await reply(call.send, 200, _page(v2, pairs, records), content_type="application/json")
+            await reply_ready_json(call.send, _page(v2, pairs, records))
             return
         found = await v2.list_images(call.context, pairs)
         document = {
@@ -172,7 +172,7 @@ async def image(call: Call, v2: ImagesV2, image_id: str) -> None:
         await no_body(call)
         record = await v2.show_record(call.context, image_id)
         if record is not None:  # ready JSON (issue 12)
-            await reply(call.send, 200, record.encode(), content_type="application/json")
+            await reply_ready_json(call.send, record.encode())
             return
         view = await v2.show(call.context, image_id)
         await reply_json(call.send, 200, render.image(v2.shown(call.context, view)))
