@@ -104,6 +104,7 @@ class App:
         self.prepared = prepared
         self._service: ImageService | None = None
         self._sharing: Sharing | None = None
+        self._v2: ImagesV2 | None = None  # stateless between calls: built once (issue 12)
         self._authenticator: Authenticator | None = None
         self._health: HealthCheck | None = None  # operations (issue 15)
         self._metrics: Metrics | None = None
@@ -188,11 +189,13 @@ class App:
         if settings.delayed_delete:
             tasks.start_soon(upkeep.scrub_forever, settings.scrub_interval)
         self._sharing = Sharing(self._service)
+        self._v2 = ImagesV2(self._service)
         self._authenticator = authenticator
         stack.callback(self._forget)
 
     def _forget(self) -> None:
         self._service = self._sharing = self._authenticator = None
+        self._v2 = None
         self._health = None
 
     def _open_operations(
@@ -359,7 +362,9 @@ class App:
             raise NotAuthenticated(str(error)) from None
         call = Call(scope, receive, send, context, self._service, self._sharing, headers)
         if v2:
-            await v2_routes.dispatch(call, ImagesV2(self._service), rest)
+            if self._v2 is None:
+                raise ServiceUnavailable("The service is not running.")
+            await v2_routes.dispatch(call, self._v2, rest)
             return
         await dispatch(call, rest)
 

@@ -84,7 +84,12 @@ def _sort_dir(direction: str) -> str:
     return direction
 
 
+_SORTING = frozenset({"sort", "sort_key", "sort_dir"})
+
+
 def _sorting(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    if not any(name in _SORTING for name, _ in pairs):  # the default order, most lists'
+        return [("created_at", "desc"), ("id", "desc")]
     new = [value for name, value in pairs if name == "sort"]
     keys = [value for name, value in pairs if name == "sort_key"]
     dirs = [value for name, value in pairs if name == "sort_dir"]

@@ -231,9 +231,8 @@ def list_records(conn: Connection, query: V2Query) -> list[tuple[str, str]] | No
     if query.limit <= 0:
         return []
     rows = conn.execute(_records_statement(*_shape(query)), _page_params(query)).all()
-    if not all(fresh for *_, fresh in rows):  # NULL too: no record
-        return None
-    return [(image_id, record) for image_id, record, _ in rows]
+    page = [(image_id, record) for image_id, record, fresh in rows if fresh and record is not None]
+    return page if len(page) == len(rows) else None  # a missing or stale record: None
 
 
 # The most records a page read on the event loop may join (see `is_bounded_page`).
@@ -332,7 +331,7 @@ def _records_statement(*shape: Any) -> Select[Any]:
     """The page query of one shape (`_page_statement`) joined to the images' records:
     ids, records and whether each is fresh, in page order. A flat join, as
     `catalog._records_statement` explains."""
-    fresh = and_(image_records.c.updated_at == images.c.updated_at, image_records.c.v2.is_not(None))
+    fresh = image_records.c.updated_at == images.c.updated_at  # NULL v2: `list_records`
     return (
         _page_statement(*shape)
         .with_only_columns(images.c.id, image_records.c.v2, fresh)

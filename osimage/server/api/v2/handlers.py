@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from functools import partial
+from dataclasses import dataclass
+from functools import lru_cache, partial
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 from osimage import wire
 from osimage.server.api.call import Call
-from osimage.server.api.http import reply, reply_json, reply_stream
+from osimage.server.api.http import reply, reply_json, reply_ready_json, reply_stream
 from osimage.server.api.v2 import render, schemas
 from osimage.server.downloads import DownloadBroken
 from osimage.server.errors import (
@@ -94,7 +95,7 @@ async def images(call: Call, v2: ImagesV2) -> None:
         pairs = _pairs(call)
         records = await v2.list_records(call.context, pairs)
         if records is not None:  # ready JSON: the page is a join (issues 12, 14)
-            await reply(call.send, 200, _page(v2, pairs, records), content_type="application/json")
+            await reply_ready_json(call.send, _page(v2, pairs, records))
             return
         found = await v2.list_images(call.context, pairs)
         document = {
@@ -114,26 +115,54 @@ async def images(call: Call, v2: ImagesV2) -> None:
         not_allowed("GET, POST")
 
 
-def _links(v2: ImagesV2, pairs: list[tuple[str, str]], ids: list[str]) -> dict[str, str]:
-    """The list document's keys after `images`, for a page of images `ids`."""
-    kept = [(k, v) for k, v in pairs if k != "marker"]
-    links = {
-        "schema": "/v2/schemas/images",
-        "first": "/v2/images" + (f"?{urlencode(kept)}" if kept else ""),
-    }
+@dataclass(frozen=True)
+class _Links:
+    """A list query's links, built once per query (`_links_of`): `first`, and `next`
+    before its marker's quoted id, as text and as the JSON `json.dumps` writes."""
+
+    first: str
+    next_head: str
+    tail: str  # `, "schema": ..., "first": ...` of the page document
+    next_json_head: str  # `, "next": "...marker=` (the quoted id and `"` follow)
+
+
+@lru_cache(maxsize=256)
+def _links_of(kept: tuple[tuple[str, str], ...]) -> _Links:
+    query = urlencode(kept)
+    first = "/v2/images" + (f"?{query}" if kept else "")
+    next_head = "/v2/images?" + (f"{query}&" if kept else "") + "marker="
+    tail = f', "schema": "/v2/schemas/images", "first": {json.dumps(first)}'
+    # a quoted id is plain ASCII JSON keeps as is: the head's JSON, open, takes it
+    return _Links(first, next_head, tail, f', "next": {json.dumps(next_head)[:-1]}')
+
+
+def _page_links(
+    v2: ImagesV2, pairs: list[tuple[str, str]], count: int, last: str
+) -> tuple[_Links, str]:
+    """The query's links and, when the page (`count` images, the last `last`) is full,
+    the next page's quoted marker."""
+    links = _links_of(tuple((k, v) for k, v in pairs if k != "marker"))
     limit = v2.limits.limit_param_default
     for name, value in pairs:
         if name == "limit" and value.strip().isdigit():
             limit = min(int(value), v2.limits.api_limit_max)
-    if ids and len(ids) == limit:
-        links["next"] = "/v2/images?" + urlencode([*kept, ("marker", ids[-1])])
-    return links
+    marker = quote_plus(last) if count and count == limit else ""
+    return links, marker
+
+
+def _links(v2: ImagesV2, pairs: list[tuple[str, str]], ids: list[str]) -> dict[str, str]:
+    """The list document's keys after `images`, for a page of images `ids`."""
+    links, marker = _page_links(v2, pairs, len(ids), ids[-1] if ids else "")
+    document = {"schema": "/v2/schemas/images", "first": links.first}
+    if marker:
+        document["next"] = links.next_head + marker
+    return document
 
 
 def _page(v2: ImagesV2, pairs: list[tuple[str, str]], records: list[tuple[str, str]]) -> bytes:
     """The list document as `json.dumps` writes it, the images' records joined in."""
-    links = _links(v2, pairs, [image_id for image_id, _ in records])
-    tail = "".join(f", {json.dumps(key)}: {json.dumps(value)}" for key, value in links.items())
+    links, marker = _page_links(v2, pairs, len(records), records[-1][0] if records else "")
+    tail = links.tail + (f'{links.next_json_head}{marker}"' if marker else "")
     return f'{{"images": [{", ".join(record for _, record in records)}]{tail}}}'.encode()
 
 
@@ -143,7 +172,7 @@ async def image(call: Call, v2: ImagesV2, image_id: str) -> None:
         await no_body(call)
         record = await v2.show_record(call.context, image_id)
         if record is not None:  # ready JSON (issue 12)
-            await reply(call.send, 200, record.encode(), content_type="application/json")
+            await reply_ready_json(call.send, record.encode())
             return
         view = await v2.show(call.context, image_id)
         await reply_json(call.send, 200, render.image(v2.shown(call.context, view)))
