@@ -23,7 +23,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import h11
 import httptools
@@ -101,6 +101,19 @@ class _Guards:
     _head_timer: asyncio.TimerHandle | None
     _refused: bool
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Past the cap the connection is refused; otherwise its head's deadline starts."""
+        if self._refuse_connection(cast(asyncio.Transport, transport)):
+            return
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
+        self._cancel_head_timer()
+        super().connection_lost(exc)  # type: ignore[misc]
+
     def _refuse_connection(self, transport: asyncio.Transport) -> bool:
         """Past the cap: answer 503 and close; True if this connection was refused."""
         if len(self.connections) < self.guard.max_connections:
@@ -168,19 +181,7 @@ class GuardedH11Protocol(_Guards, H11Protocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self.app = self._guarded(self.app)
 
-    # -- the connection cap and the header deadline ----------------------------------
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if self._refuse_connection(transport):
-            return
-        super().connection_made(transport)
-        self._arm_head_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._refused:
-            return
-        self._cancel_head_timer()
-        super().connection_lost(exc)
+    # -- the header deadline ---------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -305,19 +306,7 @@ class GuardedHttpToolsProtocol(_Guards, HttpToolsProtocol):
         self.parser.set_dangerous_leniencies(lenient_chunked_length=True)
         self.app = self._guarded(self.app)
 
-    # -- the connection cap and the header deadline ----------------------------------
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if self._refuse_connection(transport):
-            return
-        super().connection_made(transport)
-        self._arm_head_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._refused:
-            return
-        self._cancel_head_timer()
-        super().connection_lost(exc)
+    # -- the header deadline ---------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         if self._refused or self._dropping:
