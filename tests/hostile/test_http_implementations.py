@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 
+from tests.hostile.test_protocol_and_logs import exchange
 from tests.support.server import Server, start_server
 
 pytestmark = pytest.mark.e2e
@@ -39,19 +39,6 @@ def srv(
     )
     yield server
     server.close()
-
-
-def exchange(srv: Server, raw: bytes, timeout: float = 30) -> bytes:
-    """Send raw bytes, then read until the server closes the connection."""
-    with socket.create_connection(("127.0.0.1", srv.port), timeout=timeout) as sock:
-        sock.sendall(raw)
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except ConnectionResetError:
-            pass
-        return received
 
 
 def split(answer: bytes) -> tuple[bytes, dict[bytes, bytes], bytes]:
