@@ -3,7 +3,6 @@ and why a failed transfer failed (its log line and error event)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -13,20 +12,12 @@ from osimage.server.db.catalog import ImageRow
 from osimage.server.errors import BadRequest, Gone, TooLarge
 from osimage.server.ingest import UPLOAD, failure_reason
 from osimage.server.v2 import data
-
-WHEN = datetime(2024, 1, 1)
+from tests.unit.test_rules import image as rules_image
 
 
 def image(**changes: Any) -> ImageRow:
-    values: dict[str, Any] = dict(
-        id="i1", name=None, status="queued", size=None, virtual_size=None, checksum=None,
-        sha256=None, disk_format="raw", container_format="bare", min_disk=0, min_ram=0,
-        owner="p1", is_public=False, protected=False, deleted=False, created_at=WHEN,
-        updated_at=WHEN, deleted_at=None, location=None, location_is_external=False,
-        visibility="shared",
-    )  # fmt: skip
-    values.update(changes)
-    return ImageRow(**values)
+    """A queued image with no data yet (test_rules' record, its data fields cleared)."""
+    return rules_image(**{"status": "queued", "size": None, "checksum": None, **changes})
 
 
 def test_v2_names_the_missing_formats() -> None:
