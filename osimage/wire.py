@@ -356,6 +356,17 @@ def _name_part(key: str) -> str:
     return quote(key, safe=_TOKEN_SAFE)
 
 
+# What a header value cannot carry (RFC 9110, 5.5: the control characters but HTAB).
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_value(text: str) -> str:
+    """`text` as a raw header value: unchanged, or percent-encoded (as `encode` with
+    ``percent`` does) when it holds a character HTTP cannot carry, e.g. a newline in a
+    name or property set through v2's JSON."""
+    return _quote(text) if _UNSENDABLE.search(text) else text
+
+
 def _quote(text: str) -> str:
     if _SAFE_ASCII.fullmatch(text):
         return text
@@ -370,7 +381,8 @@ def encode(
 ) -> list[tuple[str, str]]:
     """Headers for `fields` and `properties`; None values are left out.
 
-    With ``percent=False`` values are raw text (write them as UTF-8 bytes); with
+    With ``percent=False`` values are raw text (write them as UTF-8 bytes) unless HTTP
+    cannot carry them (`header_value`); with
     ``percent=True`` every value that is not plain printable ASCII without ``%`` is
     percent-encoded, so the result is pure ASCII. Header names are always legal HTTP
     tokens: a property key with other characters (non-ASCII, space, ``%``) is
@@ -384,12 +396,12 @@ def encode(
         if kind is None:
             raise WireError(PREFIX + name, f"Bad header: {PREFIX}{name}")
         text = kind.render(value)
-        out.append((PREFIX + name, _quote(text) if percent else text))
+        out.append((PREFIX + name, _quote(text) if percent else header_value(text)))
     for key, prop in (properties or {}).items():
         if prop is None:
             continue
         name = PROPERTY_PREFIX + _name_part(key)
-        out.append((name, _quote(prop) if percent else prop))
+        out.append((name, _quote(prop) if percent else header_value(prop)))
     return out
 
 

@@ -7,6 +7,7 @@ selects: PostgreSQL refuses more than SQLite does), and the server must log no t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -203,3 +204,31 @@ def test_json_body_size_cap(api: Api, image: str) -> None:
     resp = api.request("PUT", path, {"Content-Type": "application/json"}, chunks)
     assert resp.status == 413, resp
     assert "json_body_max" in resp.text
+
+
+# -- values a header cannot carry ---------------------------------------------------------
+
+
+def test_text_a_header_cannot_carry_is_sent_percent_encoded(api: Api) -> None:
+    """v2's JSON may set any text; v1 answers in headers, which cannot hold a newline or
+    another control character: such a value is percent-encoded there (before, the answer
+    was aborted), and kept as it is in the JSON records."""
+    body = {"name": "two\nlines", "disk_format": "raw", "container_format": "bare"}
+    body["note"] = "a\r\nb\x01\tc"
+    created = api.request(
+        "POST", "/v2/images", {"Content-Type": "application/json"}, json.dumps(body).encode()
+    )
+    assert created.status == 201, created
+    image_id = created.json()["id"]
+    octets = {"Content-Type": "application/octet-stream"}
+    assert api.request("PUT", f"/v2/images/{image_id}/file", octets, b"data").status == 204
+
+    head = api.head(image_id)
+    assert head.status == 200, head
+    assert head.meta["name"] == "two%0Alines"
+    assert head.properties["note"] == "a%0D%0Ab%01%09c"
+    got = api.request("GET", f"/v1/images/{image_id}")
+    assert (got.status, got.body) == (200, b"data")
+    assert (got.meta["name"], got.properties["note"]) == (head.meta["name"], "a%0D%0Ab%01%09c")
+    (record,) = [i for i in api.detail(is_public="none").images if i["id"] == image_id]
+    assert (record["name"], record["properties"]["note"]) == ("two\nlines", "a\r\nb\x01\tc")

@@ -71,7 +71,7 @@ def raw_headers(row: ImageRow, length: int) -> list[tuple[bytes, bytes]]:
     """
     core = _core(row)
     out = [
-        (name, render(value).encode())
+        (name, wire.header_value(render(value)).encode())
         for field, name, render in _EMITTED
         if (value := core[field]) is not None
     ]
