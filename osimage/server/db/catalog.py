@@ -35,6 +35,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import BindParameter
 
+from osimage.server.db.engine import rows
 from osimage.server.db.tables import (
     image_members,
     image_properties,
@@ -143,7 +144,7 @@ if tuple(f.name for f in fields(ImageRow) if f.name != "properties") != _COLUMNS
 
 def fetch_image(conn: Connection, image_id: str) -> ImageRow | None:
     """The image with its properties, or None (synchronous: see `engine.read`)."""
-    result = conn.execute(_IMAGE_WITH_PROPERTIES, {"image_id": image_id}).all()
+    result = rows(conn, _IMAGE_WITH_PROPERTIES, {"image_id": image_id})
     if not result:
         return None
     first = result[0]
@@ -409,10 +410,10 @@ def list_records(conn: Connection, query: ListQuery) -> list[str] | None:
     and the caller renders the page from `list_images` instead. Synchronous."""
     if query.limit <= 0:
         return []
-    rows = conn.execute(_records_statement(*_shape(query)), _page_params(query)).all()
-    if not all(fresh for _, fresh in rows):  # NULL too: no record
+    found = rows(conn, _records_statement(*_shape(query)), _page_params(query))
+    if not all(fresh for _, fresh in found):  # NULL too: no record
         return None
-    return [record for record, _ in rows]
+    return [record for record, _ in found]
 
 
 # The most records a page read on the event loop may join (see `is_bounded_page`).
@@ -457,6 +458,7 @@ def _shape(query: ListQuery) -> tuple[Any, ...]:
 
 
 @lru_cache(maxsize=256)
+@lru_cache(maxsize=256)  # one per `_page_statement`: `engine.rows` plans by identity
 def _records_statement(*shape: Any) -> Select[Any]:
     """The page query of one shape (`_page_statement`) joined to the images' records.
 

@@ -38,6 +38,7 @@ from osimage.server.db.catalog import (
     refresh_record,
     update_live_member,
 )
+from osimage.server.db.engine import rows
 from osimage.server.db.tables import (
     image_members,
     image_properties,
@@ -230,9 +231,9 @@ def list_records(conn: Connection, query: V2Query) -> list[tuple[str, str]] | No
     renders the page from `list_images` instead. Synchronous."""
     if query.limit <= 0:
         return []
-    rows = conn.execute(_records_statement(*_shape(query)), _page_params(query)).all()
-    page = [(image_id, record) for image_id, record, fresh in rows if fresh and record is not None]
-    return page if len(page) == len(rows) else None  # a missing or stale record: None
+    found = rows(conn, _records_statement(*_shape(query)), _page_params(query))
+    page = [(image_id, record) for image_id, record, fresh in found if fresh and record is not None]
+    return page if len(page) == len(found) else None  # a missing or stale record: None
 
 
 # The most records a page read on the event loop may join (see `is_bounded_page`).
@@ -281,7 +282,7 @@ _IMAGE_WITH_RECORD = (
 def fetch_record(conn: Connection, image_id: str) -> tuple[ImageRow, str | None] | None:
     """The image with its properties, and its stored v2 record if fresh (else None);
     None if there is no such image. Synchronous: see `engine.read`."""
-    result = conn.execute(_IMAGE_WITH_RECORD, {"image_id": image_id}).all()
+    result = rows(conn, _IMAGE_WITH_RECORD, {"image_id": image_id})
     if not result:
         return None
     first = result[0]
