@@ -20,7 +20,7 @@ from osimage.server import rules
 from osimage.server.auth import Context
 from osimage.server.copies import Slot
 from osimage.server.db import catalog
-from osimage.server.db.catalog import ImageRow, ListQuery
+from osimage.server.db.catalog import ImageRow, ListQuery, StoredImage
 from osimage.server.db.engine import read, writing
 from osimage.server.downloads import Downloads
 from osimage.server.errors import BadRequest, Conflict, NotFound
@@ -75,12 +75,22 @@ class ImageService:
         if not rules.plausible_id(image_id):
             return None
         row = catalog.fetch_image(conn, image_id)
-        if row is None:
+        return row if row is not None and ImageService._may_see(conn, ctx, row) else None
+
+    @staticmethod
+    def _visible_stored(conn: Connection, ctx: Context, image_id: str) -> StoredImage | None:
+        """`_visible_row` with the image's stored renderings (`catalog.fetch_stored`)."""
+        if not rules.plausible_id(image_id):
             return None
+        found = catalog.fetch_stored(conn, image_id)
+        return found if found is not None and ImageService._may_see(conn, ctx, found.row) else None
+
+    @staticmethod
+    def _may_see(conn: Connection, ctx: Context, row: ImageRow) -> bool:
         membership = None
         if rules.visible_by_row(ctx, row) is None and ctx.owner_id is not None:
             membership = catalog.find_membership(conn, row.id, ctx.owner_id)
-        return row if rules.visible(ctx, row, membership) else None
+        return rules.visible(ctx, row, membership)
 
     def shown(self, ctx: Context, row: ImageRow) -> ImageRow:
         """`row` as the caller may see it: without properties it may not read (§13.2)."""
@@ -101,6 +111,19 @@ class ImageService:
         if action is not None:
             self.policy.enforce(ctx, action, image_target(row))
         return row
+
+    async def head(self, ctx: Context, image_id: str) -> tuple[ImageRow, str | None]:
+        """`get`, and the image's stored HEAD headers (`render.head_text`) when they may
+        answer: fresh, and no property protections to apply (else None: render them)."""
+        found = await read(
+            self.engine, partial(self._visible_stored, ctx=ctx, image_id=image_id), point=True
+        )
+        if found is None:
+            raise NotFound(f"Image {image_id} not found.")
+        self.policy.enforce(ctx, "get_image", image_target(found.row))
+        if self.protections is not None:
+            return self.shown(ctx, found.row), None
+        return found.row, found.v1_head
 
     # -- create / update -------------------------------------------------------------------
 

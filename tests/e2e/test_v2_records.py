@@ -1,5 +1,6 @@
 """Issues 12 and 14: v2 lists and `GET /v2/images/{id}` are served from each image's
-stored v2 record, which every write through either API must rewrite with the v1 one.
+stored v2 record, and a v1 HEAD from its stored headers, which every write through
+either API must rewrite with the v1 record.
 A record whose stamp is not its image's (or missing) is never served: the answer is
 rendered from the row instead. These tests read and plant records in the server's own
 database (SQLite or PostgreSQL, whichever the backend gives it).
@@ -178,3 +179,54 @@ def test_list_pages_from_records_match_rendered_pages(
     served = walk()
     sql(fresh_server, "UPDATE image_records SET updated_at = '2000-01-01 00:00:00'")
     assert walk() == served
+
+
+def head_lines(api: Api, image_id: str) -> list[tuple[str, str]]:
+    """A v1 HEAD's headers in order, without those that differ between two answers."""
+    resp = api.head(image_id)
+    assert resp.status == 200, resp
+    varying = {"date", "x-openstack-request-id"}
+    return [(name, value) for name, value in resp.raw_headers if name.lower() not in varying]
+
+
+def test_v1_head_is_served_from_stored_headers_equal_to_rendered_ones(
+    fresh: Api, v2: V2, fresh_server: Server
+) -> None:
+    made = v2.create(name=unique("héad"), tags=["t"], colour="red", Mixed_Case="ÿes")
+    assert fresh.update(made["id"], {PURGE_PROPS_HEADER: "false"}, data=b"head data").status == 200
+    where = f"WHERE image_id = '{made['id']}'"
+    served = head_lines(fresh, made["id"])
+    assert ("x-image-meta-property-colour", "red") in served
+    assert ("content-length", "9") in served
+
+    # with the image's stamp, the stored text is what HEAD sends (the length its own)
+    sql(fresh_server, f"UPDATE image_records SET v1_head = 'x-planted\nyes' {where}")
+    assert head_lines(fresh, made["id"]) == [("x-planted", "yes"), ("content-length", "9")]
+
+    # stale or missing: rendered from the row, the same headers in the same order
+    sql(fresh_server, f"UPDATE image_records SET updated_at = '2000-01-01 00:00:00' {where}")
+    assert head_lines(fresh, made["id"]) == served
+    sql(
+        fresh_server,
+        f"UPDATE image_records SET v1_head = NULL, updated_at = "
+        f"(SELECT updated_at FROM images WHERE id = '{made['id']}') {where}",
+    )
+    assert head_lines(fresh, made["id"]) == served
+
+    # a restart renders the missing headers (migration 0007's backfill); writes through
+    # either API rewrite them
+    fresh_server.restart()
+    ((kept,),) = sql(fresh_server, f"SELECT v1_head FROM image_records {where}")
+    assert kept is not None
+    assert "x-image-meta-property-colour\nred" in kept
+    assert head_lines(fresh, made["id"]) == served
+    assert (
+        v2.patch(made["id"], [{"op": "replace", "path": "/colour", "value": "blue"}]).status == 200
+    )
+    assert fresh.head(made["id"]).properties["colour"] == "blue"
+    assert (
+        fresh.update(made["id"], {**props(colour="green"), PURGE_PROPS_HEADER: "false"}).status
+        == 200
+    )
+    assert fresh.head(made["id"]).properties["colour"] == "green"
+    assert stored(fresh_server, made["id"])[0]

@@ -121,10 +121,13 @@ async def item(call: Call, image_id: str) -> None:
     """/v1/images/{id}."""
     service, context = call.service, call.context
     if call.method == "HEAD":
-        row = service.shown(context, await service.get(context, image_id))
+        row, stored = await service.head(context, image_id)
         # Content-Length is what a GET would send, so HEAD can size an external source.
         length = row.size or 0 if row.status == "active" and not row.deleted else 0
-        headers = render.raw_headers(row, length)
+        if stored is not None:
+            headers = render.stored_head(stored, length)
+        else:
+            headers = render.raw_headers(row, length)
         await call.send({"type": "http.response.start", "status": 200, "headers": headers})
         await call.send({"type": "http.response.body", "body": b""})
     elif call.method == "GET":

@@ -86,3 +86,20 @@ def raw_headers(row: ImageRow, length: int) -> list[tuple[bytes, bytes]]:
         out.append((wire.SHA256_HEADER.encode(), row.sha256.encode()))
     out.append((b"content-length", str(length).encode()))
     return out
+
+
+def head_text(row: ImageRow) -> str:
+    """`raw_headers(row, ...)` but the Content-Length, as the image's record keeps them
+    (`osimage.server.db.records`): names and values on lines of their own, alternately
+    (neither holds a newline: see `wire.header_value`), so reading them back is one split."""
+    return "\n".join(
+        f"{name.decode()}\n{value.decode()}" for name, value in raw_headers(row, 0)[:-1]
+    )
+
+
+def stored_head(text: str, length: int) -> list[tuple[bytes, bytes]]:
+    """The headers `head_text` kept and a Content-Length of `length`, as ASGI bytes."""
+    parts = text.encode().split(b"\n") if text else []
+    out = list(zip(parts[::2], parts[1::2], strict=True))
+    out.append((b"content-length", str(length).encode()))
+    return out

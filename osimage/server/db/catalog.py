@@ -154,6 +154,47 @@ def fetch_image(conn: Connection, image_id: str) -> ImageRow | None:
     return row
 
 
+@dataclass
+class StoredImage:
+    """An image with its properties and its stored renderings where fresh (else None)."""
+
+    row: ImageRow
+    v1_head: str | None  # a v1 HEAD's headers but the length (`render.head_text`)
+    v2: str | None  # the v2 record (JSON text)
+
+
+# The image, its properties and its stored records in one statement (see `fetch_stored`).
+_IMAGE_WITH_RECORDS = (
+    select(
+        images,
+        image_properties.c.key,
+        image_properties.c.value,
+        image_records.c.v1_head,
+        image_records.c.v2,
+        image_records.c.updated_at == images.c.updated_at,
+    )
+    .outerjoin(image_properties, image_properties.c.image_id == images.c.id)
+    .outerjoin(image_records, image_records.c.image_id == images.c.id)
+    .where(images.c.id == bindparam("image_id"))
+    .order_by(image_properties.c.id)
+)
+
+
+def fetch_stored(conn: Connection, image_id: str) -> StoredImage | None:
+    """`fetch_image` and the image's fresh stored renderings (synchronous)."""
+    result = rows(conn, _IMAGE_WITH_RECORDS, {"image_id": image_id})
+    if not result:
+        return None
+    first = result[0]
+    width = len(_COLUMNS)
+    row = ImageRow(*first[:width])
+    if first[width] is not None:
+        row.properties = {values[width]: values[width + 1] for values in result}
+    if not first[width + 4]:  # stale, or no record (NULL)
+        return StoredImage(row, None, None)
+    return StoredImage(row, first[width + 2], first[width + 3])
+
+
 async def get_image(conn: AsyncConnection, image_id: str) -> ImageRow | None:
     return await conn.run_sync(fetch_image, image_id)
 

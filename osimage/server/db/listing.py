@@ -263,36 +263,6 @@ def is_bounded_page(query: V2Query) -> bool:
     )
 
 
-# The image, its properties and its stored v2 record in one statement (see `fetch_record`).
-_IMAGE_WITH_RECORD = (
-    select(
-        images,
-        image_properties.c.key,
-        image_properties.c.value,
-        image_records.c.v2,
-        and_(image_records.c.updated_at == images.c.updated_at, image_records.c.v2.is_not(None)),
-    )
-    .outerjoin(image_properties, image_properties.c.image_id == images.c.id)
-    .outerjoin(image_records, image_records.c.image_id == images.c.id)
-    .where(images.c.id == bindparam("image_id"))
-    .order_by(image_properties.c.id)
-)
-
-
-def fetch_record(conn: Connection, image_id: str) -> tuple[ImageRow, str | None] | None:
-    """The image with its properties, and its stored v2 record if fresh (else None);
-    None if there is no such image. Synchronous: see `engine.read`."""
-    result = rows(conn, _IMAGE_WITH_RECORD, {"image_id": image_id})
-    if not result:
-        return None
-    first = result[0]
-    width = len(_COLUMNS)
-    row = ImageRow(*first[:width])
-    if first[width] is not None:
-        row.properties = {values[width]: values[width + 1] for values in result}
-    return row, first[width + 2] if first[width + 3] else None
-
-
 def _shape(query: V2Query) -> tuple[Any, ...]:
     return (
         (query.is_admin, query.project is not None, query.visibility, query.member_status),

@@ -1,16 +1,17 @@
-"""Each image's rendered v1 detail record and v2 record, kept with its row (issues 12, 14).
+"""Each image's rendered v1 detail record, v1 HEAD headers and v2 record, kept with its
+row (issues 12, 14).
 
 A v1 detail page or a v2 list page is then a keyset range read joined to ready JSON
-fragments (`catalog.list_records`, `listing.list_records`), and `GET /v2/images/{id}`
-a point read of one, not rows of ~27 columns plus properties and tags turned into
-objects, dicts and JSON. Every writer in `catalog` (and `listing.touch`,
-`listing.set_tags`, `leases.kill`, `leases.requeue_import`) calls `refresh` in its
-transaction after changing an image, its properties or its tags, when it holds the
-image's row (an UPDATE or a lock), so two writers of one image refresh one after the
-other; both records are rewritten together, whichever API wrote. A record is used only
-while its `updated_at` equals its image's (and the v2 one only when present: a process
-that predates it writes NULL), so a writer that forgot to refresh makes lists slower,
-not wrong.
+fragments (`catalog.list_records`, `listing.list_records`), `GET /v2/images/{id}` a point
+read of one, and a v1 HEAD sends stored headers: not rows of ~27 columns plus properties
+and tags turned into objects, dicts, JSON and headers. Every writer in `catalog` (and
+`listing.touch`, `listing.set_tags`, `leases.kill`, `leases.requeue_import`) calls
+`refresh` in its transaction after changing an image, its properties or its tags, when it
+holds the image's row (an UPDATE or a lock), so two writers of one image refresh one after
+the other; all three are rewritten together, whichever API wrote. A record is used only
+while its `updated_at` equals its image's (and the v2 record and the headers only when
+present: a process that predates them writes NULL), so a writer that forgot to refresh
+makes reads slower, not wrong.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def refresh_now(conn: Connection, image_id: str) -> None:
                 updated_at=row.updated_at,
                 v1=v1_record(row),
                 v2=v2_record(row, tags),
+                v1_head=render.head_text(row),
             )
         )
 
@@ -76,6 +78,7 @@ def backfill(conn: Connection) -> int:
                 image_records.c.image_id.is_(None),
                 image_records.c.updated_at != images.c.updated_at,
                 image_records.c.v2.is_(None),
+                image_records.c.v1_head.is_(None),
             )
         )
     )
@@ -108,6 +111,7 @@ def backfill(conn: Connection) -> int:
                         "updated_at": row.updated_at,
                         "v1": v1_record(row),
                         "v2": v2_record(row, tags[row.id]),
+                        "v1_head": render.head_text(row),
                     }
                     for row in rows.values()
                 ],

@@ -133,4 +133,6 @@ image_records = Table(
     Column("updated_at", DateTime, nullable=False),
     Column("v1", Text, nullable=False),
     Column("v2", Text, nullable=True),  # NULL: written by a process that predates v2 records
+    # a v1 HEAD's headers but the length (`render.head_text`); NULL: by an older process
+    Column("v1_head", Text, nullable=True),
 )

@@ -129,20 +129,19 @@ class Access:
         if self.images.protections is not None:
             return None
 
-        def fetch(conn: Connection) -> tuple[ImageRow, str | None] | None:
+        def fetch(conn: Connection) -> catalog.StoredImage | None:
             if len(image_id) > rules.MAX_ID_LENGTH:
                 return None
-            found = listing.fetch_record(conn, image_id)
-            if found is None or not self._may_read(conn, ctx, found[0]):
+            found = catalog.fetch_stored(conn, image_id)
+            if found is None or not self._may_read(conn, ctx, found.row):
                 return None
             return found
 
         found = await read(self.engine, fetch, point=True)
         if found is None:
             raise NotFound(f"No image found with ID {image_id}")
-        row, record = found
-        self._enforce(ctx, "get_image", row)
-        return record
+        self._enforce(ctx, "get_image", found.row)
+        return found.v2
 
     async def _writable(
         self, ctx: Context, image_id: str, message: str, *, rule: str = "modify_image"
