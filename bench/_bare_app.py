@@ -44,15 +44,20 @@ app = Starlette(
 )
 
 
-if __name__ == "__main__":
+def serve(asgi: Starlette, port: int, implementation: str) -> None:
+    """Run `asgi` with osimage's uvicorn settings (`bench._floor_app` runs this way too)."""
     uvicorn.run(
-        app,
+        asgi,
         host="127.0.0.1",
-        port=int(sys.argv[1]),
+        port=port,
         log_config=None,
         access_log=False,
         log_level="warning",
         lifespan="on",
         server_header=False,
-        http=sys.argv[2] if len(sys.argv) > 2 else "h11",
+        http=implementation,
     )
+
+
+if __name__ == "__main__":
+    serve(app, int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "h11")

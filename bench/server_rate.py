@@ -4,13 +4,17 @@ One ``osimage serve`` holds ``--images`` public images (10,000 by default, seede
 database). A closed-loop load generator (`wrk` when installed, else an asyncio
 generator in its own process, which HEAD always uses: see `bench._loadgen`) drives
 ``HEAD /v1/images/{id}`` and ``GET /v1/images/detail?limit=25`` over ``--connections``
-keep-alive connections; the same generator drives a bare Starlette app on uvicorn that
-answers a constant (`bench._bare_app`), with the same HTTP implementation as the server
-(``--http``, default: what ``osimage serve`` uses). Rounds alternate between the two;
-each one's best round counts. Every round also prints the server's CPU time per request
-(psutil: user + system of its process) and the load average, the figures that hold up
-on a shared machine.
-Targets (issue 14): HEAD at least 65% of the baseline's rate, the detail page 40%.
+keep-alive connections; the same generator drives two baselines, both bare Starlette
+on uvicorn with the same HTTP implementation as the server (``--http``, default: what
+``osimage serve`` uses): one answers a constant (`bench._bare_app`), the other, the
+floor, does the same work as osimage with plain sqlite3 on the server's database
+(`bench._floor_app`: every request reads it; the same headers, the same page bytes).
+Rounds alternate between the three; each one's best round counts. Every round also
+prints the server's CPU time per request (psutil: user + system of its process) and the
+load average, the figures that hold up on a shared machine.
+Targets (issue 14): HEAD at least 65% of the constant's rate, the detail page 40%; and
+each route at least 70% of the floor's rate (`FLOOR_TARGETS`). The floor's own rate
+against the constant is reported, unjudged: it bounds what the first targets can reach.
 
     .venv/bin/python -m bench server_rate [--images 10000] [--seconds 5] [--rounds 2]
         [--http h11|httptools]
@@ -35,6 +39,7 @@ from bench._support import (
     Figure,
     add_json_argument,
     add_load_arguments,
+    database_path,
     judged,
     print_table,
     seed_catalogue,
@@ -46,6 +51,10 @@ from tests.support.server import free_port
 
 SECTION = "server load"
 TARGETS = {"HEAD": 0.65, "GET": 0.40}
+# of the floor's rate: the same work on bare Starlette + sqlite3 (`bench._floor_app`)
+FLOOR_TARGETS = {"HEAD": 0.70, "GET": 0.70}
+CONSTANT = "bare Starlette+uvicorn"
+FLOOR = "same work on bare Starlette"
 
 
 def default_http() -> str:
@@ -54,9 +63,12 @@ def default_http() -> str:
     return os.environ.get("OSIMAGE_HTTP") or table or "h11"
 
 
-def start_bare(implementation: str = "h11") -> tuple[subprocess.Popen[bytes], int]:
+def start_baseline(
+    module: str, implementation: str, *args: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A baseline app (`bench._bare_app`, `bench._floor_app`) on a free port, answering."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench._bare_app", str(port), implementation])
+    proc = subprocess.Popen([sys.executable, "-m", module, str(port), implementation, *args])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -68,7 +80,7 @@ def start_bare(implementation: str = "h11") -> tuple[subprocess.Popen[bytes], in
         except OSError:
             time.sleep(0.05)
     proc.kill()
-    raise SystemExit("the bare Starlette app did not start")
+    raise SystemExit(f"{module} did not start")
 
 
 def profile(
@@ -107,14 +119,18 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="osimage-bench-") as tmp:
         server = start_bench_server(Path(tmp) / "rate", "--http", args.http)
-        bare, bare_port = start_bare(args.http)
-        print(f"HTTP implementation of both servers: {args.http}")
+        bare, bare_port = start_baseline("bench._bare_app", args.http)
+        floor: subprocess.Popen[bytes] | None = None
+        print(f"HTTP implementation of every server: {args.http}")
         try:
             ids = seed_catalogue(server, args.images)
+            database = str(database_path(server))  # seeded: the floor reads it as it is
+            floor, floor_port = start_baseline("bench._floor_app", args.http, database)
             assert server.proc is not None
             processes = {
                 "osimage": psutil.Process(server.proc.pid),
                 "bare": psutil.Process(bare.pid),
+                "floor": psutil.Process(floor.pid),
             }
             target = ids[len(ids) // 2]
             cases = {
@@ -124,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             figures: list[Figure] = []
             for label, (method, path) in cases.items():
                 best: dict[str, Load] = {}
-                ports = {"osimage": server.port, "bare": bare_port}
+                ports = {"osimage": server.port, "bare": bare_port, "floor": floor_port}
                 for port in ports.values():  # warm-up
                     load(port, method, path, seconds=1, connections=args.connections,
                          use_wrk=use_wrk)  # fmt: skip
@@ -149,10 +165,13 @@ def main(argv: list[str] | None = None) -> int:
                 figures += figures_for(
                     label, best["osimage"], best["bare"], args.connections, TARGETS[method]
                 )
+                figures += floor_figures(label, best, FLOOR_TARGETS[method])
         finally:
             server.stop()
-            bare.terminate()
-            bare.wait()
+            for proc in (bare, floor):
+                if proc is not None:
+                    proc.terminate()
+                    proc.wait()
     print_table(figures, f"Load on a catalogue of {args.images} images")
     write_figures(args.json, figures)
     return 0
@@ -174,7 +193,7 @@ def figures_for(
             f"{label}: rate",
             ours.rate,
             "req/s",
-            baseline="bare Starlette+uvicorn",
+            baseline=CONSTANT,
             baseline_value=bare.rate,
             ratio=ours.rate / bare.rate,
             limit=target,
@@ -186,7 +205,7 @@ def figures_for(
             f"{label}: p50 latency",
             ours.p50_ms,
             "ms",
-            baseline="bare Starlette+uvicorn",
+            baseline=CONSTANT,
             baseline_value=bare.p50_ms,
             ratio=ours.p50_ms / bare.p50_ms,
             target="(reported; ratio = osimage / baseline)",
@@ -196,10 +215,39 @@ def figures_for(
             f"{label}: p99 latency",
             ours.p99_ms,
             "ms",
-            baseline="bare Starlette+uvicorn",
+            baseline=CONSTANT,
             baseline_value=bare.p99_ms,
             ratio=ours.p99_ms / bare.p99_ms,
             target="(reported; ratio = osimage / baseline)",
+        ),
+    ]
+
+
+def floor_figures(label: str, best: dict[str, Load], target: float) -> list[Figure]:
+    """osimage against the floor (judged), and the floor against the constant: the bound."""
+    ours, floor, bare = best["osimage"], best["floor"], best["bare"]
+    return [
+        judged(
+            SECTION,
+            f"{label}: rate vs the same work on bare Starlette",
+            ours.rate,
+            "req/s",
+            baseline=FLOOR,
+            baseline_value=floor.rate,
+            ratio=ours.rate / floor.rate,
+            limit=target,
+            target=f">= {target:.0%} of the baseline",
+        ),
+        judged(
+            SECTION,
+            f"{label}: bound: the same work on bare Starlette vs the constant",
+            floor.rate,
+            "req/s",
+            baseline=CONSTANT,
+            baseline_value=bare.rate,
+            ratio=floor.rate / bare.rate,
+            target="(reported; the most a server doing this work reaches here)",
+            note="bench._floor_app: plain sqlite3 on the server's database, no osimage",
         ),
     ]
 
