@@ -47,6 +47,7 @@ from osimage.server.downloads import Downloads
 from osimage.server.errors import ApiError, HeaderTooLarge, ServiceUnavailable, render
 from osimage.server.errors import Unauthorized as NotAuthenticated
 from osimage.server.ingest import Ingest
+from osimage.server.logs import access
 from osimage.server.operations import endpoints
 from osimage.server.operations.healthcheck import HealthCheck
 from osimage.server.operations.metrics import Metrics, forget_dead_workers, multiprocess_dir
@@ -61,7 +62,6 @@ from osimage.server.upkeep import Upkeep, scrub, sweep, sweep_imports, sweep_imp
 from osimage.server.v2 import ImagesV2
 
 log = logging.getLogger("osimage.server")
-access_log = logging.getLogger("osimage.access")
 
 MAX_REQUEST_ID_LENGTH = 64
 # Request ids: a random per-process prefix and a counter, in the form of a UUID
@@ -292,11 +292,11 @@ class App:
         finally:
             count()
             elapsed = (time.perf_counter() - started) * 1000
-            line = (request_id, scope["method"], scope["path"], status or "-")
             if failure:
+                line = (request_id, scope["method"], scope["path"], status or "-")
                 log.error("%s %s %s %s %.1fms %s", *line, elapsed, failure)
             else:
-                access_log.info("%s %s %s %s %.1fms", *line, elapsed)
+                access.write(request_id, scope["method"], scope["path"], status, elapsed)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]

@@ -11,23 +11,13 @@ import tempfile
 import anyio
 import uvicorn
 
+from osimage.server import logs
 from osimage.server.app import create_app, prepare
 from osimage.server.connections import guarded_protocol
 from osimage.server.db.engine import DatabaseConfigError, database_url
 from osimage.server.instance import DataInUse, exclusive, lock_paths
 from osimage.server.operations.metrics import MULTIPROC_VARIABLE
 from osimage.server.settings import Settings
-
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _configure_logging(level: str) -> None:
-    # Nothing reads a record's caller (file, line) or process: not looking them up saves
-    # a third of the cost of a line, and a line is written per request (the logging
-    # HOWTO's "Optimization"; issue 14). The thread name stays: the notifier's filter reads it.
-    logging._srcfile = None
-    logging.logProcesses = logging.logMultiprocessing = False
-    logging.basicConfig(level=level.upper(), format=_LOG_FORMAT, stream=sys.stderr, force=True)
 
 
 def run(settings: Settings) -> None:
@@ -36,7 +26,7 @@ def run(settings: Settings) -> None:
         database_url(settings.database)  # e.g. a missing extra: one line, exit status 1
     except DatabaseConfigError as exc:
         sys.exit(f"osimage serve: {exc}")
-    _configure_logging(settings.log_level)
+    logs.configure(settings.log_level)
     try:
         with exclusive(lock_paths(settings.database, settings.store)):
             _serve(settings)
@@ -91,5 +81,5 @@ def _serve(settings: Settings) -> None:
 def worker_app() -> object:
     """The app factory each worker process calls; settings arrive as OSIMAGE_* variables."""
     settings = Settings.load({}, os.environ)
-    _configure_logging(settings.log_level)
+    logs.configure(settings.log_level)
     return create_app(settings, prepared=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.backends import Backend
+from tests.support.polling import wait_until
 from tests.support.server import Server, start_server
 
 pytestmark = pytest.mark.e2e
@@ -68,8 +69,8 @@ def test_content_length_with_transfer_encoding_is_400_and_closes(srv: Server) ->
     assert b"Content-Length and Transfer-Encoding" in answer
     assert b"connection: close" in answer.lower()
     assert answer.count(b"HTTP/1.1 ") == 1  # whatever followed was never answered
+    wait_until(lambda: "POST /v1/images 400" in srv.log()[before:], "the access line")
     log = srv.log()[before:]
-    assert "POST /v1/images 400" in log
     assert "GET /v1/images/detail" not in log
     assert_clean_log(log)
 
@@ -206,3 +207,56 @@ def test_garbage_after_an_early_answer_leaves_no_traceback(srv: Server) -> None:
                 pass
     assert get_status(srv, "/v1/images") == 200
     assert_clean_log(srv.log()[before:])
+
+
+# -- access lines ---------------------------------------------------------------------------
+
+ACCESS_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO osimage\.access: "
+    r"(req-[0-9a-f-]+) (HEAD|GET) (\S+) (\d{3}) \d+\.\dms$",
+    re.MULTILINE,
+)
+
+
+def test_each_request_is_one_access_line_in_order(srv: Server) -> None:
+    """Access lines bypass `logging` but keep the log's shape, each request's id, and the
+    order requests were answered in, whatever connection they came on."""
+    before = len(srv.log())
+    sent = []
+    connections = [http.client.HTTPConnection("127.0.0.1", srv.port) for _ in range(3)]
+    try:
+        for n in range(60):
+            conn = connections[n % 3]
+            conn.request("HEAD", f"/v1/images/missing-{n}")
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == 404
+            sent.append((resp.getheader("x-openstack-request-id"), f"/v1/images/missing-{n}"))
+    finally:
+        for conn in connections:
+            conn.close()
+    wait_until(lambda: sent[-1][1] in srv.log()[before:], "the last access line")
+    logged = [(m[1], m[3]) for m in ACCESS_LINE.finditer(srv.log()[before:])]
+    assert logged == sent
+
+
+def test_a_warning_level_log_has_no_access_lines(tmp_path: Path) -> None:
+    quiet = start_server(tmp_path, "--log-level", "warning")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", quiet.port)
+        conn.request("GET", "/v1/images/detail")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        quiet.close()  # the log is complete once the server has stopped
+    assert "osimage.access" not in quiet.log()
+    loud = start_server(tmp_path / "loud")
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", loud.port)
+        conn.request("GET", "/v1/images/detail")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        loud.close()
+    logged = [m[3] for m in ACCESS_LINE.finditer(loud.log())]
+    assert logged.count("/v1/images/detail") == 1  # the same request, logged at info
