@@ -215,6 +215,24 @@ def timer() -> Iterator[list[float]]:
         box.append(time.perf_counter() - start)
 
 
+def timed_download(port: int, path: str) -> tuple[float, str, int]:
+    """GET `path` from 127.0.0.1:`port` on a new connection, read in 1 MiB pieces; return
+    the seconds it took, the body's md5 and its length. RuntimeError on a status but 200."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    size = 0
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn.request("GET", path)
+    answer = conn.getresponse()
+    if answer.status != 200:
+        raise RuntimeError(f"GET {path} answered {answer.status}")
+    while block := answer.read(MIB):
+        md5.update(block)
+        size += len(block)
+    conn.close()
+    return time.perf_counter() - start, md5.hexdigest(), size
+
+
 def start_bench_server(base: Path, *args: str) -> Server:
     """A noauth `osimage serve` on SQLite and, unless `args` name a store, files under
     `base`, whatever backend the test suite is told to use (the benchmarks seed SQLite)."""

@@ -29,7 +29,16 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from bench._support import GIB, MIB, Figure, add_json_argument, judged, print_table, write_figures
+from bench._support import (
+    GIB,
+    MIB,
+    Figure,
+    add_json_argument,
+    judged,
+    print_table,
+    timed_download,
+    write_figures,
+)
 from bench.transfer import DOWNLOAD_DIGESTS, machine_limit, write_source
 from tests.support.backends import store_space, swift_aio_env
 from tests.support.server import Server, start_server
@@ -83,20 +92,8 @@ def _upload(server: Server, source: Path) -> str:
 
 
 def _download(server: Server, image_id: str) -> tuple[float, str, int]:
-    """Seconds, md5 and length of one download, read in 1 MiB pieces."""
-    md5 = hashlib.md5(usedforsecurity=False)
-    size = 0
-    start = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
-    conn.request("GET", f"/v1/images/{image_id}")
-    answer = conn.getresponse()
-    if answer.status != 200:
-        raise RuntimeError(f"download answered {answer.status}")
-    while block := answer.read(MIB):
-        md5.update(block)
-        size += len(block)
-    conn.close()
-    return time.perf_counter() - start, md5.hexdigest(), size
+    """Seconds, md5 and length of one download."""
+    return timed_download(server.port, f"/v1/images/{image_id}")
 
 
 def _cached(server: Server, image_id: str) -> bool:

@@ -71,6 +71,7 @@ from bench._support import (
     print_table,
     seed_catalogue,
     start_bench_server,
+    timed_download,
     write_figures,
 )
 from tests.support.server import Server
@@ -242,25 +243,13 @@ def transfer(
             os.close(fd)
         sync = time.perf_counter() - started
     checksum = _call(port, "GET", f"/v2/images/{image['id']}")["checksum"]
-    digest = hashlib.md5(usedforsecurity=False)
-    got = 0
     cpu = cpu_seconds(pid)
-    started = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    conn.request("GET", path)
-    reply = conn.getresponse()
-    if reply.status != 200:
-        raise RuntimeError(f"GET {path}: {reply.status}")
-    while chunk := reply.read(MIB):
-        digest.update(chunk)
-        got += len(chunk)
-    conn.close()
-    down = time.perf_counter() - started
+    down, md5, got = timed_download(port, path)
     down_cpu = cpu_seconds(pid) - cpu
     if got != size:
         raise RuntimeError(f"GET {path}: {got} of {size} bytes")
     _call(port, "DELETE", f"/v2/images/{image['id']}")
-    return Transfer(up, down, sync, up_cpu, down_cpu, digest.hexdigest(), checksum)
+    return Transfer(up, down, sync, up_cpu, down_cpu, md5, checksum)
 
 
 # -- the run ------------------------------------------------------------------------------
