@@ -42,7 +42,6 @@ import json
 import os
 import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -65,6 +64,7 @@ from bench._loadgen import Load, load, wrk_available
 from bench._support import (
     MIB,
     Figure,
+    Sampler,
     add_json_argument,
     database_path,
     judged,
@@ -84,20 +84,19 @@ TARGET = "> 1x: osimage ahead"
 # -- what both get ------------------------------------------------------------------------
 
 
-class TreeRss:
+class TreeRss(Sampler):
     """Peak RSS of each named process and its children, sampled every 20 ms in a thread."""
 
     def __init__(self) -> None:
+        super().__init__(0.02)
         self.pids: dict[str, int] = {}
         self.peak: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def watch(self, name: str, pid: int) -> None:
         self.pids[name] = pid
         self.peak.setdefault(name, 0)
 
-    def _sample(self, pid: int) -> int:
+    def _tree(self, pid: int) -> int:
         try:
             root = psutil.Process(pid)
             total: int = root.memory_info().rss
@@ -108,18 +107,10 @@ class TreeRss:
         except psutil.NoSuchProcess:
             return 0
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            for name, pid in list(self.pids.items()):
-                self.peak[name] = max(self.peak[name], self._sample(pid))
-
-    def __enter__(self) -> TreeRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> bool:
+        for name, pid in list(self.pids.items()):
+            self.peak[name] = max(self.peak[name], self._tree(pid))
+        return True
 
 
 def walk(root: str, limit: int) -> int:
