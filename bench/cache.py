@@ -132,7 +132,7 @@ def measure(base: Path, kind: str, size: int, concurrent: int, limit: float) -> 
     store, variables, _, drop = _store(kind, env, origin)
     server = start_server(
         base / f"{kind}-direct", "--store", store, "--cache-dir", str(base / f"{kind}-cache"),
-        "--cache-size", f"{2 * size}", **variables,
+        "--cache-size", f"{2 * size}", environ=variables,
     )  # fmt: skip
     try:
         image_id = _upload(server, source)
@@ -169,7 +169,7 @@ def measure(base: Path, kind: str, size: int, concurrent: int, limit: float) -> 
     small_md5 = write_source(small, concurrent)
     server = start_server(
         base / f"{kind}-proxied", "--store", store, "--cache-dir",
-        str(base / f"{kind}-cache-2"), "--cache-size", f"{2 * concurrent}", **variables,
+        str(base / f"{kind}-cache-2"), "--cache-size", f"{2 * concurrent}", environ=variables,
     )  # fmt: skip
     try:
         image_id = _upload(server, small)

@@ -82,7 +82,7 @@ def run_sampled(args: list[str], env: dict[str, str]) -> Run:
             break
         time.sleep(0.005)
     reader.join()
-    err = proc.stderr.read() if proc.stderr else b""  # type: ignore[union-attr]
+    err = proc.stderr.read() if proc.stderr else b""
     if proc.wait() != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{err.decode(errors='replace')}")
     return Run(time.perf_counter() - start, peak, b"".join(out), _children_cpu() - cpu)
