@@ -10,7 +10,6 @@ that stops Glance from installing or starting raises `Skip` with the reason.
 from __future__ import annotations
 
 import ctypes
-import http.client
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.server import free_port
+from tests.support.server import free_port, wait_for_answer
 
 GLANCE_SPEC = "glance==33.0.0"
 # uWSGI builds from source (needs a C compiler); pyuwsgi is the same server as wheels
@@ -266,20 +265,16 @@ class GlanceServer:
                 start_new_session=True,
                 preexec_fn=_die_with_parent(),
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise Skip(f"uWSGI exited with {self.proc.returncode}:\n{_tail(self.log)}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/v2/images?limit=1")
-                status = conn.getresponse().status
-                conn.close()
-                if status == 200:
-                    return
-                raise Skip(f"GET /v2/images answered {status}:\n{_tail(self.log)}")
-            except (OSError, http.client.HTTPException):
-                time.sleep(0.2)
+        status = wait_for_answer(
+            self.port, "/v2/images?limit=1", timeout=timeout, proc=self.proc, until=None,
+            connect_timeout=5, pause=0.2,
+        )  # fmt: skip
+        if status == 200:
+            return
+        if status is not None:
+            raise Skip(f"GET /v2/images answered {status}:\n{_tail(self.log)}")
+        if self.proc.poll() is not None:
+            raise Skip(f"uWSGI exited with {self.proc.returncode}:\n{_tail(self.log)}")
         raise Skip(f"Glance did not answer within {timeout:.0f} s:\n{_tail(self.log)}")
 
     def stored(self, image_id: str) -> Path:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import psutil
@@ -172,32 +172,46 @@ def machine() -> dict[str, Any]:
     }
 
 
-class PeakRss:
-    """Samples a process's RSS every few milliseconds in a thread; `growth` is peak - start."""
+class Sampler:
+    """Calls `sample` at once and then every `interval` seconds, in a thread, while in a
+    ``with`` block; it stops early when `sample` returns False."""
 
-    def __init__(self, pid: int, interval: float = 0.005) -> None:
-        self.process = psutil.Process(pid)
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.start_rss: int = self.process.memory_info().rss
-        self.peak: int = self.start_rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
-            except psutil.NoSuchProcess:
-                return
-            time.sleep(self.interval)
+    def sample(self) -> bool:
+        raise NotImplementedError
 
-    def __enter__(self) -> PeakRss:
+    def _run(self) -> None:
+        while self.sample() and not self._stop.wait(self.interval):
+            pass
+
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class PeakRss(Sampler):
+    """Samples a process's RSS every few milliseconds in a thread; `growth` is peak - start."""
+
+    def __init__(self, pid: int, interval: float = 0.005) -> None:
+        super().__init__(interval)
+        self.process = psutil.Process(pid)
+        self.start_rss: int = self.process.memory_info().rss
+        self.peak: int = self.start_rss
+
+    def sample(self) -> bool:
+        try:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            return False
+        return True
 
     @property
     def growth(self) -> int:
@@ -213,6 +227,24 @@ def timer() -> Iterator[list[float]]:
         yield box
     finally:
         box.append(time.perf_counter() - start)
+
+
+def timed_download(port: int, path: str) -> tuple[float, str, int]:
+    """GET `path` from 127.0.0.1:`port` on a new connection, read in 1 MiB pieces; return
+    the seconds it took, the body's md5 and its length. RuntimeError on a status but 200."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    size = 0
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    conn.request("GET", path)
+    answer = conn.getresponse()
+    if answer.status != 200:
+        raise RuntimeError(f"GET {path} answered {answer.status}")
+    while block := answer.read(MIB):
+        md5.update(block)
+        size += len(block)
+    conn.close()
+    return time.perf_counter() - start, md5.hexdigest(), size
 
 
 def start_bench_server(base: Path, *args: str) -> Server:

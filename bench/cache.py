@@ -29,7 +29,16 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from bench._support import GIB, MIB, Figure, add_json_argument, judged, print_table, write_figures
+from bench._support import (
+    GIB,
+    MIB,
+    Figure,
+    add_json_argument,
+    judged,
+    print_table,
+    timed_download,
+    write_figures,
+)
 from bench.transfer import DOWNLOAD_DIGESTS, machine_limit, write_source
 from tests.support.backends import store_space, swift_aio_env
 from tests.support.server import Server, start_server
@@ -83,20 +92,8 @@ def _upload(server: Server, source: Path) -> str:
 
 
 def _download(server: Server, image_id: str) -> tuple[float, str, int]:
-    """Seconds, md5 and length of one download, read in 1 MiB pieces."""
-    md5 = hashlib.md5(usedforsecurity=False)
-    size = 0
-    start = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
-    conn.request("GET", f"/v1/images/{image_id}")
-    answer = conn.getresponse()
-    if answer.status != 200:
-        raise RuntimeError(f"download answered {answer.status}")
-    while block := answer.read(MIB):
-        md5.update(block)
-        size += len(block)
-    conn.close()
-    return time.perf_counter() - start, md5.hexdigest(), size
+    """Seconds, md5 and length of one download."""
+    return timed_download(server.port, f"/v1/images/{image_id}")
 
 
 def _cached(server: Server, image_id: str) -> bool:
@@ -135,7 +132,7 @@ def measure(base: Path, kind: str, size: int, concurrent: int, limit: float) -> 
     store, variables, _, drop = _store(kind, env, origin)
     server = start_server(
         base / f"{kind}-direct", "--store", store, "--cache-dir", str(base / f"{kind}-cache"),
-        "--cache-size", f"{2 * size}", **variables,
+        "--cache-size", f"{2 * size}", environ=variables,
     )  # fmt: skip
     try:
         image_id = _upload(server, source)
@@ -172,7 +169,7 @@ def measure(base: Path, kind: str, size: int, concurrent: int, limit: float) -> 
     small_md5 = write_source(small, concurrent)
     server = start_server(
         base / f"{kind}-proxied", "--store", store, "--cache-dir",
-        str(base / f"{kind}-cache-2"), "--cache-size", f"{2 * concurrent}", **variables,
+        str(base / f"{kind}-cache-2"), "--cache-size", f"{2 * concurrent}", environ=variables,
     )  # fmt: skip
     try:
         image_id = _upload(server, small)

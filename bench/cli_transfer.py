@@ -82,7 +82,7 @@ def run_sampled(args: list[str], env: dict[str, str]) -> Run:
             break
         time.sleep(0.005)
     reader.join()
-    err = proc.stderr.read() if proc.stderr else b""  # type: ignore[union-attr]
+    err = proc.stderr.read() if proc.stderr else b""
     if proc.wait() != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{err.decode(errors='replace')}")
     return Run(time.perf_counter() - start, peak, b"".join(out), _children_cpu() - cpu)
@@ -167,6 +167,23 @@ def _server_cpu(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
+class CpuMeter:
+    """The CPU seconds this process and the server spend from its creation to `record`."""
+
+    def __init__(self, served: psutil.Process | None, gib: float) -> None:
+        self.served = served
+        self.gib = gib
+        self.server = _server_cpu(served) if served else 0.0
+        self.client = _self_cpu()
+
+    def record(self, series: Series, rate: float, client_cpu: float | None = None) -> None:
+        """Add a run at `rate` MiB/s to `series`, with CPU per GiB; `client_cpu` is that of
+        a child process that did the work (else this process's own is taken)."""
+        client = _self_cpu() - self.client if client_cpu is None else client_cpu
+        server = _server_cpu(self.served) - self.server if self.served else 0.0
+        series.add(rate, client / self.gib, server / self.gib)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -196,53 +213,37 @@ def main() -> None:
             target = base / "back.raw"
             for round_ in range(max(2, options.runs)):
                 for limit, digests in ((up_limit, UPLOAD_DIGESTS), (down_limit, DOWNLOAD_DIGESTS)):
-                    cpu = _self_cpu()
+                    meter = CpuMeter(None, gib)
                     seconds = machine_limit(source, base / "copy.raw", digests)
-                    limit.add(options.size_mib / seconds, (_self_cpu() - cpu) / gib)
-                before = _server_cpu(served)
+                    meter.record(limit, options.size_mib / seconds)
+                meter = CpuMeter(served, gib)
                 up = run_sampled(
                     [str(OSIMAGE), "image", "create", "--name", f"bench-{round_}",
                      "--disk-format", "raw", "--container-format", "bare", "--file",
                      str(source), "--no-progress", "-f", "json"],
                     env,
                 )  # fmt: skip
-                cli_up.add(
-                    options.size_mib / up.seconds,
-                    up.cpu / gib,
-                    (_server_cpu(served) - before) / gib,
-                )
+                meter.record(cli_up, options.size_mib / up.seconds, up.cpu)
                 created = json.loads(up.stdout)
                 if created["checksum"] != md5:
                     raise SystemExit(f"uploaded checksum {created['checksum']} != {md5}")
-                before = _server_cpu(served)
+                meter = CpuMeter(served, gib)
                 down = run_sampled(
                     [str(OSIMAGE), "image", "download", created["id"], "--file", str(target),
                      "--no-progress"],
                     env,
                 )  # fmt: skip
-                cli_down.add(
-                    options.size_mib / down.seconds,
-                    down.cpu / gib,
-                    (_server_cpu(served) - before) / gib,
-                )
+                meter.record(cli_down, options.size_mib / down.seconds, down.cpu)
                 if target.stat().st_size != size:
                     raise SystemExit("downloaded size differs")
                 target.unlink()
                 peaks += [up.peak_rss, down.peak_rss]
-                before, cpu = _server_cpu(served), _self_cpu()
+                meter = CpuMeter(served, gib)
                 seconds, bare_id = bare_upload("127.0.0.1", server.port, source)
-                bare_up.add(
-                    options.size_mib / seconds,
-                    (_self_cpu() - cpu) / gib,
-                    (_server_cpu(served) - before) / gib,
-                )
-                before, cpu = _server_cpu(served), _self_cpu()
+                meter.record(bare_up, options.size_mib / seconds)
+                meter = CpuMeter(served, gib)
                 seconds = bare_download("127.0.0.1", server.port, bare_id)
-                bare_down.add(
-                    options.size_mib / seconds,
-                    (_self_cpu() - cpu) / gib,
-                    (_server_cpu(served) - before) / gib,
-                )
+                meter.record(bare_down, options.size_mib / seconds)
                 for image_id in (created["id"], bare_id):
                     delete_image("127.0.0.1", server.port, image_id)
                 every = (up_limit, down_limit, cli_up, cli_down, bare_up, bare_down)

@@ -42,7 +42,6 @@ import json
 import os
 import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -65,12 +64,14 @@ from bench._loadgen import Load, load, wrk_available
 from bench._support import (
     MIB,
     Figure,
+    Sampler,
     add_json_argument,
     database_path,
     judged,
     print_table,
     seed_catalogue,
     start_bench_server,
+    timed_download,
     write_figures,
 )
 from tests.support.server import Server
@@ -83,20 +84,19 @@ TARGET = "> 1x: osimage ahead"
 # -- what both get ------------------------------------------------------------------------
 
 
-class TreeRss:
+class TreeRss(Sampler):
     """Peak RSS of each named process and its children, sampled every 20 ms in a thread."""
 
     def __init__(self) -> None:
+        super().__init__(0.02)
         self.pids: dict[str, int] = {}
         self.peak: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def watch(self, name: str, pid: int) -> None:
         self.pids[name] = pid
         self.peak.setdefault(name, 0)
 
-    def _sample(self, pid: int) -> int:
+    def _tree(self, pid: int) -> int:
         try:
             root = psutil.Process(pid)
             total: int = root.memory_info().rss
@@ -107,18 +107,10 @@ class TreeRss:
         except psutil.NoSuchProcess:
             return 0
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            for name, pid in list(self.pids.items()):
-                self.peak[name] = max(self.peak[name], self._sample(pid))
-
-    def __enter__(self) -> TreeRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> bool:
+        for name, pid in list(self.pids.items()):
+            self.peak[name] = max(self.peak[name], self._tree(pid))
+        return True
 
 
 def walk(root: str, limit: int) -> int:
@@ -242,25 +234,13 @@ def transfer(
             os.close(fd)
         sync = time.perf_counter() - started
     checksum = _call(port, "GET", f"/v2/images/{image['id']}")["checksum"]
-    digest = hashlib.md5(usedforsecurity=False)
-    got = 0
     cpu = cpu_seconds(pid)
-    started = time.perf_counter()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    conn.request("GET", path)
-    reply = conn.getresponse()
-    if reply.status != 200:
-        raise RuntimeError(f"GET {path}: {reply.status}")
-    while chunk := reply.read(MIB):
-        digest.update(chunk)
-        got += len(chunk)
-    conn.close()
-    down = time.perf_counter() - started
+    down, md5, got = timed_download(port, path)
     down_cpu = cpu_seconds(pid) - cpu
     if got != size:
         raise RuntimeError(f"GET {path}: {got} of {size} bytes")
     _call(port, "DELETE", f"/v2/images/{image['id']}")
-    return Transfer(up, down, sync, up_cpu, down_cpu, digest.hexdigest(), checksum)
+    return Transfer(up, down, sync, up_cpu, down_cpu, md5, checksum)
 
 
 # -- the run ------------------------------------------------------------------------------

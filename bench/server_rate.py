@@ -23,13 +23,11 @@ against the constant is reported, unjudged: it bounds what the first targets can
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
@@ -47,7 +45,7 @@ from bench._support import (
     write_figures,
 )
 from osimage.server.settings import SETTINGS
-from tests.support.server import free_port
+from tests.support.server import free_port, wait_for_answer
 
 SECTION = "server load"
 TARGETS = {"HEAD": 0.65, "GET": 0.40}
@@ -69,16 +67,8 @@ def start_baseline(
     """A baseline app (`bench._bare_app`, `bench._floor_app`) on a free port, answering."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", module, str(port), implementation, *args])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/versions")
-            if conn.getresponse().status == 200:
-                conn.close()
-                return proc, port
-        except OSError:
-            time.sleep(0.05)
+    if wait_for_answer(port, "/versions", timeout=30, proc=proc) == 200:
+        return proc, port
     proc.kill()
     raise SystemExit(f"{module} did not start")
 

@@ -391,54 +391,28 @@ def measure(
         def v2_download() -> tuple[str, int]:
             return v2.download(kept["v2"]["id"], target)
 
-        if "v1" in apis:
-            if two_pass:
-                plan.append(
-                    (
-                        Series("v1 upload, create_image(filename)", size,
-                               baseline=UPLOAD_LIMIT, target=V1_TARGET),
-                        lambda: conn.image.create_image(
-                            f"bench-two-pass-{next(names)}", filename=str(source),
-                            disk_format="raw", container_format="bare",
-                        ),
-                        check_v1,
-                    )
-                )  # fmt: skip
-            plan.append(
-                (
-                    Series("v1 upload, upload_image(file)", size,
-                           baseline=UPLOAD_LIMIT, target=V1_TARGET),
-                    one_pass,
-                    check_v1,
-                )
+        def two_pass_upload() -> Any:
+            return conn.image.create_image(
+                f"bench-two-pass-{next(names)}", filename=str(source),
+                disk_format="raw", container_format="bare",
             )  # fmt: skip
-        if "v2" in apis:
-            plan.append(
-                (
-                    Series("v2 upload, PUT /v2/images/{id}/file", size,
-                           baseline=UPLOAD_LIMIT, target=V2_TARGET),
-                    lambda: v2.upload("bench-v2", source),
-                    check_v2,
-                )
-            )  # fmt: skip
-        if "v1" in apis:
-            plan.append(
-                (
-                    Series("v1 download, download_image(output)", size,
-                           baseline=DOWNLOAD_LIMIT, target=V1_TARGET),
-                    v1_download,
-                    lambda _: check_download(None),
-                )
-            )  # fmt: skip
-        if "v2" in apis:
-            plan.append(
-                (
-                    Series("v2 download, GET /v2/images/{id}/file", size,
-                           baseline=DOWNLOAD_LIMIT, target=V2_TARGET),
-                    v2_download,
-                    check_download,
-                )
-            )  # fmt: skip
+
+        # (API, the limit it is judged against, label, timed action, what to do after it)
+        transfers: list[tuple[str, str, str, Callable[[], Any], Callable[[Any], None]]] = [
+            ("v1", UPLOAD_LIMIT, "v1 upload, create_image(filename)", two_pass_upload, check_v1),
+            ("v1", UPLOAD_LIMIT, "v1 upload, upload_image(file)", one_pass, check_v1),
+            ("v2", UPLOAD_LIMIT, "v2 upload, PUT /v2/images/{id}/file",
+             lambda: v2.upload("bench-v2", source), check_v2),
+            ("v1", DOWNLOAD_LIMIT, "v1 download, download_image(output)", v1_download,
+             lambda _: check_download(None)),
+            ("v2", DOWNLOAD_LIMIT, "v2 download, GET /v2/images/{id}/file", v2_download,
+             check_download),
+        ]  # fmt: skip
+        targets = {"v1": V1_TARGET, "v2": V2_TARGET}
+        for api, limit, label, action, after in transfers:
+            if api in apis and (two_pass or action is not two_pass_upload):
+                series = Series(label, size, baseline=limit, target=targets[api])
+                plan.append((series, action, after))
 
         for round_ in range(1, runs + 1):
             for series, action, after in plan:

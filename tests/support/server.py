@@ -32,6 +32,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_for_answer(
+    port: int,
+    path: str,
+    *,
+    timeout: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    until: int | None = 200,
+    connect_timeout: float = 1.0,
+    pause: float = 0.05,
+) -> int | None:
+    """GET `path` on 127.0.0.1:`port` until it answers `until` (with `until=None`, any
+    status); return that status.
+
+    Returns None when `timeout` seconds pass first or `proc` has exited (see its
+    `returncode`). Sleeps `pause` after each refused or broken connection.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return None
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=connect_timeout)
+        try:
+            conn.request("GET", path)
+            status = conn.getresponse().status
+            if until is None or status == until:
+                return status
+        except (OSError, http.client.HTTPException):
+            time.sleep(pause)
+        finally:
+            conn.close()
+    return None
+
+
 @dataclass
 class Server:
     """One `osimage serve` process; `url` is its root, e.g. http://127.0.0.1:PORT."""
@@ -72,19 +105,10 @@ class Server:
         env = {**os.environ, **self.env}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"osimage serve exited early:\n{self.log()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-                conn.request("GET", "/versions")
-                if conn.getresponse().status == 200:
-                    return self
-            except OSError:
-                time.sleep(0.05)
-            finally:
-                conn.close()
+        if wait_for_answer(self.port, "/versions", timeout=timeout, proc=self.proc) == 200:
+            return self
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"osimage serve exited early:\n{self.log()}")
         self.stop()
         raise RuntimeError(f"osimage serve did not answer within {timeout}s:\n{self.log()}")
 
