@@ -1,16 +1,19 @@
-"""Against a real server: uploads trickling below `--upload-min-rate`."""
+"""Against a real server: uploads trickling below `--upload-min-rate`, and v2 staged data
+left unimported past `--stage-ttl`."""
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.api_client import Api, unique
-from tests.e2e.v2_client import V2
+from tests.e2e.v2_client import OCTETS, V2
 from tests.hostile.test_uploads import read_all, reserve, send_chunk, status_of, wait_until
 from tests.support.http import request
 from tests.support.server import Server, start_server
@@ -122,3 +125,66 @@ def test_an_upload_above_the_minimum_rate_with_pauses_succeeds(slow: Server) -> 
     assert status_of(slow, image_id) == "active"
     _, headers, _ = request(slow, "HEAD", f"/v1/images/{image_id}", {})
     assert headers["x-image-meta-size"] == "200000"
+
+
+# -- staged data past --stage-ttl -------------------------------------------------------------
+
+TTL = 6.0  # the sweep runs every 1.5 s
+
+
+@pytest.fixture
+def staging(tmp_path: Path) -> Iterator[Server]:
+    # two workers: both run the stage sweep on the one database
+    srv = start_server(tmp_path, "--stage-ttl", f"{TTL:g}", "--workers", "2")
+    yield srv
+    log = srv.log()
+    srv.close()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def stage(v2: V2, image_id: str, data: bytes) -> None:
+    resp = v2.call("PUT", f"images/{image_id}/stage", headers=OCTETS, data=data)
+    assert resp.status == 204, resp
+    assert v2.show(image_id).json()["status"] == "uploading"
+
+
+def import_staged(v2: V2, image_id: str) -> None:
+    body = {"method": {"name": "glance-direct"}}
+    resp = v2.call("POST", f"images/{image_id}/import", body)
+    assert resp.status == 202, resp
+    wait_until(lambda: v2.show(image_id).json()["status"] == "active", "imported")
+
+
+def test_staged_data_past_the_ttl_goes_and_younger_data_stays(staging: Server) -> None:
+    v2 = V2(Api(staging.url))
+    old = v2.create(name=unique("staged-old"))["id"]
+    young = v2.create(name=unique("staged-young"))["id"]
+    stage(v2, old, b"old staged data")
+    assert stored_for(staging, old) != []  # the staged data exists
+    time.sleep(TTL / 2)
+    stage(v2, young, b"young staged data")
+    assert stored_for(staging, young) != []
+
+    wait_until(
+        lambda: v2.show(old).json()["status"] == "queued", "the old stage expired", timeout=20
+    )
+    # at most TTL / 2 + one sweep interval later: the young one is well inside its TTL
+    assert v2.show(young).json()["status"] == "uploading"
+    assert stored_for(staging, young) != []
+    shown = v2.show(old).json()
+    assert (shown["size"], shown["checksum"], shown["os_hash_value"]) == (None, None, None)
+    assert stored_for(staging, old) == []
+    assert v2.download(old).status == 204  # no data
+
+    import_staged(v2, young)  # kept data imports
+    assert v2.download(young).body == b"young staged data"
+
+    stage(v2, old, b"staged again")  # queued again: it can be staged and imported anew
+    import_staged(v2, old)
+    assert v2.download(old).body == b"staged again"
+
+    log = staging.log()
+    sweeps = [line for line in log.splitlines() if "stage sweep" in line and old in line]
+    assert len(sweeps) == 1, sweeps  # one of the two workers won it
+    assert "stage_ttl" in sweeps[0]
+    assert not re.search(rf"stage sweep.*{young}", log)
