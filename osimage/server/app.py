@@ -186,6 +186,8 @@ class App:
         tasks.start_soon(upkeep.renew_leases_forever, settings.upload_lease / 3)
         lease = settings.upload_lease
         tasks.start_soon(partial(sweep_imports_forever, engine, lease=lease, interval=lease / 3))
+        if settings.stage_ttl:
+            tasks.start_soon(upkeep.expire_stages_forever, settings.stage_ttl)
         if settings.delayed_delete:
             tasks.start_soon(upkeep.scrub_forever, settings.scrub_interval)
         self._sharing = Sharing(self._service)

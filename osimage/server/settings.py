@@ -244,6 +244,20 @@ SETTINGS: Final = (
         _positive_seconds,
     ),
     Setting(
+        "upload_min_rate",
+        "1024",
+        "Bytes per second an upload must average over each --body-timeout window of waiting "
+        "for its data (0: no minimum); a slower upload fails as a stalled one does, with 408.",
+        _non_negative,
+    ),
+    Setting(
+        "stage_ttl",
+        "86400",
+        "Seconds v2 data staged for import may wait unimported (its image unchanged); then "
+        "the data is removed and the image is queued again (0: staged data waits forever).",
+        _seconds,
+    ),
+    Setting(
         "copy_max",
         "10",
         "Most copy-from transfers one server process runs at once; beyond it a new copy "
@@ -537,6 +551,8 @@ class Limits:
     json_body_max: int = _row("json_body_max")
     json_depth_max: int = _row("json_depth_max")
     body_timeout: float = _row("body_timeout")  # seconds a request body may send nothing
+    upload_min_rate: int = _row("upload_min_rate")  # bytes/s averaged per body_timeout; 0: none
+    stage_ttl: float = _row("stage_ttl")  # seconds staged data may wait unimported; 0: forever
     copy_max: int = _row("copy_max")  # concurrent copy-from transfers per process
     copy_max_per_project: int = _row("copy_max_per_project")
     copy_timeout: float = _row("copy_timeout")  # seconds per copy in all
@@ -655,6 +671,8 @@ class Settings:
     node_id: str
     upload_lease: float
     body_timeout: float
+    upload_min_rate: int
+    stage_ttl: float
     copy_max: int
     copy_max_per_project: int
     copy_timeout: float

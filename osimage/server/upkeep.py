@@ -1,6 +1,6 @@
 """What runs beside the requests: the crash sweep (of uploads and of v2 web-downloads), the
-scrubber of delayed deletes, and the renewal of this process's upload leases (which also
-ends the uploads of dead instances).
+scrubber of delayed deletes, the expiry of v2 staged data never imported, and the renewal
+of this process's upload leases (which also ends the uploads of dead instances).
 
 Each step changes status only by conditional UPDATEs, so several processes may run them
 at once.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Set
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,6 +21,8 @@ from osimage.server.db.engine import reading, writing
 from osimage.server.stores.base import BlobStore
 
 log = logging.getLogger("osimage.service")
+
+STAGE_SWEEP_INTERVAL: Final = 300.0  # longest pause between runs of the stage sweep
 
 
 async def _discard_partial(store: BlobStore, killed: list[tuple[str, str | None]]) -> None:
@@ -122,6 +124,48 @@ async def sweep_imports_forever(engine: AsyncEngine, *, lease: float, interval: 
             log.exception("import sweep failed")
 
 
+async def expire_stages(
+    engine: AsyncEngine, store: BlobStore, *, ttl: float, node: str = ""
+) -> list[str]:
+    """v2 data staged longer than `ttl` seconds ago (its image unchanged since) and never
+    imported is removed, and its image goes back to `queued`, to be staged again.
+
+    Each image is first taken `uploading` -> `saving` by one conditional UPDATE, leased to
+    `node`: one process wins it, and no import can start while its data goes. A crash
+    meanwhile leaves it to the crash sweep, which kills it and removes the data; a store
+    that fails to remove it leaves it `killed` too, for the sweep to try again."""
+    now = catalog.now()
+    staged_before = now - timedelta(seconds=ttl)
+    async with reading(engine) as conn:
+        candidates = await catalog.stale_stages(conn, staged_before)
+    requeued: list[str] = []
+    for image_id, location in candidates:
+        async with writing(engine) as conn:
+            if not await catalog.take_stale_stage(conn, image_id, staged_before):
+                continue  # imported, deleted, changed, or taken by another process
+            await leases.claim(conn, image_id, node, now)
+        where = location if location and store.owns(location) else store.location(image_id)
+        try:
+            await store.delete(where)
+        except Exception as error:
+            log.warning("could not remove the staged data of image %s: %s", image_id, error)
+            async with writing(engine) as conn:
+                await catalog.transition(conn, image_id, "saving", "killed")
+            continue
+        async with writing(engine) as conn:
+            if await catalog.requeue_unstaged(conn, image_id):
+                requeued.append(image_id)
+    if requeued:
+        log.warning(
+            "stage sweep: staged data older than stage_ttl (%g s) removed, %d image(s) back "
+            "to queued: %s",
+            ttl,
+            len(requeued),
+            ", ".join(requeued),
+        )
+    return requeued
+
+
 async def scrub(engine: AsyncEngine, store: BlobStore) -> int:
     """Remove the data of `pending_delete` images, which then become `deleted`.
 
@@ -179,6 +223,16 @@ class Upkeep:
             except Exception:
                 log.exception("scrubber run failed")
             await anyio.sleep(interval)
+
+    async def expire_stages_forever(self, ttl: float) -> None:
+        """`expire_stages` every `ttl / 4` seconds (at most every 5 minutes) until
+        cancelled: staged data goes within `ttl` and a quarter (at most 5 minutes) more."""
+        while True:
+            await anyio.sleep(min(ttl / 4, STAGE_SWEEP_INTERVAL))
+            try:
+                await expire_stages(self.engine, self.store, ttl=ttl, node=self.node)
+            except Exception:
+                log.exception("stage sweep failed")
 
     async def renew_leases_forever(self, interval: float) -> None:
         """Every `interval` seconds until cancelled: renew the leases of this process's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,39 @@ class ClientGone(BadRequest):
 
     def __init__(self) -> None:
         super().__init__("Client disconnected before sending all data to backend")
+
+
+class Pace:
+    """How fast a body arrives, in windows of `window` seconds spent waiting for it: a
+    window that brings fewer than `min_rate * window` bytes raises `RequestTimeout`.
+
+    Only the time the server waits for the client counts, not the time it spends storing
+    what arrived, so a slow store never fails an upload. The first window is the grace
+    period; a body that ends before its window does is never measured.
+    """
+
+    def __init__(self, min_rate: int, window: float) -> None:
+        self.min_rate, self.window = min_rate, window
+        self.need = min_rate * window
+        self.spent = 0.0  # seconds waited in the current window
+        self.got = 0  # bytes received in it
+
+    def left(self) -> float:
+        """Seconds of waiting until a window short of its bytes would end (inf: it has them)."""
+        return max(self.window - self.spent, 0.0) if self.got < self.need else math.inf
+
+    def waited(self, seconds: float, received: int) -> None:
+        """Count `seconds` of waiting that brought `received` bytes (at their end)."""
+        self.spent += seconds
+        while self.spent >= self.window:
+            if self.got < self.need:
+                raise RequestTimeout(
+                    f"Request body data arrived at less than {self.min_rate} bytes per second "
+                    f"over {self.window:g} seconds (upload_min_rate)."
+                )
+            self.spent -= self.window
+            self.got = 0
+        self.got += received
 
 
 @dataclass
@@ -93,15 +127,20 @@ class Call:
                 raise BadRequest(f"Query parameter {name[:64]!r}: NUL characters are not allowed")
         return pairs
 
-    async def body(self, *, idle_tick: float | None = None) -> AsyncIterator[bytes]:
+    async def body(
+        self, *, idle_tick: float | None = None, min_rate: int = 0
+    ) -> AsyncIterator[bytes]:
         """The request body as it arrives; a disconnect raises `ClientGone` (400).
 
         A body that sends nothing for the service's `body_timeout` raises `RequestTimeout`
-        (408; the connection then closes, the body being unread). With `idle_tick`, an
-        empty chunk is yielded whenever nothing arrived for that long, so that a consumer
-        holding a partial batch can hand it on instead of keeping it while the client stalls.
+        (408; the connection then closes, the body being unread). With `min_rate`, so does
+        one that brings fewer than `min_rate` bytes per second over a `body_timeout` window
+        of waiting for it (see `Pace`). With `idle_tick`, an empty chunk is yielded whenever
+        nothing arrived for that long, so that a consumer holding a partial batch can hand
+        it on instead of keeping it while the client stalls.
         """
         timeout = self.service.limits.body_timeout
+        pace = Pace(min_rate, timeout) if min_rate > 0 else None
         loop = asyncio.get_running_loop()
         idle, ticked = 0.0, idle_tick is None
         wait = 0.0
@@ -113,13 +152,18 @@ class Call:
                 async with asyncio.timeout(None) as deadline:
                     while True:
                         wait = timeout - idle if ticked else min(idle_tick or 0.0, timeout - idle)
-                        deadline.reschedule(loop.time() + wait)
+                        if pace is not None:
+                            wait = min(wait, pace.left())
+                        began = loop.time()
+                        deadline.reschedule(began + wait)
                         message = await self.receive()  # cancelling this wait loses no message
                         deadline.reschedule(None)
                         idle, ticked = 0.0, idle_tick is None
                         if message["type"] == "http.disconnect":
                             raise ClientGone()
                         chunk = message.get("body", b"")
+                        if pace is not None:
+                            pace.waited(loop.time() - began, len(chunk))
                         if chunk:
                             yield chunk
                         if not message.get("more_body", False):
@@ -127,6 +171,8 @@ class Call:
             except TimeoutError:
                 pass  # (only an expired wait gets here)
             idle += wait
+            if pace is not None:
+                pace.waited(wait, 0)
             if idle >= timeout:
                 raise RequestTimeout(
                     f"No request body data for {timeout:g} seconds (body_timeout)."

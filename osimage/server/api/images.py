@@ -37,7 +37,8 @@ def _upload(call: Call) -> Upload | None:
     content_type = (call.header("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/octet-stream":
         raise BadRequest("Content-Type must be application/octet-stream")
-    return Upload(chunks=call.body(idle_tick=IDLE_FLUSH), length=length)
+    rate = call.service.limits.upload_min_rate
+    return Upload(chunks=call.body(idle_tick=IDLE_FLUSH, min_rate=rate), length=length)
 
 
 def _check_servable(meta: wire.Metadata) -> None:

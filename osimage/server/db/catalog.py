@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import Enum
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
     ColumnElement,
@@ -317,6 +317,54 @@ async def image_ids_in_status(conn: AsyncConnection, status: str) -> list[tuple[
         select(images.c.id, images.c.location).where(images.c.status == status)
     )
     return [(image_id, location) for image_id, location in rows]
+
+
+async def stale_stages(
+    conn: AsyncConnection, staged_before: datetime
+) -> list[tuple[str, str | None]]:
+    """(id, location) of the images holding v2 staged data (`uploading`) unchanged since
+    before `staged_before`."""
+    rows = await conn.execute(
+        select(images.c.id, images.c.location).where(
+            images.c.status == "uploading",
+            images.c.deleted == false(),
+            images.c.updated_at < staged_before,
+        )
+    )
+    return [(image_id, location) for image_id, location in rows]
+
+
+async def take_stale_stage(conn: AsyncConnection, image_id: str, staged_before: datetime) -> bool:
+    """`uploading` -> `saving`, if the image is still staged and unchanged since before
+    `staged_before`: one conditional UPDATE, so one caller wins; no import can start then."""
+    result = await conn.execute(
+        update(images)
+        .where(
+            images.c.id == image_id,
+            images.c.status == "uploading",
+            images.c.deleted == false(),
+            images.c.updated_at < staged_before,
+        )
+        .values(status="saving", updated_at=now())
+    )
+    if result.rowcount != 1:
+        return False
+    await refresh_record(conn, image_id)
+    return True
+
+
+_DATA_VALUES: Final = (
+    "size", "checksum", "sha256", "location", "os_hash_algo", "os_hash_value",
+)  # fmt: skip
+
+
+async def requeue_unstaged(conn: AsyncConnection, image_id: str) -> bool:
+    """`saving` -> `queued` with no data recorded, once `take_stale_stage`'s caller removed
+    the staged data; the upload lease goes too."""
+    if not await transition(conn, image_id, "saving", "queued", **dict.fromkeys(_DATA_VALUES)):
+        return False
+    await conn.execute(delete(upload_leases).where(upload_leases.c.image_id == image_id))
+    return True
 
 
 _DEAD = ("killed", "deleted")

@@ -83,7 +83,8 @@ def _upload(call: Call) -> Upload:
                     f"Invalid or missing image size in request headers ({name}: {text!r})."
                 ) from None
             break
-    return Upload(chunks=call.body(idle_tick=IDLE_FLUSH), length=length)
+    rate = call.service.limits.upload_min_rate
+    return Upload(chunks=call.body(idle_tick=IDLE_FLUSH, min_rate=rate), length=length)
 
 
 # -- images ----------------------------------------------------------------------------------
