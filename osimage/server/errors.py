@@ -124,8 +124,14 @@ def render(error: ApiError, *, accept: str, head: bool) -> tuple[str, bytes]:
 
 
 class RequestTimeout(ApiError):
+    """A request body stalled or came too slowly: the rest of it is never read, so the
+    answer closes the connection (its framing is lost)."""
+
     status_code = 408
     title = "Request Timeout"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message, headers={"connection": "close"})
 
 
 class TooManyRequests(ApiError):

@@ -101,6 +101,7 @@ def test_a_stalled_upload_is_killed_its_data_removed_and_its_connection_closed(
         sock.close()
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b"body_timeout" in answer
+    assert b"\r\nconnection: close\r\n" in answer.lower()  # closed with the answer, not idle later
     assert status_of(impatient, image_id) == "killed"
     wait_until(lambda: stored_for(impatient, image_id) == [], "partial data removed")
 
