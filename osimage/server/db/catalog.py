@@ -17,6 +17,7 @@ from typing import Any, Final
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Integer,
     Select,
     and_,
     bindparam,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     select,
     true,
     tuple_,
+    type_coerce,
     update,
 )
 from sqlalchemy.engine import RowMapping
@@ -154,6 +156,12 @@ def fetch_image(conn: Connection, image_id: str) -> ImageRow | None:
     return row
 
 
+# Whether an image's records carry its stamp (NULL: no records). Read as the database
+# gives it (SQLite 0/1, PostgreSQL a bool): only its truth is used, and a Boolean type
+# would convert it row by row.
+FRESH = type_coerce(image_records.c.updated_at == images.c.updated_at, Integer)
+
+
 @dataclass
 class StoredImage:
     """An image with its properties and its stored renderings where fresh (else None)."""
@@ -171,7 +179,7 @@ _IMAGE_WITH_RECORDS = (
         image_properties.c.value,
         image_records.c.v1_head,
         image_records.c.v2,
-        image_records.c.updated_at == images.c.updated_at,
+        FRESH,
     )
     .outerjoin(image_properties, image_properties.c.image_id == images.c.id)
     .outerjoin(image_records, image_records.c.image_id == images.c.id)
@@ -557,7 +565,7 @@ def _records_statement(*shape: Any) -> Select[Any]:
     big page: half its time)."""
     return (
         _page_statement(*shape, False)
-        .with_only_columns(image_records.c.v1, image_records.c.updated_at == images.c.updated_at)
+        .with_only_columns(image_records.c.v1, FRESH)
         .outerjoin_from(images, image_records, image_records.c.image_id == images.c.id)
     )
 

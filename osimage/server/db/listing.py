@@ -29,6 +29,7 @@ from sqlalchemy.sql.expression import BindParameter
 
 from osimage.server.db.catalog import (
     _COLUMNS,
+    FRESH,
     HIDDEN_STATUSES,
     ImageRow,
     _sort_expression,
@@ -302,10 +303,9 @@ def _records_statement(*shape: Any) -> Select[Any]:
     """The page query of one shape (`_page_statement`) joined to the images' records:
     ids, records and whether each is fresh, in page order. A flat join, as
     `catalog._records_statement` explains."""
-    fresh = image_records.c.updated_at == images.c.updated_at  # NULL v2: `list_records`
     return (
         _page_statement(*shape)
-        .with_only_columns(images.c.id, image_records.c.v2, fresh)
+        .with_only_columns(images.c.id, image_records.c.v2, FRESH)  # NULL v2: `list_records`
         .outerjoin_from(images, image_records, image_records.c.image_id == images.c.id)
     )
 
