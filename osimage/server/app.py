@@ -12,6 +12,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
@@ -231,8 +232,8 @@ class App:
             "metrics": metrics,
         }
 
-    def _request_id(self, scope: Scope) -> str:
-        supplied = header(scope, "x-openstack-request-id")
+    def _request_id(self, headers: Mapping[str, str]) -> str:
+        supplied = headers.get("x-openstack-request-id")
         if supplied is None or self.settings.auth == "noauth":
             return new_request_id()
         supplied = supplied.strip()
@@ -269,9 +270,14 @@ class App:
         failure = ""  # why the request failed unexpectedly: its one log line says so
         try:
             try:
-                request_id = self._request_id(scope)
-                refuse_ambiguous_framing(scope)
-                await self._dispatch(scope, receive, send_with_id)
+                # the request's headers, decoded once for every reader (last one wins)
+                headers = {
+                    bytes(name).decode("latin-1").lower(): bytes(value).decode("latin-1")
+                    for name, value in scope.get("headers", ())
+                }
+                request_id = self._request_id(headers)
+                refuse_ambiguous_framing(headers)
+                await self._dispatch(scope, receive, send_with_id, headers)
             except ApiError as error:
                 request_id = request_id or new_request_id()  # the supplied one was refused
                 if status:
@@ -300,7 +306,9 @@ class App:
             else:
                 access.write(request_id, scope["method"], scope["path"], status, elapsed)
 
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _dispatch(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
         path: str = scope["path"]
         if path in endpoints.PATHS:  # before authentication and version routing
             await self._operations(scope, send, path)
@@ -309,7 +317,7 @@ class App:
         v2 = v2_tokens(cache=cache)
         segments = path.split("/")
         first = segments[1] if len(segments) > 1 else ""
-        accept = header(scope, "accept") or ""
+        accept = headers.get("accept", "")
         if accept.lower().startswith(MEDIA_PREFIX):
             token = accept[len(MEDIA_PREFIX) :].split(",")[0].split(";")[0].strip().lower()
             if token not in V1_TOKENS and token not in v2:
@@ -322,7 +330,8 @@ class App:
             await send_versions(scope, send, 200, cache=cache)
             return
         if first in v2:
-            await self._v1(scope, receive, send, "/" + "/".join(segments[2:]), v2=True)
+            rest = "/" + "/".join(segments[2:])
+            await self._v1(scope, receive, send, headers, rest, v2=True)
             return
         if first not in V1_TOKENS:
             await send_versions(scope, send, 300, cache=cache)
@@ -331,7 +340,7 @@ class App:
         if rest == "" and scope["method"] in {"GET", "HEAD"}:
             await send_v1_version(scope, send, cache=cache)
             return
-        await self._v1(scope, receive, send, rest)
+        await self._v1(scope, receive, send, headers, rest)
 
     async def _operations(self, scope: Scope, send: Send, path: str) -> None:
         if self._health is None or self._metrics is None or self._authenticator is None:
@@ -349,15 +358,18 @@ class App:
             )
 
     async def _v1(
-        self, scope: Scope, receive: Receive, send: Send, rest: str, *, v2: bool = False
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        rest: str,
+        *,
+        v2: bool = False,
     ) -> None:
         """An authenticated call to the v1 routes (or, with `v2`, to the v2 routes)."""
         if self._service is None or self._sharing is None or self._authenticator is None:
             raise ServiceUnavailable("The service is not running.")
-        headers = {
-            bytes(name).decode("latin-1").lower(): bytes(value).decode("latin-1")
-            for name, value in scope.get("headers", ())
-        }
         try:
             context = await self._authenticator.authenticate(headers)
         except Unauthorized as error:

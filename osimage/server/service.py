@@ -109,7 +109,7 @@ class ImageService:
         if row is None:
             raise NotFound(f"Image {image_id} not found.")
         if action is not None:
-            self.policy.enforce(ctx, action, image_target(row))
+            self.policy.enforce(ctx, action, partial(image_target, row))
         return row
 
     async def head(self, ctx: Context, image_id: str) -> tuple[ImageRow, str | None]:
@@ -120,7 +120,7 @@ class ImageService:
         )
         if found is None:
             raise NotFound(f"Image {image_id} not found.")
-        self.policy.enforce(ctx, "get_image", image_target(found.row))
+        self.policy.enforce(ctx, "get_image", partial(image_target, found.row))
         if self.protections is not None:
             return self.shown(ctx, found.row), None
         return found.row, found.v1_head
@@ -327,7 +327,7 @@ class ImageService:
         """The image and its bytes; errors surface on the first chunk (before any is sent)."""
         row = await self.get(ctx, image_id)
         rules.check_download(row)
-        self.policy.enforce(ctx, "download_image", image_target(row))
+        self.policy.enforce(ctx, "download_image", partial(image_target, row))
         return row, self.downloads.stream(ctx, row)
 
     # -- delete ----------------------------------------------------------------------------
@@ -394,7 +394,7 @@ class ImageService:
 
     def _list_query(self, ctx: Context, params: Mapping[str, str]) -> tuple[ListQuery, str | None]:
         """The caller's list query (policy checked) and the marker it names, if any."""
-        self.policy.enforce(ctx, "get_images", image_target(owner=ctx.owner_id))
+        self.policy.enforce(ctx, "get_images", partial(image_target, owner=ctx.owner_id))
         query, is_public, marker = parse_list_query(
             params,
             limit_default=self.limits.limit_param_default,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,14 +125,14 @@ def base_url(scope: Scope, host: str | None = None) -> str:
     return f"{scheme}://{host}"
 
 
-def refuse_ambiguous_framing(scope: Scope) -> None:
-    """Refuse a request with both Content-Length and Transfer-Encoding (RFC 9112 §6.3).
+def refuse_ambiguous_framing(headers: Mapping[str, str]) -> None:
+    """Refuse a request with both Content-Length and Transfer-Encoding (RFC 9112 §6.3);
+    `headers` by lower-case name.
 
     h11 lets Transfer-Encoding win; a proxy in front may have let Content-Length win,
     so the two disagree on where this request ends. The answer closes the connection.
     """
-    names = {bytes(name).lower() for name, _value in scope.get("headers", ())}
-    if b"content-length" in names and b"transfer-encoding" in names:
+    if "content-length" in headers and "transfer-encoding" in headers:
         raise BadRequest(
             "A request may not carry both Content-Length and Transfer-Encoding.",
             headers={"connection": "close"},

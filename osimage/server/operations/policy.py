@@ -8,7 +8,7 @@ service, the policy only adds gates an operator writes (``"delete_image": "role:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -79,6 +79,10 @@ def credentials(ctx: Context) -> dict[str, Any]:
     }
 
 
+# What a rule reads about its object, or a function that builds it when a rule needs it
+Target = Mapping[str, Any] | Callable[[], Mapping[str, Any]]
+
+
 def image_target(row: ImageRow | None = None, **extra: Any) -> dict[str, Any]:
     """What a rule's right side (``%(owner)s``, ``%(visibility)s``...) reads about an image."""
     target: dict[str, Any] = {}
@@ -143,20 +147,24 @@ class Policy:
                 name for name, rule in self._enforcer.rules.items() if str(rule) == always
             )
 
-    def allowed(self, ctx: Context, action: str, target: Mapping[str, Any] | None = None) -> bool:
-        """Whether the rule named `action` lets `ctx` act on `target`."""
+    def allowed(self, ctx: Context, action: str, target: Target | None = None) -> bool:
+        """Whether the rule named `action` lets `ctx` act on `target`: what the rule reads,
+        or a function that builds it, called only when a rule is evaluated."""
         if action in self._open:
             return True
+        if callable(target):
+            target = target()
         return bool(self._enforcer.enforce(action, dict(target or {}), credentials(ctx)))
 
     def enforce(
         self,
         ctx: Context,
         action: str,
-        target: Mapping[str, Any] | None = None,
+        target: Target | None = None,
         *,
         message: str | None = None,
     ) -> None:
-        """Raise `Forbidden` (403) unless the rule named `action` lets `ctx` act on `target`."""
+        """Raise `Forbidden` (403) unless the rule named `action` lets `ctx` act on `target`
+        (as `allowed` takes it)."""
         if not self.allowed(ctx, action, target):
             raise Forbidden(message or f"You are not authorized to complete {action} action.")

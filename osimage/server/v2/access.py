@@ -54,7 +54,7 @@ class Access:
         """The oslo.policy rule `rule` (Glance's name) for `row`: 403 when it refuses."""
         if row is not None:
             extra.setdefault("visibility", row.visibility)
-        self.images.policy.enforce(ctx, rule, image_target(row, **extra))
+        self.images.policy.enforce(ctx, rule, partial(image_target, row, **extra))
 
     def _notify(self, ctx: Context | None, event: str, view: ImageView, **extra: Any) -> None:
         """An info-priority image event with v2's visibility and tags in the payload."""
