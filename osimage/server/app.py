@@ -8,6 +8,7 @@ by `osimage.server.errors`.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import time
@@ -129,6 +130,10 @@ class App:
                 log.exception("startup failed")
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
+            # What start-up built lives as long as the process: out of the collector's
+            # way, so its periodic passes do not walk it (issue 14); garbage first.
+            gc.collect()
+            gc.freeze()
             await send({"type": "lifespan.startup.complete"})
             await receive()  # lifespan.shutdown
         await send({"type": "lifespan.shutdown.complete"})
