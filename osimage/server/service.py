@@ -20,7 +20,7 @@ from osimage.server import rules
 from osimage.server.auth import Context
 from osimage.server.copies import Slot
 from osimage.server.db import catalog
-from osimage.server.db.catalog import ImageRow, ListQuery, StoredImage
+from osimage.server.db.catalog import ImageRow, ListQuery
 from osimage.server.db.engine import read, writing
 from osimage.server.downloads import Downloads
 from osimage.server.errors import BadRequest, Conflict, NotFound
@@ -78,12 +78,14 @@ class ImageService:
         return row if row is not None and ImageService._may_see(conn, ctx, row) else None
 
     @staticmethod
-    def _visible_stored(conn: Connection, ctx: Context, image_id: str) -> StoredImage | None:
-        """`_visible_row` with the image's stored renderings (`catalog.fetch_stored`)."""
+    def _visible_head(
+        conn: Connection, ctx: Context, image_id: str, properties: bool
+    ) -> tuple[ImageRow, str | None] | None:
+        """`_visible_row` with the image's stored HEAD headers (`catalog.fetch_head`)."""
         if not rules.plausible_id(image_id):
             return None
-        found = catalog.fetch_stored(conn, image_id)
-        return found if found is not None and ImageService._may_see(conn, ctx, found.row) else None
+        found = catalog.fetch_head(conn, image_id, properties=properties)
+        return found if found is not None and ImageService._may_see(conn, ctx, found[0]) else None
 
     @staticmethod
     def _may_see(conn: Connection, ctx: Context, row: ImageRow) -> bool:
@@ -115,15 +117,17 @@ class ImageService:
     async def head(self, ctx: Context, image_id: str) -> tuple[ImageRow, str | None]:
         """`get`, and the image's stored HEAD headers (`render.head_text`) when they may
         answer: fresh, and no property protections to apply (else None: render them)."""
-        found = await read(
-            self.engine, partial(self._visible_stored, ctx=ctx, image_id=image_id), point=True
-        )
+        # the row's properties only if something reads them: a rule, or protections
+        properties = self.protections is not None or not self.policy.is_open("get_image")
+        work = partial(self._visible_head, ctx=ctx, image_id=image_id, properties=properties)
+        found = await read(self.engine, work, point=True)
         if found is None:
             raise NotFound(f"Image {image_id} not found.")
-        self.policy.enforce(ctx, "get_image", partial(image_target, found.row))
+        row, stored = found
+        self.policy.enforce(ctx, "get_image", partial(image_target, row))
         if self.protections is not None:
-            return self.shown(ctx, found.row), None
-        return found.row, found.v1_head
+            return self.shown(ctx, row), None
+        return row, stored
 
     # -- create / update -------------------------------------------------------------------
 

@@ -162,25 +162,43 @@ def fetch_image(conn: Connection, image_id: str) -> ImageRow | None:
 FRESH = type_coerce(image_records.c.updated_at == images.c.updated_at, Integer)
 
 
-@dataclass
-class StoredImage:
-    """An image with its properties and its stored renderings where fresh (else None)."""
+# The image and its stored HEAD headers, without its properties (see `fetch_head`).
+_IMAGE_WITH_HEAD = (
+    select(images, image_records.c.v1_head, FRESH)
+    .outerjoin(image_records, image_records.c.image_id == images.c.id)
+    .where(images.c.id == bindparam("image_id"))
+)
+_PROPERTIES_OF = (
+    select(image_properties.c.key, image_properties.c.value)
+    .where(image_properties.c.image_id == bindparam("image_id"))
+    .order_by(image_properties.c.id)
+)
 
-    row: ImageRow
-    v1_head: str | None  # a v1 HEAD's headers but the length (`render.head_text`)
-    v2: str | None  # the v2 record (JSON text)
+
+def fetch_head(
+    conn: Connection, image_id: str, *, properties: bool
+) -> tuple[ImageRow, str | None] | None:
+    """The image and its stored v1 HEAD headers if fresh, else None (synchronous).
+
+    The row has its properties when asked for them, and whenever the headers are not
+    stored (the caller renders them); else its `properties` are left empty: a HEAD
+    answered from stored headers reads one row, not one per property sorted (issue 14).
+    """
+    found = rows(conn, _IMAGE_WITH_HEAD, {"image_id": image_id})
+    if not found:
+        return None
+    first = found[0]
+    width = len(_COLUMNS)
+    row = ImageRow(*first[:width])
+    stored = first[width] if first[width + 1] else None
+    if properties or stored is None:
+        row.properties = dict(rows(conn, _PROPERTIES_OF, {"image_id": image_id}))
+    return row, stored
 
 
-# The image, its properties and its stored records in one statement (see `fetch_stored`).
-_IMAGE_WITH_RECORDS = (
-    select(
-        images,
-        image_properties.c.key,
-        image_properties.c.value,
-        image_records.c.v1_head,
-        image_records.c.v2,
-        FRESH,
-    )
+# The image, its properties and its v2 record in one statement (see `fetch_record`).
+_IMAGE_WITH_RECORD = (
+    select(images, image_properties.c.key, image_properties.c.value, image_records.c.v2, FRESH)
     .outerjoin(image_properties, image_properties.c.image_id == images.c.id)
     .outerjoin(image_records, image_records.c.image_id == images.c.id)
     .where(images.c.id == bindparam("image_id"))
@@ -188,9 +206,9 @@ _IMAGE_WITH_RECORDS = (
 )
 
 
-def fetch_stored(conn: Connection, image_id: str) -> StoredImage | None:
-    """`fetch_image` and the image's fresh stored renderings (synchronous)."""
-    result = rows(conn, _IMAGE_WITH_RECORDS, {"image_id": image_id})
+def fetch_record(conn: Connection, image_id: str) -> tuple[ImageRow, str | None] | None:
+    """`fetch_image`, and the image's stored v2 record if fresh, else None (synchronous)."""
+    result = rows(conn, _IMAGE_WITH_RECORD, {"image_id": image_id})
     if not result:
         return None
     first = result[0]
@@ -198,9 +216,7 @@ def fetch_stored(conn: Connection, image_id: str) -> StoredImage | None:
     row = ImageRow(*first[:width])
     if first[width] is not None:
         row.properties = {values[width]: values[width + 1] for values in result}
-    if not first[width + 4]:  # stale, or no record (NULL)
-        return StoredImage(row, None, None)
-    return StoredImage(row, first[width + 2], first[width + 3])
+    return row, first[width + 2] if first[width + 3] else None
 
 
 async def get_image(conn: AsyncConnection, image_id: str) -> ImageRow | None:

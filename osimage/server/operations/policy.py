@@ -147,6 +147,10 @@ class Policy:
                 name for name, rule in self._enforcer.rules.items() if str(rule) == always
             )
 
+    def is_open(self, action: str) -> bool:
+        """Whether the rule named `action` allows anyone, whatever the target."""
+        return action in self._open
+
     def allowed(self, ctx: Context, action: str, target: Target | None = None) -> bool:
         """Whether the rule named `action` lets `ctx` act on `target`: what the rule reads,
         or a function that builds it, called only when a rule is evaluated."""

@@ -129,19 +129,20 @@ class Access:
         if self.images.protections is not None:
             return None
 
-        def fetch(conn: Connection) -> catalog.StoredImage | None:
+        def fetch(conn: Connection) -> tuple[ImageRow, str | None] | None:
             if len(image_id) > rules.MAX_ID_LENGTH:
                 return None
-            found = catalog.fetch_stored(conn, image_id)
-            if found is None or not self._may_read(conn, ctx, found.row):
+            found = catalog.fetch_record(conn, image_id)
+            if found is None or not self._may_read(conn, ctx, found[0]):
                 return None
             return found
 
         found = await read(self.engine, fetch, point=True)
         if found is None:
             raise NotFound(f"No image found with ID {image_id}")
-        self._enforce(ctx, "get_image", found.row)
-        return found.v2
+        row, record = found
+        self._enforce(ctx, "get_image", row)
+        return record
 
     async def _writable(
         self, ctx: Context, image_id: str, message: str, *, rule: str = "modify_image"
