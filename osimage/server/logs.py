@@ -3,14 +3,14 @@
 `configure` sets up logging for `osimage serve` (stderr, `LOG_FORMAT`) and points
 `access` there. An access line is then formatted here, in the log's shape
 (``2026-12-03 12:00:00,123 INFO osimage.access: req-... HEAD /v1/images/... 200 0.4ms``),
-and appended to stderr's buffer, which is flushed at the end of the event-loop turn (as
-nginx buffers its access log): a line reaches the file microseconds after its answer
-left, and a turn that answers many requests writes their lines at once. Through
-`logging` (a record, its formatting, a handler lock and a write each) the line cost a
-fifth of a HEAD's CPU (issue 14). The lines keep their order with other log lines
-(both go through the same buffer, which logging flushes at each of its own), and they
-follow the ``osimage.access`` logger's level. Without `configure` (the app run in
-process, or embedded), the line goes through `logging` as any other.
+and appended to stderr's buffer, which is flushed `FLUSH_DELAY` (50 ms) after the first
+line it holds, or when full (as nginx buffers its access log): under load one write
+carries many lines. Through `logging` (a record, its formatting, a handler lock and a
+write each) the line cost a fifth of a HEAD's CPU (issue 14). The lines keep their
+order with other log lines (both go through the same buffer, which logging flushes at
+each of its own), and they follow the ``osimage.access`` logger's level. Without
+`configure` (the app run in process, or embedded), the line goes through `logging` as
+any other.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from typing import BinaryIO
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 ACCESS = "osimage.access"
+# Seconds an access line may wait in stderr's buffer for others to share its write
+FLUSH_DELAY = 0.05
 _ENCODING = "utf-8"
 
 
@@ -72,7 +74,7 @@ class AccessLog:
         if not self._flush_due:
             self._flush_due = True
             try:
-                asyncio.get_running_loop().call_soon(self._flush)
+                asyncio.get_running_loop().call_later(FLUSH_DELAY, self._flush)
             except RuntimeError:  # no loop in this thread: now
                 self._flush()
 
