@@ -12,7 +12,6 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -221,7 +220,7 @@ def rows(conn: Connection, statement: Select[Any], params: Mapping[str, Any]) ->
     """All rows of `statement` (positional, as tuples or `Row`s) with `params`.
 
     Over a synchronous SQLite connection (the reads of `read`), a statement that is built
-    once and kept (a module constant or a cached shape: plans are cached by identity)
+    once and kept (a module constant or a cached shape: plans live with their statement)
     runs straight through the driver with its SQL compiled once: SQLAlchemy's execution
     context, compiled-cache lookup and result objects cost several times the lookup
     itself, a point read's largest share (issue 14). Values go through the column types'
@@ -230,7 +229,14 @@ def rows(conn: Connection, statement: Select[Any], params: Mapping[str, Any]) ->
     """
     dialect = conn.dialect
     if dialect.driver == "pysqlite":
-        plan = _plan(statement, dialect)
+        plans = _PLANS.get(statement)
+        if plans is None:
+            plans = _PLANS[statement] = {}
+        kind = (type(dialect), dialect.paramstyle)
+        if kind in plans:
+            plan = plans[kind]
+        else:
+            plan = plans[kind] = _plan(statement, dialect)
         if plan is not None:
             driver: Any = conn.connection.driver_connection
             values = [params.get(name, default) for name, default in plan.binds]
@@ -254,8 +260,14 @@ class _Plan:
     results: tuple[tuple[int, Callable[[Any], Any]], ...]
 
 
-# Bounded: statements come from module constants and `lru_cache`d shapes.
-@lru_cache(maxsize=1024)
+# Each statement's plans (by dialect), kept as long as the statement is: module constants
+# and the shapes `catalog` and `listing` cache (`lru_cache`, bounded), so the plans are
+# bounded by those caches (tests/hostile/test_lists.py).
+_PLANS: weakref.WeakKeyDictionary[Select[Any], dict[tuple[type, str], _Plan | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _plan(statement: Select[Any], dialect: Dialect) -> _Plan | None:
     """The SQL and processors of `statement`, or None when its SQL depends on its values
     (expanding IN lists, literal-execute parameters) and it must go through SQLAlchemy
