@@ -85,9 +85,11 @@ async def metrics(
     elif not (await _caller(scope, authenticator)).is_admin:
         raise Forbidden("Metrics are only served to admins.")
     await exported.refresh_images(engine, options.cache_seconds)
-    # in a thread: rendering takes milliseconds (and reads every worker's files under
-    # --workers) that the event loop's other requests should not wait for
-    body = await anyio.to_thread.run_sync(exported.render, options.render_seconds)
+    body = exported.rendered(options.render_seconds)
+    if body is None:
+        # in a thread: rendering takes milliseconds (and reads every worker's files under
+        # --workers) that the event loop's other requests should not wait for
+        body = await anyio.to_thread.run_sync(exported.render, options.render_seconds)
     await reply(send, 200, body, content_type=CONTENT_TYPE, head=scope["method"] == "HEAD")
 
 

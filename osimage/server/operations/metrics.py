@@ -188,6 +188,12 @@ class Metrics:
             self.database_errors.inc()
             log.exception("metrics: counting images by status failed")
 
+    def rendered(self, max_age: float) -> bytes | None:
+        """The last rendering if it is less than `max_age` seconds old, else None."""
+        if self._rendered is not None and time.monotonic() - self._rendered_at < max_age:
+            return self._rendered
+        return None
+
     def render(self, max_age: float = 0.0) -> bytes:
         """The text exposition of every metric (all workers' under --workers); an answer
         rendered less than `max_age` seconds ago is reused (rendering takes milliseconds)."""
@@ -195,8 +201,8 @@ class Metrics:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         now = time.monotonic()
-        if self._rendered is not None and now - self._rendered_at < max_age:
-            return self._rendered
+        if (reused := self.rendered(max_age)) is not None:
+            return reused
         if self.multiprocess_dir is None:
             body = generate_latest(self.registry)
         else:
