@@ -7,7 +7,7 @@ import re
 from osimage import wire
 from osimage.server.api import render
 from osimage.server.api.call import Call
-from osimage.server.api.http import reply, reply_json, reply_stream
+from osimage.server.api.http import reply, reply_json, reply_ready_json, reply_stream
 from osimage.server.downloads import DownloadBroken
 from osimage.server.errors import BadRequest, MethodNotAllowed
 from osimage.server.ingest import IDLE_FLUSH, Upload
@@ -106,8 +106,7 @@ async def detail(call: Call) -> None:
     if call.method == "GET":
         records = await call.service.list_records(call.context, call.query())
         if records is not None:  # ready JSON: the page is a join (issue 14)
-            body = f'{{"images": [{", ".join(records)}]}}'.encode()
-            await reply(call.send, 200, body, content_type="application/json")
+            await reply_ready_json(call.send, f'{{"images": [{", ".join(records)}]}}'.encode())
             return
         rows = await call.service.list_images(call.context, call.query(), detail=True)
         shown = [call.service.shown(call.context, row) for row in rows]

@@ -524,9 +524,8 @@ def list_records(conn: Connection, query: ListQuery) -> list[str] | None:
     if query.limit <= 0:
         return []
     found = rows(conn, _records_statement(*_shape(query)), _page_params(query))
-    if not all(fresh for _, fresh in found):  # NULL too: no record
-        return None
-    return [record for record, _ in found]
+    page = [record for record, fresh in found if fresh]  # NULL too: no record
+    return page if len(page) == len(found) else None
 
 
 # The most records a page read on the event loop may join (see `is_bounded_page`).
@@ -570,8 +569,7 @@ def _shape(query: ListQuery) -> tuple[Any, ...]:
     )
 
 
-@lru_cache(maxsize=256)
-@lru_cache(maxsize=256)  # one per `_page_statement`: `engine.rows` plans by identity
+@lru_cache(maxsize=256)  # one per `_page_statement`: `engine.rows` plans per statement
 def _records_statement(*shape: Any) -> Select[Any]:
     """The page query of one shape (`_page_statement`) joined to the images' records.
 
