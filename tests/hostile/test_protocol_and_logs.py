@@ -240,23 +240,21 @@ def test_each_request_is_one_access_line_in_order(srv: Server) -> None:
     assert logged == sent
 
 
+def _log_of_one_detail_request(base: Path, *args: str) -> str:
+    """The whole log of a server started with `args` that answered one detail page."""
+    server = start_server(base, *args)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port)
+        conn.request("GET", "/v1/images/detail")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        server.close()  # the log is complete once the server has stopped
+    return server.log()
+
+
 def test_a_warning_level_log_has_no_access_lines(tmp_path: Path) -> None:
-    quiet = start_server(tmp_path, "--log-level", "warning")
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", quiet.port)
-        conn.request("GET", "/v1/images/detail")
-        assert conn.getresponse().status == 200
-        conn.close()
-    finally:
-        quiet.close()  # the log is complete once the server has stopped
-    assert "osimage.access" not in quiet.log()
-    loud = start_server(tmp_path / "loud")
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", loud.port)
-        conn.request("GET", "/v1/images/detail")
-        assert conn.getresponse().status == 200
-        conn.close()
-    finally:
-        loud.close()
-    logged = [m[3] for m in ACCESS_LINE.finditer(loud.log())]
+    assert "osimage.access" not in _log_of_one_detail_request(tmp_path, "--log-level", "warning")
+    loud = _log_of_one_detail_request(tmp_path / "loud")
+    logged = [m[3] for m in ACCESS_LINE.finditer(loud)]
     assert logged.count("/v1/images/detail") == 1  # the same request, logged at info
