@@ -7,7 +7,7 @@ of an image's properties or members first lock its row (see `lock_image`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import Enum
@@ -147,12 +147,16 @@ if tuple(f.name for f in fields(ImageRow) if f.name != "properties") != _COLUMNS
 def fetch_image(conn: Connection, image_id: str) -> ImageRow | None:
     """The image with its properties, or None (synchronous: see `engine.read`)."""
     result = rows(conn, _IMAGE_WITH_PROPERTIES, {"image_id": image_id})
-    if not result:
-        return None
-    first = result[0]
-    row = ImageRow(*first[: len(_COLUMNS)])
-    if first[-2] is not None:
-        row.properties = {key: value for *_, key, value in result}
+    return _image_of(result) if result else None
+
+
+def _image_of(result: Sequence[Any]) -> ImageRow:
+    """The image of a statement's rows that join its columns to its properties (key and
+    value right after them, NULL when it has none), one row per property."""
+    width = len(_COLUMNS)
+    row = ImageRow(*result[0][:width])
+    if result[0][width] is not None:
+        row.properties = {values[width]: values[width + 1] for values in result}
     return row
 
 
@@ -211,12 +215,8 @@ def fetch_record(conn: Connection, image_id: str) -> tuple[ImageRow, str | None]
     result = rows(conn, _IMAGE_WITH_RECORD, {"image_id": image_id})
     if not result:
         return None
-    first = result[0]
-    width = len(_COLUMNS)
-    row = ImageRow(*first[:width])
-    if first[width] is not None:
-        row.properties = {values[width]: values[width + 1] for values in result}
-    return row, first[width + 2] if first[width + 3] else None
+    record, fresh = result[0][-2:]
+    return _image_of(result), record if fresh else None
 
 
 async def get_image(conn: AsyncConnection, image_id: str) -> ImageRow | None:
@@ -247,13 +247,17 @@ async def update_image(
     *,
     status: str | None = None,
     deleted: bool | None = False,
+    unchanged_since: datetime | None = None,
 ) -> bool:
-    """Set `values` if the image is (still) in `status` / deletion state; False if not."""
+    """Set `values` if the image is (still) in `status` / deletion state (and, with
+    `unchanged_since`, was last updated before it); False if not."""
     statement = update(images).where(images.c.id == image_id)
     if status is not None:
         statement = statement.where(images.c.status == status)
     if deleted is not None:
         statement = statement.where(images.c.deleted == deleted)
+    if unchanged_since is not None:
+        statement = statement.where(images.c.updated_at < unchanged_since)
     result = await conn.execute(statement.values(**values, updated_at=now()))
     if result.rowcount != 1:
         return False
@@ -361,20 +365,9 @@ async def stale_stages(
 async def take_stale_stage(conn: AsyncConnection, image_id: str, staged_before: datetime) -> bool:
     """`uploading` -> `saving`, if the image is still staged and unchanged since before
     `staged_before`: one conditional UPDATE, so one caller wins; no import can start then."""
-    result = await conn.execute(
-        update(images)
-        .where(
-            images.c.id == image_id,
-            images.c.status == "uploading",
-            images.c.deleted == false(),
-            images.c.updated_at < staged_before,
-        )
-        .values(status="saving", updated_at=now())
+    return await update_image(
+        conn, image_id, {"status": "saving"}, status="uploading", unchanged_since=staged_before
     )
-    if result.rowcount != 1:
-        return False
-    await refresh_record(conn, image_id)
-    return True
 
 
 _DATA_VALUES: Final = (
@@ -387,8 +380,12 @@ async def requeue_unstaged(conn: AsyncConnection, image_id: str) -> bool:
     the staged data; the upload lease goes too."""
     if not await transition(conn, image_id, "saving", "queued", **dict.fromkeys(_DATA_VALUES)):
         return False
-    await conn.execute(delete(upload_leases).where(upload_leases.c.image_id == image_id))
+    await _drop_lease(conn, image_id)
     return True
+
+
+async def _drop_lease(conn: AsyncConnection, image_id: str) -> None:
+    await conn.execute(delete(upload_leases).where(upload_leases.c.image_id == image_id))
 
 
 _DEAD = ("killed", "deleted")
@@ -421,7 +418,7 @@ async def forget_data(conn: AsyncConnection, image_id: str) -> None:
         )
         .values(location=None)
     )
-    await conn.execute(delete(upload_leases).where(upload_leases.c.image_id == image_id))
+    await _drop_lease(conn, image_id)
 
 
 async def storage_usage(conn: AsyncConnection, owner: str | None, *, exclude: str) -> int:
