@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 from osimage.server.api.http import Receive, Scope, Send, base_url
 from osimage.server.auth import Context
 from osimage.server.errors import BadRequest, RequestTimeout, TooLarge
+from osimage.server.ingest import IDLE_FLUSH, Upload
 from osimage.server.service import ImageService
 from osimage.server.sharing import Sharing
 
@@ -126,6 +127,13 @@ class Call:
             if "\x00" in name or "\x00" in value:
                 raise BadRequest(f"Query parameter {name[:64]!r}: NUL characters are not allowed")
         return pairs
+
+    def upload_body(self, length: int | None) -> Upload:
+        """The body as image data for the data pipeline: empty chunks while the client
+        stalls (so a partial batch is handed on, `ingest.IDLE_FLUSH`), and at least
+        `--upload-min-rate` bytes per second (`body`'s `min_rate`)."""
+        rate = self.service.limits.upload_min_rate
+        return Upload(chunks=self.body(idle_tick=IDLE_FLUSH, min_rate=rate), length=length)
 
     async def body(
         self, *, idle_tick: float | None = None, min_rate: int = 0

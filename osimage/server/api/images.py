@@ -10,7 +10,7 @@ from osimage.server.api.call import Call
 from osimage.server.api.http import reply, reply_json, reply_ready_json, reply_stream
 from osimage.server.downloads import DownloadBroken
 from osimage.server.errors import BadRequest, MethodNotAllowed
-from osimage.server.ingest import IDLE_FLUSH, Upload
+from osimage.server.ingest import Upload
 from osimage.server.service import Change
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -37,8 +37,7 @@ def _upload(call: Call) -> Upload | None:
     content_type = (call.header("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/octet-stream":
         raise BadRequest("Content-Type must be application/octet-stream")
-    rate = call.service.limits.upload_min_rate
-    return Upload(chunks=call.body(idle_tick=IDLE_FLUSH, min_rate=rate), length=length)
+    return call.upload_body(length)
 
 
 def _check_servable(meta: wire.Metadata) -> None:

@@ -20,7 +20,7 @@ from osimage.server.errors import (
     RangeNotSatisfiable,
     UnsupportedMediaType,
 )
-from osimage.server.ingest import IDLE_FLUSH, Upload
+from osimage.server.ingest import Upload
 from osimage.server.v2 import ImagesV2, Patch
 from osimage.server.v2.schema import IMPORT_METHODS
 
@@ -83,8 +83,7 @@ def _upload(call: Call) -> Upload:
                     f"Invalid or missing image size in request headers ({name}: {text!r})."
                 ) from None
             break
-    rate = call.service.limits.upload_min_rate
-    return Upload(chunks=call.body(idle_tick=IDLE_FLUSH, min_rate=rate), length=length)
+    return call.upload_body(length)
 
 
 # -- images ----------------------------------------------------------------------------------
