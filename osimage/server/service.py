@@ -66,6 +66,8 @@ class ImageService:
         self.protections = protections
         # operations (issue 15): one policy check and one event per action, for both APIs
         self.policy = policy if policy is not None else Policy()
+        # whether a HEAD must read the image's properties: a rule or protections read them
+        self._head_properties = protections is not None or not self.policy.is_open("get_image")
 
     # -- visibility ------------------------------------------------------------------------
 
@@ -117,8 +119,7 @@ class ImageService:
     async def head(self, ctx: Context, image_id: str) -> tuple[ImageRow, str | None]:
         """`get`, and the image's stored HEAD headers (`render.head_text`) when they may
         answer: fresh, and no property protections to apply (else None: render them)."""
-        # the row's properties only if something reads them: a rule, or protections
-        properties = self.protections is not None or not self.policy.is_open("get_image")
+        properties = self._head_properties
         work = partial(self._visible_head, ctx=ctx, image_id=image_id, properties=properties)
         found = await read(self.engine, work, point=True)
         if found is None:
