@@ -195,6 +195,20 @@ def test_an_unexpected_failure_is_a_generic_500_with_one_log_line(tmp_path: Path
             assert "500" in lines[0]
             assert "OperationalError" in lines[0]  # what failed, for the operator
         assert_clean_log(broken.log()[before:])
+
+        # an access line still in the buffer (written in batches) goes out before an
+        # ERROR line that follows it, not after: the log keeps the order of events
+        at = {}
+        for path in ("/versions", "/v1/images"):  # a success, then a failure
+            raw = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            answer = exchange(broken, raw.encode())
+            found = REQUEST_ID.search(answer)
+            assert found, answer[:300]
+            at[path] = found.group(1).decode()
+        lines = broken.log().splitlines()
+        ok_at = next(n for n, line in enumerate(lines) if at["/versions"] in line)
+        failed_at = next(n for n, line in enumerate(lines) if at["/v1/images"] in line)
+        assert ok_at < failed_at, lines[-5:]
     finally:
         broken.close()
 
